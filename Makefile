@@ -1,0 +1,40 @@
+# edgec: `make demo` and `make test` each set up everything they need on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EDGEC := $(VENV)/bin/edgec
+STAMP := $(VENV)/.installed
+EXTRAS ?= dev,onnx,search
+DEMO := build/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m edgec.examples --out $(DEMO) --arch cnn --epochs 30
+	$(EDGEC) build $(DEMO)/digits_cnn.keras --target rpi5 --precision int8 \
+		--calib $(DEMO)/calib.npz --eval $(DEMO)/eval.npz --max-accuracy-drop 1.0 --out $(DEMO)/dist
+	$(EDGEC) inspect $(DEMO)/dist/rpi5/model.tflite
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check toolchain targets profiles calibration tests bench
+
+bench: setup
+	$(PY) bench/bench_build.py
+
+clean:
+	rm -rf build dist .pytest_cache

@@ -1,0 +1,62 @@
+"""What every target provides, and the context a build hands it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgec.calibration import Dataset
+from edgec.config import BuildOptions, Precision
+from edgec.profiles import Profile
+from edgec.progress import Progress
+
+
+@dataclasses.dataclass
+class BuildContext:
+    """Everything a target's build needs; targets write only into ``workdir``."""
+
+    profile: Profile
+    options: BuildOptions
+    precision: Precision
+    model: Any  # the (optimized, stripped) tf-keras model to export
+    float_model: Any  # the untouched float reference
+    calib: Dataset | None
+    eval: Dataset | None
+    workdir: Path
+    progress: Progress
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # target-specific manifest fields
+
+
+@dataclasses.dataclass
+class Artifact:
+    """One file a target wrote into the build directory."""
+
+    file: str  # name relative to the build directory
+    role: str  # "model", "edgetpu_model", "onnx", "engine", "report", ...
+    format: str  # "tflite", "onnx", "engine", "json"
+    precision: str | None = None
+    verify_with: str | None = None  # host runtime that can run it ("litert", "onnxruntime") or None
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)  # I/O, op counts, ...
+
+
+class Target:
+    """Base class of a target kind."""
+
+    kind: ClassVar[str]
+    #: runtime the device agent uses for the primary artifact
+    runtime: ClassVar[str]
+
+    def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
+        """Reject an impossible request before any heavy work (raise EdgecError)."""
+
+    def build(self, ctx: BuildContext) -> list[Artifact]:
+        """Write the artifacts into ``ctx.workdir``; the first one is the primary artifact."""
+        raise NotImplementedError
+
+    def runner(self, path: Path, ctx: BuildContext | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+        """A host function running the artifact on float inputs and returning float outputs."""
+        raise NotImplementedError

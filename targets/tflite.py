@@ -1,0 +1,209 @@
+"""TFLite target: TFLiteConverter -> model.tflite (fp32 | fp16 | dynamic | int8), run by LiteRT.
+
+The conversion and the LiteRT runner here are shared with the Edge TPU target, which needs the
+same full-integer model before its compiler step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.calibration import Dataset
+from edgec.config import BuildOptions, Precision
+from edgec.errors import EdgecError
+from edgec.profiles import Profile
+from edgec.progress import Progress
+from edgec.targets.base import Artifact, BuildContext, Target
+
+log = logging.getLogger(__name__)
+
+
+class TFLiteTarget(Target):
+    """CPU devices running LiteRT (Raspberry Pi, x86, Arm boards)."""
+
+    kind = "tflite"
+    runtime = "litert"
+
+    def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
+        if precision.needs_calibration and not options.calib:
+            raise EdgecError(
+                f"precision int8 needs representative data: pass --calib DATA "
+                f"(.npz, .npy, image folder or module:function), or choose one of "
+                f"{', '.join(p for p in profile.precisions if p != 'int8') or 'no other precision'}"
+            )
+
+    def build(self, ctx: BuildContext) -> list[Artifact]:
+        content = convert(ctx.model, ctx.precision, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
+                          progress=ctx.progress)
+        path = ctx.workdir / "model.tflite"
+        path.write_bytes(content)
+        return [Artifact(file=path.name, role="model", format="tflite", precision=ctx.precision.value,
+                         verify_with="litert", info=artifact_info(path))]
+
+    def runner(self, path: Path, ctx: BuildContext | None = None):
+        threads = ctx.profile.threads if ctx is not None and ctx.profile.threads else None
+        return LiteRTRunner(path, threads=min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
+
+
+def convert(model, precision: Precision, *, calib: Dataset | None = None, io_dtype: str = "int8",
+            progress: Progress | None = None, batch_size: int | None = None) -> bytes:
+    """Convert a tf-keras model to TFLite bytes.
+
+    Args:
+        model: tf-keras model (QAT-annotated models convert to int8 with their learned ranges).
+        precision: fp32, fp16 (float16 weights), dynamic (int8 weights, float activations) or
+            int8 (full-integer, int8/uint8 I/O, calibrated on ``calib``).
+        calib: representative data, required for int8.
+        io_dtype: "int8" or "uint8" input/output type for int8.
+        progress: shows calibration and conversion progress.
+        batch_size: fix the batch dimension (the Edge TPU needs 1); ``None`` keeps it dynamic.
+
+    Raises:
+        EdgecError: missing calibration data, or the converter rejected the model (the message
+            carries the converter's own error lines, naming the op).
+    """
+    from edgec.tfcompat import tf_and_keras
+    from edgec.util import capture_native_stderr
+
+    tf, _ = tf_and_keras()
+    progress = progress or Progress(enabled=False)
+    if batch_size is None:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    else:
+        shape = [batch_size, *model.inputs[0].shape[1:]]
+        func = tf.function(lambda x: model(x, training=False))
+        concrete = func.get_concrete_function(tf.TensorSpec(shape, model.inputs[0].dtype))
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    if precision is Precision.FP16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision is Precision.DYNAMIC:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision is Precision.INT8:
+        if calib is None:
+            raise EdgecError("precision int8 needs representative data (--calib)")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtype = {"int8": tf.int8, "uint8": tf.uint8}[io_dtype]
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+        converter.representative_dataset = _representative(calib, progress)
+    with progress.task(f"convert: TFLite {precision.value}") as _task, capture_native_stderr() as native:
+        try:
+            content = converter.convert()
+        except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
+            error = exc
+        else:
+            error = None
+    if error is not None:
+        raise EdgecError(f"TFLite conversion ({precision.value}) failed: {_converter_reason(error, native)}") from error
+    return bytes(content)
+
+
+def _representative(calib: Dataset, progress: Progress):
+    def gen():
+        with progress.task("calibrate: int8 ranges", total=len(calib)) as task:
+            for i in range(len(calib)):
+                yield [calib.x[i:i + 1]]
+                task.advance()
+
+    return gen
+
+
+def _converter_reason(error: Exception, native: list[str]) -> str:
+    text = "\n".join([str(error), *native])
+    lines = [ln.strip() for ln in text.splitlines() if re.search(r"error:|not supported|unsupported", ln, re.I)]
+    seen: list[str] = []
+    for line in lines:
+        line = re.sub(r"^.*?error:\s*", "", line)
+        if line and line not in seen:
+            seen.append(line)
+    reason = "; ".join(seen[:3]) if seen else (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return reason[:600]
+
+
+class LiteRTRunner:
+    """Run a .tflite on float inputs with LiteRT; quantizes inputs and dequantizes outputs.
+
+    Uses one batched invoke when the model's batch dimension is dynamic, else one invoke per
+    sample.
+    """
+
+    def __init__(self, model: Path | bytes, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from edgec.util import capture_native_stderr
+
+        kwargs: dict[str, Any] = {"num_threads": threads} if threads else {}
+        with capture_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate" notices
+            if isinstance(model, (bytes, bytearray)):
+                self.interpreter = Interpreter(model_content=bytes(model), **kwargs)
+            else:
+                self.interpreter = Interpreter(model_path=str(model), **kwargs)
+            self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        sig = self.input.get("shape_signature")
+        self.dynamic_batch = sig is not None and len(sig) > 0 and int(sig[0]) == -1
+        self._batch = int(self.input["shape"][0])
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        x = np.asarray(x, dtype=np.float32)
+        if self.dynamic_batch:
+            return self._invoke(x)
+        step = max(self._batch, 1)
+        outs = [self._invoke(x[i:i + step]) for i in range(0, len(x), step)]
+        return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+    def _invoke(self, x: np.ndarray) -> list[np.ndarray]:
+        it = self.interpreter
+        if self.dynamic_batch and int(self.input["shape"][0]) != len(x):
+            it.resize_tensor_input(self.input["index"], [len(x), *self.input["shape"][1:]])
+            it.allocate_tensors()
+            self.input = it.get_input_details()[0]
+        it.set_tensor(self.input["index"], quantize(x, self.input))
+        it.invoke()
+        return [dequantize(it.get_tensor(d["index"]), d) for d in it.get_output_details()]
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float -> the tensor's dtype using its (scale, zero point); a cast for float tensors."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind in "iu":
+        scale, zero = detail["quantization"]
+        if scale == 0:
+            return x.astype(dtype)
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
+    """The tensor's dtype -> float32 using its (scale, zero point)."""
+    if q.dtype.kind in "iu":
+        scale, zero = detail["quantization"]
+        if scale:
+            return (q.astype(np.float32) - zero) * scale
+    return q.astype(np.float32)
+
+
+def artifact_info(path: Path) -> dict[str, Any]:
+    """I/O dtypes, shapes and quantization, op counts and parameter count, read from the file."""
+    from edgec import tflite_model
+
+    m = tflite_model.load(path)
+    consts = [t for t in m.tensors if t.is_parameter]
+    return {
+        "inputs": [m.tensors[i].describe() for i in m.inputs],
+        "outputs": [m.tensors[i].describe() for i in m.outputs],
+        "op_counts": m.op_counts(),
+        "num_ops": len(m.operators),
+        "params": int(sum(t.num_params for t in consts)),
+        "weight_dtypes": sorted({t.dtype for t in consts}),
+        "subgraphs": m.num_subgraphs,
+    }

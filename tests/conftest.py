@@ -1,0 +1,68 @@
+"""Shared fixtures: a digits CNN trained once per session, with calibration and eval data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("EDGEC_PROGRESS", "0")
+
+import edgec  # noqa: E402,F401  (sets the Keras environment before TensorFlow loads)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def digits_split():
+    from edgec.examples import digits
+
+    return digits(seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory, digits_split) -> Path:
+    """A directory with digits_cnn.keras (trained), calib.npz, eval.npz and train.npz."""
+    from edgec.examples import make_model, train
+
+    out = tmp_path_factory.mktemp("digits")
+    model = make_model("cnn")
+    acc = train(model, digits_split, epochs=25, seed=0)
+    assert acc > 0.9, f"reference CNN trained to only {acc:.3f}"
+    model.save(out / "digits_cnn.keras")
+    np.savez(out / "calib.npz", x=digits_split.x_train)
+    np.savez(out / "eval.npz", x=digits_split.x_test, y=digits_split.y_test)
+    np.savez(out / "train.npz", x=digits_split.x_train, y=digits_split.y_train)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_model_path(digits_dir) -> Path:
+    return digits_dir / "digits_cnn.keras"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
+    """Run ``python -m edgec ARGS`` in a subprocess (real exit codes, real stderr)."""
+    full_env = {**os.environ, "EDGEC_PROGRESS": "0", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "edgec", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=timeout)
+
+
+@pytest.fixture
+def cli_runner():
+    """Invoke the Click CLI in-process; returns (exit_code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from edgec.cli import cli
+
+    def invoke(*args: str):
+        result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke

@@ -1,0 +1,29 @@
+"""edgec: Keras model in, small, fast, verified edge-device artifacts out.
+
+Importing this package is cheap: TensorFlow loads only when a function that needs it runs.
+The Python API mirrors the CLI::
+
+    import edgec
+    result = edgec.build("model.keras", target="rpi5", precision="int8", calib="calib.npz")
+"""
+
+from __future__ import annotations
+
+import os
+
+# TF-MOT and tf2onnx need Keras 2 (tf-keras); this must be set before TensorFlow is imported.
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "build", "EdgecError"]
+
+from edgec.errors import EdgecError  # noqa: E402  (light: no third-party imports)
+
+
+def build(model, target: str, **options):
+    """Build device artifacts for one profile; see :func:`edgec.pipeline.build`."""
+    from edgec.pipeline import build as _build
+
+    return _build(model, target=target, **options)

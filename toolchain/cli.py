@@ -1,0 +1,92 @@
+"""Command-line interface: a thin Click layer over the Python API.
+
+Subcommands are loaded lazily from :data:`COMMANDS`, so ``edgec --help`` imports no
+TensorFlow (each command module keeps its heavy imports inside the function that runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from edgec import __version__
+from edgec.errors import EXIT_INTERNAL, EdgecError
+
+#: command name -> "module:attribute" of a click.Command; no registration by import side effects.
+COMMANDS: dict[str, str] = {
+    "build": "edgec.commands.build:build",
+    "inspect": "edgec.commands.inspect:inspect",
+    "targets": "edgec.commands.targets:targets",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when used (or listed by --help)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module_name, attr = COMMANDS[cmd_name].split(":")
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgecError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # a bug, not a user error: one line unless --debug
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(
+                f"Error: internal error ({type(exc).__name__}: {exc}); "
+                "rerun with --debug for the traceback",
+                err=True,
+            )
+            ctx.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgec")
+@click.option("--debug", is_flag=True, help="Show full tracebacks and library logs.")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug logs).")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
+    """edgec: build small, fast, verified artifacts for edge devices and measure them there.
+
+    \b
+    Common case:
+      edgec build model.keras --target rpi5 --calib calib.npz --eval eval.npz
+      edgec inspect dist/rpi5/model.tflite
+      edgec targets
+    """
+    import logging
+    import os
+
+    if debug:
+        os.environ["EDGEC_DEBUG"] = "1"
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    level = logging.DEBUG if (debug or verbose > 1) else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="edgec")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The one exception family for problems a user can act on.
+
+The CLI prints these as one line (``Error: ...``) and exits with :attr:`EdgecError.exit_code`:
+2 for bad usage or bad input, 1 for a failed check or budget.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+
+
+class EdgecError(Exception):
+    """A problem the user can fix: bad input, bad usage, an unavailable target.
+
+    Messages say what was expected, what was received and what the valid choices are.
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class CheckFailed(EdgecError):
+    """A verification check or a budget (accuracy drop, size, latency) was not met."""
+
+    exit_code = EXIT_CHECK_FAILED
+
+
+class MissingExtra(EdgecError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str):
+        super().__init__(
+            f"{purpose} needs the Python package '{package}', which is not installed; "
+            f"install it with: pip install 'edgec[{extra}]'"
+        )
+
+
+def choices(values) -> str:
+    """Format valid choices for an error message."""
+    return ", ".join(sorted(str(v) for v in values))

@@ -1,0 +1,130 @@
+"""Bundled example data and reference models: scikit-learn's digits and three small CNNs.
+
+Used by ``make demo``, the tests and the benchmarks; nothing is downloaded. Run
+``python -m edgec.examples --out DIR`` to train a model and write ``DIR/digits_cnn.keras``,
+``DIR/calib.npz`` (training inputs) and ``DIR/eval.npz`` (held-out inputs and labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+ARCHITECTURES = ("cnn", "residual", "separable")
+
+
+@dataclasses.dataclass
+class Split:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def digits(seed: int = 0, test_size: float = 0.3) -> Split:
+    """scikit-learn's 1,797 8x8 digits, scaled to [0, 1], shape (N, 8, 8, 1), stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[..., None]
+    y = d.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
+    return Split(x_tr, y_tr, x_te, y_te)
+
+
+def make_model(arch: str = "cnn", input_shape=(8, 8, 1), classes: int = 10):
+    """A small tf-keras classifier (logits out).
+
+    Args:
+        arch: "cnn" (plain convs), "residual" (skip connections with Add) or "separable"
+            (depthwise-separable convolutions, MobileNet style).
+    """
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    layers = keras.layers
+    inp = keras.Input(input_shape, name="image")
+    if arch == "cnn":
+        x = layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+        x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+        x = layers.GlobalAveragePooling2D()(x)
+        x = layers.Dense(64, activation="relu")(x)
+    elif arch == "residual":
+        x = layers.Conv2D(32, 3, padding="same", use_bias=False)(inp)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        for _ in range(2):
+            y = layers.Conv2D(32, 3, padding="same", use_bias=False)(x)
+            y = layers.BatchNormalization()(y)
+            y = layers.ReLU()(y)
+            y = layers.Conv2D(32, 3, padding="same", use_bias=False)(y)
+            y = layers.BatchNormalization()(y)
+            x = layers.ReLU()(layers.Add()([x, y]))
+        x = layers.MaxPooling2D()(x)
+        x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+        x = layers.GlobalAveragePooling2D()(x)
+    elif arch == "separable":
+        x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inp)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU(6.0)(x)
+        for filters, stride in ((32, 1), (64, 2), (64, 1)):
+            x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU(6.0)(x)
+            x = layers.Conv2D(filters, 1, use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU(6.0)(x)
+        x = layers.GlobalAveragePooling2D()(x)
+    else:
+        raise ValueError(f"unknown architecture '{arch}'; valid: {', '.join(ARCHITECTURES)}")
+    out = layers.Dense(classes, name="logits")(x)
+    return keras.Model(inp, out, name=f"digits_{arch}")
+
+
+def train(model, split: Split, epochs: int = 30, seed: int = 0, batch_size: int = 32, verbose: int = 0):
+    """Train in place with Adam + sparse cross-entropy on logits; returns held-out accuracy."""
+    from edgec.tfcompat import set_seed, tf_and_keras
+
+    _, keras = tf_and_keras()
+    set_seed(seed)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(split.x_train, split.y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, shuffle=True)
+    return float(model.evaluate(split.x_test, split.y_test, verbose=0)[1])
+
+
+def write_example(out: Path, arch: str = "cnn", epochs: int = 30, seed: int = 0) -> dict:
+    """Train a digits model and write it with calibration and eval data into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    split = digits(seed)
+    model = make_model(arch)
+    acc = train(model, split, epochs=epochs, seed=seed)
+    model_path = out / f"digits_{arch}.keras"
+    model.save(model_path)
+    np.savez(out / "calib.npz", x=split.x_train)
+    np.savez(out / "eval.npz", x=split.x_test, y=split.y_test)
+    np.savez(out / "train.npz", x=split.x_train, y=split.y_train)
+    return {"model": str(model_path), "accuracy": acc, "train": len(split.x_train), "eval": len(split.x_test)}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("build/demo"))
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="cnn")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    info = write_example(args.out, args.arch, args.epochs, args.seed)
+    print(f"trained {info['model']}: float accuracy {info['accuracy'] * 100:.2f} % on {info['eval']} held-out digits "
+          f"({info['train']} training samples); data in {args.out}/calib.npz, eval.npz, train.npz")
+
+
+if __name__ == "__main__":
+    main()
