@@ -53,6 +53,14 @@ class Target:
     def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
         """Reject an impossible request before any heavy work (raise EdgecError)."""
 
+    def qat_scheme(self, profile: Profile):
+        """The TF-MOT QuantizeScheme quantization-aware training should use for this target.
+
+        ``None`` means TF-MOT's default 8-bit scheme (what TFLite and the Edge TPU run). A target
+        whose runtime needs another scheme (TensorRT: symmetric activations) returns its own.
+        """
+        return None
+
     def build(self, ctx: BuildContext) -> list[Artifact]:
         """Write the artifacts into ``ctx.workdir``; the first one is the primary artifact."""
         raise NotImplementedError
