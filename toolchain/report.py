@@ -215,7 +215,7 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
                 axes[0].annotate(label(r), (r["latency_median_ms"], r["accuracy_pct"]), textcoords="offset points",
                                  xytext=(6, 6), fontsize=8)
             axes[1].errorbar(r["size_kib"], r["latency_median_ms"], yerr=xerr, fmt=marker, color=color, capsize=3,
-                             markersize=8, label=f"{model} on {dev}" if r is members[0] else None)
+                             markersize=8)
             speed = f" ({r['speedup_vs_fp32']:.2f}x)" if r["speedup_vs_fp32"] is not None else ""
             axes[1].annotate(label(r) + speed, (r["size_kib"], r["latency_median_ms"]), textcoords="offset points",
                              xytext=(6, 6), fontsize=8)
@@ -223,6 +223,7 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
                 axes[2].plot(r["energy_mj"], r["accuracy_pct"], marker, color=color, markersize=8)
                 axes[2].annotate(label(r), (r["energy_mj"], r["accuracy_pct"]), textcoords="offset points",
                                  xytext=(6, 6), fontsize=8)
+        axes[1].plot([], [], "s", color=color, label=f"{model} on {dev}")  # legend: colour = model and device
         front = _pareto([(r["latency_median_ms"], r["accuracy_pct"]) for r in acc])
         if len(front) > 1:
             axes[0].plot([p[0] for p in front], [p[1] for p in front], "--", color=color, alpha=0.6, linewidth=1)
@@ -232,6 +233,9 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
     axes[1].set_xlabel("artifact size (KiB)")
     axes[1].set_ylabel("median latency (ms)")
     axes[1].set_title("latency vs size (speed-up vs fp32 in brackets)")
+    for precision, marker in markers.items():
+        if any(r["precision"] == precision for r in rows):
+            axes[1].plot([], [], marker, color="gray", label=precision)
     axes[1].legend(fontsize=8, loc="best")
     if panels == 3:
         axes[2].set_xlabel("energy per inference (mJ)")

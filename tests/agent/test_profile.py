@@ -217,3 +217,28 @@ def test_help_is_light():
         assert proc.returncode == 0
         imported = {ln.split("|")[-1].strip().split(".")[0] for ln in proc.stderr.splitlines() if "|" in ln}
         assert not imported & {"tensorflow", "matplotlib", "numpy", "onnxruntime", "ai_edge_litert", "sqlite3"}, cmd
+
+
+def test_energy_reaches_the_report_and_the_plot(digits_builds, tmp_path):
+    """A report with measured power (INA3221 fixture tree of an Orin Nano, JetPack 6) stored and
+    reported: energy per inference in the rows and a third plot panel."""
+    from PIL import Image
+
+    from edgec.agent import bench
+    from edgec.report import load_rows, plot
+    from tests.agent.conftest import FIXTURES
+
+    store = ResultsStore(tmp_path / "r.db")
+    for precision in ("fp32", "int8"):
+        build = digits_builds[precision]
+        manifest = json.loads((build / "manifest.json").read_text())
+        report = bench.run_benchmark(str(build / "model.tflite"), runs=50, idle_seconds=0.1, power_min_seconds=0.2,
+                                     root=str(FIXTURES / "jetson-orin-nano-jp6"))
+        store.add(manifest, manifest["artifacts"][0], build, "ssh://nvidia@orin-nano", report)
+    rows = load_rows(tmp_path / "r.db")
+    for row in rows:
+        assert row["power_available"] and row["power_active_w"] == pytest.approx(5.088 * 1.016)
+        assert row["energy_mj"] == pytest.approx(row["power_active_w"] / row["throughput_ips"] * 1000)
+    png = plot(rows, tmp_path / "energy.png")
+    with Image.open(png) as image:
+        assert image.width > 1.4 * 1100  # three panels: accuracy/latency, latency/size, accuracy/energy

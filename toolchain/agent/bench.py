@@ -8,7 +8,7 @@ Method:
 3. warm up, then the *timed* loop: ``--runs N`` inferences, or as many as fit in
    ``--min-seconds S``. Each iteration is ``invoke()`` followed by one clock read; latency i is
    the difference of consecutive clock reads, so the loop adds one clock read and one list
-   append per inference to a bare ``invoke()`` loop (``bench/bench_agent.py`` measures it);
+   store per inference to a bare ``invoke()`` loop (``bench/bench_agent.py`` measures it);
 4. statistics (min, median, mean, p90, p99, max, std, throughput), the device and what shapes
    the number (governors, clocks, temperatures before and after, nvpmodel, jetson_clocks).
 
@@ -20,7 +20,6 @@ import hashlib
 import logging
 import os
 import time
-from itertools import repeat, starmap
 
 from . import __version__, device, power, schema, sensors, stats
 from . import runtimes as runtime_registry
@@ -107,13 +106,16 @@ def describe_artifact(path, fmt, expect_sha256=None):
 def timed_block(invoke, n, clock):
     """n back-to-back inferences; returns the n + 1 clock readings around them.
 
-    ``starmap`` calls ``invoke`` from C and the comprehension reads the clock after each call,
-    so the loop adds one clock read and one list append per inference (about 40 ns on a
-    3 GHz x86 core, measured by bench/bench_agent.py) and no Python-level call of its own.
+    The loop adds one clock read and one list store per inference to a bare ``invoke()`` loop
+    (about 60 ns on a 3 GHz x86 core; ``bench/bench_agent.py`` measures it). A plain Python
+    loop: runtimes' ``invoke`` are Python methods, which CPython calls fastest from Python code
+    (calling them from C, e.g. through ``itertools.starmap``, costs more).
     """
-    start = clock()
-    stamps = [clock() for _ in starmap(invoke, repeat((), n))]
-    stamps.insert(0, start)
+    stamps = [0.0] * (n + 1)
+    stamps[0] = clock()
+    for i in range(1, n + 1):
+        invoke()
+        stamps[i] = clock()
     return stamps
 
 
@@ -126,13 +128,13 @@ def timed_loop(invoke, runs, min_seconds, clock, estimate_s):
     """
     blocks = []
     done = 0
-    start = clock()
     while True:
         remaining = (runs or 0) - done
-        time_left = (min_seconds or 0) - (clock() - start)
-        if remaining <= 0 and time_left <= 0:
+        elapsed = blocks[-1][-1] - blocks[0][0] if blocks else 0.0
+        time_left = (min_seconds or 0) - elapsed
+        if remaining <= 0 and time_left <= 0 and blocks:
             break
-        n = max(remaining, 0)
+        n = max(remaining, 1)
         if time_left > 0:
             n = max(n, int(min(time_left, BLOCK_SECONDS) / max(estimate_s, 1e-7)) + 1)
         blocks.append(timed_block(invoke, n, clock))
