@@ -73,7 +73,10 @@ def plan(build_dir: Path, manifest: dict[str, Any], runtime: str | None = None) 
     if runtime == "tensorrt":
         if not (build_dir / "build.json").is_file():
             raise EdgecError(f"{build_dir} has no build.json; a TensorRT build bundle is build.json + model.onnx")
-        spec = json.loads((build_dir / "build.json").read_text())
+        try:
+            spec = json.loads((build_dir / "build.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise EdgecError(f"cannot read {build_dir / 'build.json'}: {exc}; rebuild the TensorRT bundle") from exc
         names = ["build.json", spec.get("onnx", "model.onnx")]
         if (build_dir / "model.engine").is_file():
             names.append("model.engine")
