@@ -35,6 +35,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/bench_build.py
+	$(PY) bench/bench_agent.py
 
 clean:
 	rm -rf build dist .pytest_cache

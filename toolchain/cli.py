@@ -16,8 +16,11 @@ from edgec.errors import EXIT_INTERNAL, EdgecError
 
 #: command name -> "module:attribute" of a click.Command; no registration by import side effects.
 COMMANDS: dict[str, str] = {
+    "agent": "edgec.commands.agent:agent",
     "build": "edgec.commands.build:build",
     "inspect": "edgec.commands.inspect:inspect",
+    "profile": "edgec.commands.profile:profile",
+    "report": "edgec.commands.report:report",
     "targets": "edgec.commands.targets:targets",
 }
 

@@ -1,0 +1,175 @@
+"""edgec profile: measure build artifacts on a device with the edgec agent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+SENSORS = ["auto", "none", "ina3221", "ina3221x", "tegrastats", "nvml", "nvidia-smi", "rapl", "hwmon", "command"]
+RUNTIMES = ["litert", "tflite", "edgetpu", "onnxruntime", "tensorrt"]
+
+
+@click.command()
+@click.argument("build_dirs", nargs=-1, required=True, metavar="ARTIFACT_DIR...",
+                type=click.Path(path_type=Path, file_okay=False))
+@click.option("-d", "--device", default="local", show_default=True, metavar="local|ssh://user@host[:port]",
+              help="Where the agent runs: here, or a device reached with the system ssh/scp.")
+@click.option("--runs", type=click.IntRange(min=1), help="Timed inferences (default: as many as fit in 2 s).")
+@click.option("--min-seconds", type=click.FloatRange(min=0), help="Time inferences for at least S seconds.")
+@click.option("--warmup", type=click.IntRange(min=0), help="Untimed inferences after the cold one (default 10).")
+@click.option("--threads", type=click.IntRange(min=1), help="Runtime CPU threads (default: the profile's threads).")
+@click.option("--batch", type=click.IntRange(min=1), help="Batch size (models with a dynamic batch axis).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), help="Agent runtime (default: the build's runtime).")
+@click.option("--power", type=click.Choice(SENSORS), help="Power sensor on the device (default: auto).")
+@click.option("--power-command", metavar="CMD", help="Command on the device that prints watts, one number per line.")
+@click.option("--power-rail", metavar="RAIL", help="Rail to report as the total (default: module input, else sum).")
+@click.option("--idle-seconds", type=click.FloatRange(min=0), help="Idle power window before loading (default 1).")
+@click.option("--python", "python", metavar="PATH",
+              help="The device's Python (default: this interpreter for local, python3 over ssh).")
+@click.option("-i", "--identity", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="ssh private key (ssh -i).")
+@click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE", help="Extra ssh -o option (repeatable).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds allowed for each step on the device.")
+@click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
+              help="Results database (default: $EDGEC_RESULTS_DB or ~/.local/share/edgec/results.db).")
+@click.option("--no-store", is_flag=True, help="Do not record the results.")
+@click.option("--json", "as_json", is_flag=True, help="Print the agent reports as JSON.")
+def profile(build_dirs: tuple[Path, ...], device: str, runs: int | None, min_seconds: float | None,
+            warmup: int | None, threads: int | None, batch: int | None, runtime: str | None, power: str | None,
+            power_command: str | None, power_rail: str | None, idle_seconds: float | None, python: str | None,
+            identity: Path | None, ssh_options: tuple[str, ...], timeout: float, db: Path | None, no_store: bool,
+            as_json: bool) -> None:
+    """Measure the artifact of each ARTIFACT_DIR (OUT/PROFILE from 'edgec build') on a device.
+
+    \b
+    Latency percentiles, throughput and (where the device has a sensor) power and energy per
+    inference; each result is kept in the results database for 'edgec report'.
+      edgec profile dist/x86-cpu --device local
+      edgec profile dist/jetson-nano --device ssh://nvidia@nano.local
+    """
+    from edgec.errors import EdgecError
+    from edgec.profiling import profile as run_profile
+
+    if runs is not None and min_seconds is not None:
+        raise EdgecError("give --runs or --min-seconds, not both")
+    options = dict(runs=runs, min_seconds=min_seconds, warmup=warmup, threads=threads, batch=batch, power=power,
+                   power_command=power_command, power_rail=power_rail, idle_seconds=idle_seconds)
+    results = []
+    for build_dir in build_dirs:
+        results.append(run_profile(build_dir, device, runtime=runtime, python=python, identity=identity,
+                                   ssh_options=ssh_options, timeout=timeout, db=db, store=not no_store, **options))
+    comparison = compare(results, db if not no_store else None)
+    if as_json:
+        click.echo(json.dumps({"results": [
+            {"build_dir": str(r.build_dir), "device": r.device, "result_id": r.result_id,
+             "db": str(r.db) if r.db else None, **comparison.get(id(r), {}), "report": r.report}
+            for r in results]}, indent=2))
+        return
+    for r in results:
+        print_result(r)
+    print_comparison(results, comparison)
+
+
+def compare(results, db) -> dict[int, dict]:
+    """Speed-up and compression of each result against the fp32 artifact of the same model.
+
+    The baseline is looked up among the results just measured, then in the results database.
+    """
+    out: dict[int, dict] = {}
+    stored = []
+    if db is not None or any(r.db for r in results):
+        from edgec.results import ResultsStore
+
+        path = db or next(r.db for r in results if r.db)
+        stored = ResultsStore(path).rows(latest=True)
+    for r in results:
+        source = (r.manifest.get("source") or {}).get("sha256")
+        base_lat = base_bytes = None
+        base_from = None
+        if (r.artifact.get("precision") or r.manifest.get("precision")) == "fp32":
+            base_lat, base_bytes, base_from = r.report["latency_ms"]["median"], r.artifact.get("bytes"), "itself"
+        for other in ([] if base_lat else results):
+            if other is not r and (other.manifest.get("source") or {}).get("sha256") == source and \
+                    (other.artifact.get("precision") or other.manifest.get("precision")) == "fp32" and \
+                    other.device == r.device:
+                base_lat, base_bytes, base_from = other.report["latency_ms"]["median"], other.artifact.get("bytes"), "this run"
+                break
+        if base_lat is None:
+            for row in sorted(stored, key=lambda x: -x["id"]):
+                if row["source_sha256"] == source and row["precision"] == "fp32" and row["device"] == r.device:
+                    base_lat, base_bytes, base_from = row["latency_median_ms"], row["bytes"], f"result {row['id']}"
+                    break
+        median = r.report["latency_ms"]["median"]
+        out[id(r)] = {
+            "speedup_vs_fp32": base_lat / median if base_lat and median else None,
+            "compression_vs_fp32": base_bytes / r.artifact["bytes"] if base_bytes and r.artifact.get("bytes") else None,
+            "baseline": base_from,
+        }
+    return out
+
+
+def print_result(r) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from edgec.util import console, human_bytes
+
+    out = console()
+    rep = r.report
+    rt, dev, lat, thr = rep["runtime"], rep["device"], rep["latency_ms"], rep["throughput"]
+    precision = r.artifact.get("precision") or r.manifest.get("precision")
+    out.print(f"[bold]{escape(str(r.build_dir))}[/] {escape(r.artifact['file'])} ({precision}, "
+              f"{human_bytes(rep['artifact']['bytes'])}) on {escape(r.device)}: {escape(dev['model'])} "
+              f"({escape(dev['kind'])})")
+    out.print(escape(f"runtime {rt['name']} {rt['version'] or ''}"
+                     f"{' (' + rt['delegate'] + ')' if rt['delegate'] else ''}, threads {rt['threads'] or 'default'}, "
+                     f"batch {thr['batch']}; load {rep['timings_ms']['load']:.1f} ms, "
+                     f"cold first inference {rep['timings_ms']['cold_first_inference']:.3f} ms"))
+    table = Table(title=f"latency over {lat['count']} runs ({thr['timed_s']:.2f} s)", title_justify="left")
+    for col in ("min", "median", "mean", "p90", "p99", "max", "std"):
+        table.add_column(f"{col} ms", justify="right")
+    table.add_column("inferences/s", justify="right")
+    table.add_row(*[f"{lat[c]:.4f}" for c in ("min", "median", "mean", "p90", "p99", "max", "std")],
+                  f"{thr['inferences_per_s']:.1f}")
+    out.print(table)
+    p = rep["power"]
+    if p["available"]:
+        e = p["energy_mj_per_inference"]
+        idle = f"{p['idle_w']:.3f} W" if p["idle_w"] is not None else "-"
+        above = f"{e['above_idle']:.4f}" if e["above_idle"] is not None else "-"
+        out.print(escape(f"power ({p['sensor']}, {p['scope']}, total {p['total_rail'] or 'sum of rails'}): "
+                         f"idle {idle}, active {p['active_w']:.3f} W, peak {p['peak_w']:.3f} W; energy "
+                         f"{e['total']:.4f} mJ/inference ({above} above idle); {p['samples']['total']} samples "
+                         f"at {p['rate_hz']:.0f} Hz"))
+    else:
+        out.print(escape(f"power: unavailable ({p['reason']})"))
+    for w in rep["warnings"]:
+        out.print(f"[yellow]warning:[/] {escape(w)}")
+    if r.result_id is not None:
+        out.print(escape(f"stored as result {r.result_id} in {r.db}"))
+
+
+def print_comparison(results, comparison) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from edgec.util import console
+
+    if not any(c["speedup_vs_fp32"] is not None for c in comparison.values()):
+        return
+    table = Table(title="against the fp32 artifact of the same model on the same device", title_justify="left")
+    for col, justify in (("artifact", "left"), ("precision", "left"), ("median ms", "right"), ("p90 ms", "right"),
+                         ("p99 ms", "right"), ("speedup x", "right"), ("compression x", "right"), ("baseline", "left")):
+        table.add_column(col, justify=justify)
+    for r in results:
+        c = comparison[id(r)]
+        lat = r.report["latency_ms"]
+        table.add_row(escape(f"{r.build_dir}/{r.artifact['file']}"), r.artifact.get("precision") or r.manifest.get("precision"),
+                      f"{lat['median']:.4f}", f"{lat['p90']:.4f}", f"{lat['p99']:.4f}",
+                      f"{c['speedup_vs_fp32']:.2f}" if c["speedup_vs_fp32"] is not None else "-",
+                      f"{c['compression_vs_fp32']:.2f}" if c["compression_vs_fp32"] is not None else "-",
+                      escape(c["baseline"] or "-"))
+    console().print(table)
