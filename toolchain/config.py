@@ -33,6 +33,8 @@ class BuildOptions:
         eval: labelled data used to verify the artifact against the float model.
         max_accuracy_drop: budget in accuracy points; a larger drop fails the build (exit 1).
         out: output root; artifacts go to ``out/<profile id>``.
+        require_compiler: fail (exit 1) when a target's device compiler (edgetpu_compiler) cannot
+            run, instead of writing the compiler-ready artifact and the command to finish.
     """
 
     precision: Precision | None = None
@@ -42,6 +44,7 @@ class BuildOptions:
     eval: str | None = None
     max_accuracy_drop: float | None = None
     out: Path = Path("dist")
+    require_compiler: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict of the options (enums as their CLI spelling, paths as strings)."""

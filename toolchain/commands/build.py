@@ -25,16 +25,21 @@ from edgec.config import Precision
               help="Fail (exit 1) when the artifact's accuracy is more than POINTS below the float model's.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
               help="Output root; artifacts go to OUT/PROFILE.")
+@click.option("--require-compiler", is_flag=True,
+              help="Fail (exit 1) when the device compiler (edgetpu_compiler) cannot run here, instead of "
+                   "writing the compiler-ready model and the command to finish the compile.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of tables.")
 def build(model: Path, target: str, precision: str | None, calib: str | None, calib_samples: int, seed: int,
-          eval_: str | None, max_accuracy_drop: float | None, out: Path, as_json: bool) -> None:
+          eval_: str | None, max_accuracy_drop: float | None, out: Path, require_compiler: bool,
+          as_json: bool) -> None:
     """Build and verify device artifacts for MODEL (.keras, .h5 or SavedModel dir)."""
     from edgec.pipeline import build as run_build
     from edgec.progress import Progress
 
     result = run_build(
         model, target, precision=precision, calib=calib, calib_samples=calib_samples, seed=seed,
-        eval=eval_, max_accuracy_drop=max_accuracy_drop, out=out, progress=Progress(),
+        eval=eval_, max_accuracy_drop=max_accuracy_drop, out=out, require_compiler=require_compiler,
+        progress=Progress(),
     )
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
@@ -63,6 +68,8 @@ def print_summary(result) -> None:
     v = m.get("verification")
     if v:
         out.print(verification_table(v, m["precision"]))
+    for line in (m.get("edgetpu") or {}).get("summary", []):
+        out.print(line)
     for check in m.get("checks", []):
         mark = "[green]PASS[/]" if check["passed"] else "[red]FAIL[/]"
         out.print(f"{mark} {check['message']}")

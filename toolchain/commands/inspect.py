@@ -11,13 +11,24 @@ import click
 @click.command()
 @click.argument("artifact", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
-def inspect(artifact: Path, as_json: bool) -> None:
+@click.option("--edgetpu", is_flag=True,
+              help="Op-by-op Edge TPU map instead: which ops the Edge TPU runs, which fall back to the CPU and why.")
+def inspect(artifact: Path, as_json: bool, edgetpu: bool) -> None:
     """Per-op table of ARTIFACT (.tflite): op, dtype, shape, parameters, zero share, bytes."""
     from edgec.errors import EdgecError
     from edgec.inspection import inspect_tflite
 
     if artifact.suffix.lower() != ".tflite":
         raise EdgecError(f"cannot inspect '{artifact}': expected a .tflite file")
+    if edgetpu:
+        from edgec.targets.edgetpu import analyze
+
+        report = analyze(artifact)
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+        else:
+            print_edgetpu_report(report)
+        return
     report = inspect_tflite(artifact)
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -56,3 +67,29 @@ def print_tflite_report(report: dict) -> None:
         f"(gzip {human_bytes(t['gzip_bytes'])}{extra})"
     )
     out.print("op counts: " + ", ".join(f"{k} x{v}" for k, v in report["op_counts"].items()))
+
+
+def print_edgetpu_report(report: dict) -> None:
+    from rich.table import Table
+
+    from edgec.targets.edgetpu import summary_lines
+    from edgec.util import console
+
+    out = console()
+    r = report["rules"]
+    out.print(f"[bold]{report['file']}[/]  Edge TPU rules: runtime >= {r['min_runtime_version']}, "
+              f"{r['cache_mb']:g} MiB parameter cache x {r['num_tpus']} TPU(s)")
+    table = Table()
+    for col, justify in (("#", "right"), ("op", "left"), ("v", "right"), ("Edge TPU", "left"), ("reason", "left"),
+                         ("MACs", "right"), ("param bytes", "right")):
+        table.add_column(col, justify=justify)
+    for row in report["ops"]:
+        mark = "[green]yes[/]" if row["on_tpu"] else "[red]CPU[/]"
+        reason = row["reason"] + (f" (note: {row['note']})" if row.get("note") and row["on_tpu"] else "")
+        table.add_row(str(row["index"]), row["op"], str(row["version"]), mark, reason, f"{row['macs']:,}",
+                      f"{row['param_bytes']:,}")
+    out.print(table)
+    for line in summary_lines(report):
+        out.print(line)
+    for warning in report["warnings"]:
+        out.print(f"[yellow]warning:[/] {warning}")
