@@ -13,6 +13,7 @@ from edgec.errors import EdgecError, choices
 #: target kind -> "module:Class"
 REGISTRY: dict[str, str] = {
     "tflite": "edgec.targets.tflite:TFLiteTarget",
+    "tensorrt": "edgec.targets.tensorrt:TensorRTTarget",
 }
 
 

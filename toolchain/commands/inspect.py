@@ -12,12 +12,23 @@ import click
 @click.argument("artifact", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
 def inspect(artifact: Path, as_json: bool) -> None:
-    """Per-op table of ARTIFACT (.tflite): op, dtype, shape, parameters, zero share, bytes."""
+    """Per-op table of ARTIFACT (.tflite or .onnx): ops, weights, parameters, quantization, bytes."""
     from edgec.errors import EdgecError
+
+    suffix = artifact.suffix.lower()
+    if suffix == ".onnx":
+        from edgec.onnx_tools import inspect_onnx, print_onnx_report
+
+        report = inspect_onnx(artifact)
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+        else:
+            print_onnx_report(report)
+        return
+    if suffix != ".tflite":
+        raise EdgecError(f"cannot inspect '{artifact}': expected a .tflite or .onnx file")
     from edgec.inspection import inspect_tflite
 
-    if artifact.suffix.lower() != ".tflite":
-        raise EdgecError(f"cannot inspect '{artifact}': expected a .tflite file")
     report = inspect_tflite(artifact)
     if as_json:
         click.echo(json.dumps(report, indent=2))
