@@ -5,8 +5,8 @@ TensorRT's INT8 is symmetric: activations int8 with zero point 0 and scale amax/
 scheme (what TFLite runs) has asymmetric activations, and per-tensor Dense weights. The scheme here
 keeps TF-MOT's default layout (Conv+BN+ReLU folding patterns, the same fake-quant positions) and
 makes every activation quantizer symmetric and every Conv/Dense weight quantizer per-channel, so
-the ranges learned in training are exactly the ones TensorRT uses. A symmetric 8-bit TF fake-quant
-with range [-amax*128/127, amax] is int8 with zero point 0 and scale amax/127.
+the ranges learned in training are exactly the ones TensorRT uses: a symmetric 8-bit TF fake-quant
+nudges its zero point to 128 of [0, 255], i.e. int8 zero point 0, with scale (max - min)/255.
 
 Importing this module imports TensorFlow and TF-MOT; import it only when QAT is used.
 """
@@ -215,14 +215,14 @@ def _short(var) -> str:
 
 
 def symmetric_scale(lo: float, hi: float) -> tuple[float, bool]:
-    """int8 scale of a TF fake-quant range and whether the range was symmetric (zero point 0).
+    """int8 scale of a TF fake-quant range and whether it runs with zero point 0.
 
-    A symmetric 8-bit TF range [-a*128/127, a] has scale (hi - lo)/255 = a/127 and an exact zero
-    at the int8 value 0. An asymmetric range (TF-MOT's default scheme) is widened to its absolute
-    maximum, which is what TensorRT would do with it.
+    TF's 8-bit fake-quant uses scale (hi - lo)/255 and nudges its zero point to the nearest
+    integer of -lo/scale in [0, 255]; a symmetric range learned by this scheme nudges to 128,
+    which is int8 zero point 0 — exactly TensorRT's form. A range that nudges elsewhere (TF-MOT's
+    default asymmetric scheme) is widened to its absolute maximum, as TensorRT would treat it.
     """
     scale = (hi - lo) / 255.0
-    zero = -128 - lo / scale if scale > 0 else 0.0
-    if abs(zero) < 0.01:
+    if scale > 0 and round(min(max(-lo / scale, 0.0), 255.0)) == 128:
         return float(scale), True
     return float(max(abs(lo), abs(hi)) / 127.0), False
