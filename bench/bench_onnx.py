@@ -61,7 +61,12 @@ def _latency_us(model_bytes: bytes, x, runs: int = 300) -> float:
 
 def _ort_recipe(pre, calib, symmetric: bool) -> bytes:
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):
