@@ -14,6 +14,7 @@ from edgec.errors import EdgecError, choices
 REGISTRY: dict[str, str] = {
     "tflite": "edgec.targets.tflite:TFLiteTarget",
     "edgetpu": "edgec.targets.edgetpu:EdgeTPUTarget",
+    "tensorrt": "edgec.targets.tensorrt:TensorRTTarget",
 }
 
 

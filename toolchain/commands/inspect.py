@@ -12,14 +12,27 @@ import click
 @click.argument("artifact", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
 @click.option("--edgetpu", is_flag=True,
-              help="Op-by-op Edge TPU map instead: which ops the Edge TPU runs, which fall back to the CPU and why.")
+              help="Op-by-op Edge TPU map instead (.tflite): which ops the Edge TPU runs, which fall back to the CPU and why.")
 def inspect(artifact: Path, as_json: bool, edgetpu: bool) -> None:
-    """Per-op table of ARTIFACT (.tflite): op, dtype, shape, parameters, zero share, bytes."""
+    """Per-op table of ARTIFACT (.tflite or .onnx): ops, weights, parameters, quantization, bytes."""
     from edgec.errors import EdgecError
+
+    suffix = artifact.suffix.lower()
+    if suffix == ".onnx" and edgetpu:
+        raise EdgecError(f"--edgetpu analyses .tflite models; '{artifact}' is an ONNX model")
+    if suffix == ".onnx":
+        from edgec.onnx_tools import inspect_onnx, print_onnx_report
+
+        report = inspect_onnx(artifact)
+        if as_json:
+            click.echo(json.dumps(report, indent=2))
+        else:
+            print_onnx_report(report)
+        return
+    if suffix != ".tflite":
+        raise EdgecError(f"cannot inspect '{artifact}': expected a .tflite or .onnx file")
     from edgec.inspection import inspect_tflite
 
-    if artifact.suffix.lower() != ".tflite":
-        raise EdgecError(f"cannot inspect '{artifact}': expected a .tflite file")
     if edgetpu:
         from edgec.targets.edgetpu import analyze
 

@@ -1,0 +1,435 @@
+"""TensorRT target (Jetson): ONNX with explicit symmetric Q/DQ, engine built where it runs.
+
+The host exports the (optimized) Keras model to ONNX with tf2onnx at the profile's opset, checks it
+(ONNX checker, ops against the profile's TensorRT ONNX parser), verifies it with ONNX Runtime and,
+for int8, inserts TensorRT-style symmetric Q/DQ (from QAT ranges, or PTQ on --calib). An engine is
+tied to the GPU architecture and TensorRT version, so ``model.engine`` is built here only when the
+``tensorrt`` package imports and a CUDA GPU of the profile's compute capability is present;
+otherwise the build is deferred: ``model.onnx`` + ``build.json`` (+ the equivalent trtexec line),
+which the device agent builds on first run.
+
+fp16: the ONNX stays fp32 and TensorRT picks fp16 kernels (``--fp16``), the usual approach; the
+host verifies the fp32 graph, fp16 rounding is measured on the device.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import shlex
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.config import BuildOptions, Precision
+from edgec.errors import EdgecError
+from edgec.profiles import Profile
+from edgec.targets.base import Artifact, BuildContext, Target
+
+log = logging.getLogger(__name__)
+
+BUILD_SPEC = "build.json"
+BUILD_SPEC_FORMAT = "edgec-tensorrt-build"
+BUILD_SPEC_VERSION = 1
+PARITY_SAMPLES = 64
+
+
+def _fastest(profile: Profile) -> str:
+    return next(p for p in ("int8", "fp16", "fp32") if p in profile.precisions)
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in str(v).split(".")[:2] if p.isdigit())
+
+
+class TensorRTTarget(Target):
+    """NVIDIA Jetson boards: ONNX + TensorRT."""
+
+    kind = "tensorrt"
+    runtime = "tensorrt"
+
+    def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
+        trt = profile.tensorrt or {}
+        if precision is Precision.DYNAMIC:
+            raise EdgecError(f"TensorRT has no dynamic-range precision; choose one of {', '.join(profile.precisions)} "
+                             f"for '{profile.id}'")
+        if precision is Precision.INT8 and not profile.supports("int8"):
+            raise EdgecError(
+                f"'{profile.id}' ({profile.device}, {trt.get('gpu_arch', '?')}, compute capability "
+                f"{trt.get('compute_capability', '?')}) has no INT8 in TensorRT; {_fastest(profile)} is the fastest "
+                f"precision it has: pass --precision {_fastest(profile)}")
+        if precision is Precision.INT8 and not options.calib:
+            raise EdgecError("precision int8 needs representative data to set the activation ranges: pass --calib DATA "
+                             "(with a QAT model it only ranges the tensors QAT did not); or choose one of "
+                             f"{', '.join(p for p in profile.precisions if p != 'int8')}")
+
+    def qat_scheme(self, profile: Profile):
+        """Symmetric activations (zero point 0), per-channel symmetric Conv/Dense weights."""
+        if not profile.supports("int8"):
+            raise EdgecError(f"'{profile.id}' ({profile.device}) has no INT8, so quantization-aware training has "
+                             f"nothing to run there; {_fastest(profile)} is the fastest precision it has")
+        from edgec.targets.tensorrt_qat import TensorRTQuantizeScheme
+
+        return TensorRTQuantizeScheme()
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, ctx: BuildContext) -> list[Artifact]:
+        from edgec import onnx_tools
+
+        trt = dict(ctx.profile.tensorrt or {})
+        opset = int(trt["onnx_opset"])
+        model, ranges, qat = _float_model(ctx)
+        with ctx.progress.task(f"export: ONNX opset {opset} (tf2onnx)"):
+            float_proto = onnx_tools.export_keras(model, opset)
+        checks = onnx_tools.check_for_tensorrt(float_proto, trt["tensorrt"])
+        sample = _parity_sample(ctx)
+        export: dict[str, Any] = {"tool": "tf2onnx", "opset": opset, "from_qat_model": qat}
+        if sample is not None:
+            from edgec.verify import keras_predict
+
+            runner = onnx_tools.OrtRunner(float_proto.SerializeToString())
+            export["float_max_abs_diff"] = onnx_tools.keras_vs_onnx(keras_predict(model), runner, sample)
+            export["float_parity_samples"] = int(len(sample))
+        quant = None
+        proto = float_proto
+        if ctx.precision is Precision.INT8:
+            proto, quant = _quantize(ctx, model, float_proto, ranges)
+            checks = onnx_tools.check_for_tensorrt(proto, trt["tensorrt"])
+        elif qat:
+            log.warning("QAT model built at %s: its fake-quant is dropped and the float weights exported",
+                        ctx.precision.value)
+
+        import onnx
+
+        path = ctx.workdir / "model.onnx"
+        onnx.save(proto, path)
+        spec = build_spec(path, proto, ctx.profile, ctx.precision)
+        (ctx.workdir / BUILD_SPEC).write_text(json.dumps(spec, indent=2) + "\n")
+        inputs, outputs = spec["inputs"], spec["outputs"]
+        info = {"inputs": inputs, "outputs": outputs, "opset": checks["opset"], "op_counts": checks["op_counts"],
+                "num_ops": sum(checks["op_counts"].values())}
+        if quant is not None:
+            info["quantization"] = {k: v for k, v in quant.items() if k not in ("weights_per_channel", "weighted_inputs_quantized")}
+        artifacts = [
+            Artifact(file=path.name, role="model", format="onnx", precision=ctx.precision.value,
+                     verify_with="onnxruntime", info=info),
+            Artifact(file=BUILD_SPEC, role="build_spec", format="json", precision=ctx.precision.value,
+                     info={"trtexec": spec["trtexec"]}),
+        ]
+        available, reason = engine_available(ctx.profile)
+        engine: dict[str, Any] = {"built": False, "reason": reason}
+        if available:
+            with ctx.progress.task("build: TensorRT engine"):
+                engine = build_engine(path, spec, ctx.workdir)
+            artifacts.append(Artifact(file="model.engine", role="engine", format="engine", precision=ctx.precision.value,
+                                      verify_with="tensorrt", info={k: v for k, v in engine.items() if k != "built"}))
+        ctx.extra["tensorrt"] = {
+            "engine": "built" if engine["built"] else "deferred",
+            "engine_reason": None if engine["built"] else reason,
+            "build_spec": BUILD_SPEC, "trtexec": spec["trtexec"],
+            "export": export, "checks": checks, "quantization": quant,
+            "host_runtime_note": "ONNX Runtime CPU with session.x64quantprecision=1 (exact int8 accumulation, as TensorRT)",
+        }
+        return artifacts
+
+    def runner(self, path: Path, ctx: BuildContext | None = None):
+        import os
+
+        from edgec import onnx_tools
+
+        path = Path(path)
+        if path.suffix == ".engine":
+            return TensorRTRunner(path)
+        return onnx_tools.OrtRunner(path, threads=os.cpu_count())
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _float_model(ctx: BuildContext):
+    """The model to export, the QAT ranges (layer name -> (min, max)) and whether it was QAT."""
+    if not any(type(layer).__name__ in ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
+               for layer in ctx.model.layers):
+        return ctx.model, {}, False
+    from edgec.targets.tensorrt_qat import float_twin
+
+    twin, ranges = float_twin(ctx.model)
+    return twin, ranges, True
+
+
+def _parity_sample(ctx: BuildContext) -> np.ndarray | None:
+    for data in (ctx.eval, ctx.calib):
+        if data is not None and len(data):
+            return data.x[:PARITY_SAMPLES]
+    return None
+
+
+def _quantize(ctx: BuildContext, model, float_proto, ranges: dict[str, tuple[float, float]]):
+    """Q/DQ ONNX: QAT ranges where QAT learned them, calibration on --calib for the rest."""
+    from edgec import onnx_tools
+
+    calib = ctx.calib
+    if calib is None:  # check() guarantees it; a direct API caller may skip check()
+        raise EdgecError("precision int8 needs --calib data")
+    with ctx.progress.task("quantize: prepare ONNX"):
+        pre = onnx_tools.prepare_for_quantization(float_proto)
+    overrides: dict[str, float] = {}
+    qat_info: dict[str, Any] = {}
+    if ranges:
+        from edgec.targets.tensorrt_qat import symmetric_scale
+        from edgec.tfcompat import tf_and_keras
+
+        _, keras = tf_and_keras()
+        names = [n for n in ranges if n in {layer.name for layer in model.layers}]
+        x = calib.x[:16]
+        sub = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+        outs = sub(x, training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        values = onnx_tools.run_all_tensors(pre, x)
+        values[pre.graph.input[0].name] = x
+        matches = onnx_tools.match_tensors({n: np.asarray(o) for n, o in zip(names, outs, strict=True)}, values)
+        asymmetric = []
+        for name, tensors in matches.items():
+            scale, symmetric = symmetric_scale(*ranges[name])
+            if not symmetric:
+                asymmetric.append(name)
+            for tensor in tensors:
+                overrides[tensor] = scale
+        qat_info = {"qat_ranges": len(ranges), "qat_ranges_mapped": sum(bool(t) for t in matches.values()),
+                    "unmapped_layers": sorted(n for n, t in matches.items() if not t),
+                    "asymmetric_ranges_widened": sorted(asymmetric)}
+        if asymmetric:
+            log.warning("QAT ranges of %s are asymmetric (TF-MOT default scheme?); widened to symmetric for TensorRT; "
+                        "train with the target's qat_scheme for ranges TensorRT uses as learned", ", ".join(asymmetric))
+    with ctx.progress.task("quantize: symmetric int8 Q/DQ (ONNX Runtime)"):
+        result = onnx_tools.quantize_qdq(pre, calib.x, overrides=overrides)
+    report = dict(result.report)
+    report.update(source="qat" if ranges else "ptq", **qat_info)
+    return result.model, report
+
+
+def build_spec(onnx_path: Path, proto, profile: Profile, precision: Precision) -> dict[str, Any]:
+    """The deferred-build document the device agent reads (``build.json``)."""
+    from edgec import onnx_tools
+    from edgec.util import sha256_file
+
+    trt = dict(profile.tensorrt or {})
+    inputs, outputs = onnx_tools.io_spec(proto, batch=1)
+    dla = int(trt.get("dla_cores", 0) or 0)
+    # DLA runs fp16/int8 only; fp32 stays on the GPU.
+    dla_core = 0 if dla > 0 and precision in (Precision.FP16, Precision.INT8) else None
+    spec = {
+        "format": BUILD_SPEC_FORMAT,
+        "version": BUILD_SPEC_VERSION,
+        "onnx": onnx_path.name,
+        "onnx_sha256": sha256_file(onnx_path),
+        "precision": precision.value,
+        "explicit_quantization": precision is Precision.INT8,
+        "fp16_fallback": precision is Precision.INT8 and profile.supports("fp16"),
+        "workspace_mb": int(trt.get("workspace_mb", 1024)),
+        "dla_core": dla_core,
+        "gpu_fallback": dla_core is not None,
+        "min_tensorrt": str(trt["tensorrt"]),
+        "compute_capability": str(trt["compute_capability"]),
+        "gpu_arch": trt.get("gpu_arch"),
+        "opset": onnx_tools.opset_of(proto),
+        "inputs": inputs,
+        "outputs": outputs,
+        "timing_cache": "timing.cache",
+        "engine": "model.engine",
+    }
+    spec["trtexec"] = trtexec_command(spec)
+    return spec
+
+
+def trtexec_command(spec: dict[str, Any]) -> str:
+    """The trtexec line equivalent to the build spec (TensorRT 8.2 .. 10 flag spellings)."""
+    args = ["trtexec", f"--onnx={spec['onnx']}", f"--saveEngine={spec['engine']}"]
+    shapes = ",".join(f"{i['name']}:{'x'.join(str(d) for d in i['shape'])}" for i in spec["inputs"])
+    args.append(f"--shapes={shapes}")
+    if spec["precision"] == "fp16":
+        args.append("--fp16")
+    elif spec["precision"] == "int8":
+        args.append("--int8")
+        if spec.get("fp16_fallback"):
+            args.append("--fp16")
+    if _version_tuple(spec["min_tensorrt"]) >= (8, 4):
+        args.append(f"--memPoolSize=workspace:{spec['workspace_mb']}")
+    else:
+        args.append(f"--workspace={spec['workspace_mb']}")
+    if spec["dla_core"] is not None:
+        args.append(f"--useDLACore={spec['dla_core']}")
+        if spec["gpu_fallback"]:
+            args.append("--allowGPUFallback")
+    args.append(f"--timingCacheFile={spec['timing_cache']}")
+    return " ".join(shlex.quote(a) for a in args)
+
+
+# ---------------------------------------------------------------------- engine (where TensorRT runs)
+
+
+def cuda_compute_capabilities() -> list[str]:
+    """Compute capabilities of the CUDA GPUs here, read through the driver API (libcuda).
+
+    Raises:
+        OSError: no CUDA driver library.
+        RuntimeError: the driver reports an error (no device, driver too old).
+    """
+    lib = None
+    for name in ("libcuda.so.1", "libcuda.so"):
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    if lib is None:
+        raise OSError("no CUDA driver (libcuda.so) on this machine")
+    if lib.cuInit(0) != 0:
+        raise RuntimeError("cuInit failed: no usable CUDA device")
+    count = ctypes.c_int()
+    if lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        raise RuntimeError("cuDeviceGetCount failed")
+    caps = []
+    for i in range(count.value):
+        major, minor = ctypes.c_int(), ctypes.c_int()
+        lib.cuDeviceGetAttribute(ctypes.byref(major), 75, i)  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+        lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, i)  # ..._MINOR
+        caps.append(f"{major.value}.{minor.value}")
+    return caps
+
+
+def engine_available(profile: Profile) -> tuple[bool, str]:
+    """Whether ``model.engine`` can be built here for ``profile``, and why not."""
+    trt_cfg = dict(profile.tensorrt or {})
+    try:
+        import tensorrt
+    except ImportError:
+        return False, ("the 'tensorrt' Python package is not installed here (JetPack ships it on the device; "
+                       "pip install 'edgec[tensorrt]' on an x86 host with an NVIDIA GPU); the device agent builds "
+                       "the engine from build.json")
+    try:
+        caps = cuda_compute_capabilities()
+    except (OSError, RuntimeError) as exc:
+        return False, f"no CUDA GPU here ({exc}); the device agent builds the engine from build.json"
+    want = str(trt_cfg["compute_capability"])
+    if want not in caps:
+        return False, (f"no GPU with compute capability {want} ({profile.device}) here (found "
+                       f"{', '.join(caps) or 'none'}); engines are tied to the GPU architecture")
+    have = getattr(tensorrt, "__version__", "0")
+    if _version_tuple(have) != _version_tuple(trt_cfg["tensorrt"]):
+        return False, (f"TensorRT {have} here, the device runs {trt_cfg['tensorrt']}; engines are tied to the "
+                       "TensorRT version")
+    return True, f"TensorRT {have} and a compute capability {want} GPU are present"
+
+
+def build_engine(onnx_path: Path, spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Build ``model.engine`` with the TensorRT Python API as the spec says (precision, workspace,
+    DLA with GPU fallback, timing cache).
+
+    Raises:
+        EdgecError: the ONNX parser or the builder fails (with the parser's messages).
+    """
+    import time
+
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and _version_tuple(trt.__version__) < (10, 0):
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EdgecError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {errors[:600]}")
+    config = builder.create_builder_config()
+    workspace = int(spec["workspace_mb"]) << 20
+    if hasattr(config, "set_memory_pool_limit"):
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+    else:  # TensorRT < 8.4
+        config.max_workspace_size = workspace
+    if spec["precision"] in ("fp16",) or spec.get("fp16_fallback"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if spec["precision"] == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)  # explicit: the Q/DQ scales are used, no calibrator
+    if spec["dla_core"] is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(spec["dla_core"])
+        if spec["gpu_fallback"]:
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    profile = builder.create_optimization_profile()
+    for inp in spec["inputs"]:
+        shape = tuple(inp["shape"])
+        profile.set_shape(inp["name"], shape, shape, shape)
+    config.add_optimization_profile(profile)
+    cache_path = workdir / spec["timing_cache"]
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    t0 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EdgecError("TensorRT could not build the engine (see the TensorRT log above)")
+    engine_path = workdir / spec["engine"]
+    engine_path.write_bytes(bytes(serialized))
+    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return {"built": True, "tensorrt": trt.__version__, "build_s": round(time.perf_counter() - t0, 3),
+            "engine_bytes": engine_path.stat().st_size}
+
+
+class TensorRTRunner:
+    """Run a serialized engine on float inputs (batch 1 per call), through the CUDA runtime via ctypes."""
+
+    def __init__(self, path: Path):
+        import tensorrt as trt
+
+        self.trt = trt
+        self.cudart = ctypes.CDLL("libcudart.so")
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if self.engine is None:
+            raise EdgecError(f"cannot load TensorRT engine '{path}' (built for another GPU or TensorRT version?)")
+        self.context = self.engine.create_execution_context()
+        n = self.engine.num_io_tensors
+        self.names = [self.engine.get_tensor_name(i) for i in range(n)]
+        self.is_input = [self.engine.get_tensor_mode(nm) == trt.TensorIOMode.INPUT for nm in self.names]
+
+    def _malloc(self, nbytes: int) -> ctypes.c_void_p:
+        ptr = ctypes.c_void_p()
+        if self.cudart.cudaMalloc(ctypes.byref(ptr), ctypes.c_size_t(nbytes)) != 0:
+            raise RuntimeError("cudaMalloc failed")
+        return ptr
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        trt = self.trt
+        results: list[list[np.ndarray]] = []
+        for sample in np.asarray(x, np.float32):
+            host = {}
+            ptrs = []
+            for name, is_in in zip(self.names, self.is_input, strict=True):
+                if is_in:
+                    arr = np.ascontiguousarray(sample[None])
+                    self.context.set_input_shape(name, arr.shape)
+                else:
+                    shape = tuple(self.context.get_tensor_shape(name))
+                    arr = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
+                host[name] = arr
+                ptr = self._malloc(arr.nbytes)
+                if is_in:
+                    self.cudart.cudaMemcpy(ptr, arr.ctypes.data_as(ctypes.c_void_p), ctypes.c_size_t(arr.nbytes), 1)
+                ptrs.append(ptr)
+            ok = self.context.execute_v2([p.value for p in ptrs])
+            if not ok:
+                raise RuntimeError("TensorRT execution failed")
+            outs = []
+            for name, is_in, ptr in zip(self.names, self.is_input, ptrs, strict=True):
+                if not is_in:
+                    arr = host[name]
+                    self.cudart.cudaMemcpy(arr.ctypes.data_as(ctypes.c_void_p), ptr, ctypes.c_size_t(arr.nbytes), 2)
+                    outs.append(arr.astype(np.float32))
+                self.cudart.cudaFree(ptr)
+            results.append(outs)
+        return [np.concatenate([r[k] for r in results]) for k in range(len(results[0]))]

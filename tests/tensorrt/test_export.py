@@ -1,0 +1,83 @@
+"""Float ONNX export (tf2onnx) matches Keras under ONNX Runtime; checks against TensorRT's parser."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgec.errors import EdgecError
+
+onnx = pytest.importorskip("onnx", reason="needs the onnx extra: pip install 'edgec[onnx]'")
+pytest.importorskip("onnxruntime", reason="needs the onnx extra")
+pytest.importorskip("tf2onnx", reason="needs the onnx extra")
+
+
+@pytest.mark.parametrize("arch", ["cnn", "residual", "separable"])
+@pytest.mark.parametrize("opset", [13, 17])
+def test_float_onnx_matches_keras(arch, opset, trained_models, digits_split):
+    from edgec import onnx_tools
+
+    model = trained_models[arch]
+    proto = onnx_tools.export_keras(model, opset)
+    assert onnx_tools.opset_of(proto) == opset
+    report = onnx_tools.check_for_tensorrt(proto, "8.2" if opset == 13 else "8.5")
+    assert report["onnx_checker"] == "passed" and not report["unknown_ops"]
+    x = digits_split.x_test
+    ref = np.asarray(model(x, training=False))
+    got = onnx_tools.OrtRunner(proto.SerializeToString())(x)[0]
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() < 1e-4
+
+
+def _graph(op: str, opset: int, zero_point: int | None = None):
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    inits, nodes = [], []
+    if zero_point is None:
+        out_type = TensorProto.INT64 if op == "NonZero" else TensorProto.FLOAT
+        nodes.append(helper.make_node(op, ["x"], ["y"]))
+        y = helper.make_tensor_value_info("y", out_type, [2, "n"] if op == "NonZero" else [1, 4])
+    else:
+        inits = [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                 numpy_helper.from_array(np.array(zero_point, np.int8), "z")]
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                 helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph(nodes, "g", [x], [y], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_op_table_rejects_what_the_parser_rejects():
+    from edgec import onnx_tools
+
+    model = _graph("NonZero", 13)
+    with pytest.raises(EdgecError, match=r"TensorRT 8\.2.*NonZero"):
+        onnx_tools.check_for_tensorrt(model, "8.2")
+    assert onnx_tools.check_for_tensorrt(_graph("NonZero", 13), "8.5")["op_counts"] == {"NonZero": 1}
+    assert onnx_tools.check_for_tensorrt(_graph("Relu", 13), "8.2")["op_table"] == "8.2"
+
+
+def test_opset_above_the_parser_is_rejected():
+    from edgec import onnx_tools
+
+    with pytest.raises(EdgecError, match=r"opset 17 is outside .*TensorRT 8\.2.*at most 13"):
+        onnx_tools.check_for_tensorrt(_graph("Relu", 17), "8.2")
+
+
+def test_nonzero_zero_point_is_rejected():
+    from edgec import onnx_tools
+
+    assert onnx_tools.check_for_tensorrt(_graph("", 13, zero_point=0), "8.2")["op_counts"]["QuantizeLinear"] == 1
+    with pytest.raises(EdgecError, match="zero point"):
+        onnx_tools.check_for_tensorrt(_graph("", 13, zero_point=3), "8.2")
+
+
+def test_every_profile_version_has_an_op_table():
+    from edgec import onnx_tools, profiles
+
+    for p in profiles.all_profiles():
+        if p.target == "tensorrt":
+            version, table = onnx_tools._table_for(p.tensorrt["tensorrt"])
+            assert p.tensorrt["onnx_opset"] <= table["max_opset"], p.id
+            assert {"Conv", "Gemm", "QuantizeLinear", "DequantizeLinear", "Relu", "Add"} <= set(table["supported"])
