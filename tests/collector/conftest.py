@@ -105,11 +105,10 @@ class Server:
             if line.startswith("token"):
                 break
         self.first_output = "".join(got)
-        lines = got
-        if not lines or " on http://" not in lines[0]:
+        if not got or " on http://" not in got[0]:
             self.stop()
             raise AssertionError(f"edgec serve did not start: {self.first_output!r} {self.log.read_text()[-2000:]}")
-        self.url = lines[0].split(" on ", 1)[1].split()[0]
+        self.url = got[0].split(" on ", 1)[1].split()[0]
         self.wait_ready(deadline - time.time())
         return self
 

@@ -186,3 +186,65 @@ def test_profile_detection_and_labels():
         raise AssertionError(f"{bad!r} was accepted")
     runtimes = daemon.detect_runtimes()
     assert runtimes["litert"] == "2.3.0" and "tensorrt" not in runtimes
+
+
+def test_cancel_stops_the_run_and_sigterm_hands_the_job_back(serve, agents, builds):
+    """A job cancelled while it runs: the agent learns it from its heartbeat and stops the child.
+    An agent stopped with SIGTERM mid-run reports the job back, which is re-queued at once."""
+    server = serve()
+    agent = agents(server, "polite", "--profile", "x86-cpu")
+    with server.client() as c:
+        (first,) = upload_and_queue(c, builds["int8"], options={"min_seconds": 30}, lease_seconds=2)
+        wait_for(lambda: "measuring" in agent.text(), 60, "the first run")
+        assert c.post(f"/v1/jobs/{first['id']}/cancel").json()["state"] == "cancelled"
+        wait_for(lambda: "took the job back" in agent.text(), 10, "the agent to notice the cancellation")
+        (second,) = upload_and_queue(c, builds["int8"], options={"min_seconds": 30}, lease_seconds=2)
+        wait_for(lambda: agent.text().count("measuring") == 2, 60, "the second run")
+        assert agent.stop(timeout=30) == 0
+        doc = c.get(f"/v1/jobs/{second['id']}").json()
+    assert _job(server, first["id"])["state"] == "cancelled"
+    assert doc["state"] == "queued" and doc["attempts"] == 1
+    assert doc["leases"][0]["outcome"] == "failed" and "stopped during the run" in doc["leases"][0]["detail"]
+    assert not _processes_with(str(agent.work_dir))
+
+
+def _python36() -> str | None:
+    """A working Python 3.6 interpreter (PATH, else pyenv's), or None."""
+    import glob
+    import shutil
+
+    candidates = [shutil.which("python3.6")] + sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.6*/bin/python3.6")))
+    for path in filter(None, candidates):
+        try:
+            proc = subprocess.run([path, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                                  text=True, timeout=30)
+        except OSError:
+            continue
+        if proc.returncode == 0 and proc.stdout.strip() == "(3, 6)":
+            return path
+    return None
+
+
+def test_daemon_runs_on_python_36(serve, builds, agent_pyz, tmp_path):
+    """The daemon under a real Python 3.6 (JetPack 4.6's): it registers, takes a job, downloads and
+    verifies the artifact, runs the benchmark child and reports why it could not measure
+    (no LiteRT for that Python here), then stops after --max-jobs."""
+    import pytest
+
+    python = _python36()
+    if python is None:
+        pytest.skip("no Python 3.6 interpreter on this machine (PATH or ~/.pyenv/versions/3.6*)")
+    server = serve()
+    with server.client() as c:
+        (job,) = upload_and_queue(c, builds["int8"], runtime="auto", max_attempts=1)
+    proc = subprocess.run([python, str(agent_pyz), "run", "--server", server.url, "--token-file",
+                           str(server.token_file), "--name", "py36", "--profile", "x86-cpu", "--max-jobs", "1",
+                           "--wait", "2", "--work-dir", str(tmp_path / "w36")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "registered as 'py36'" in proc.stderr and "measuring" in proc.stderr
+    doc = _job(server, job["id"])
+    assert doc["state"] == "failed" and "LiteRT absent" in doc["error"], doc["error"]
+    with server.client() as c:
+        (dev,) = c.get("/v1/devices").json()["devices"]
+    assert dev["detected"]["python"].startswith("3.6.")

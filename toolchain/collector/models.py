@@ -63,15 +63,59 @@ class BenchOptions(Closed):
         return self
 
 
-class ArtifactRecord(BaseModel):
-    """The manifest's record of the measured artifact (other manifest fields are kept as they are)."""
+Short = Annotated[str, StringConstraints(max_length=256)]
+Fraction = Annotated[float, Field(ge=-1e9, le=1e9)]
+
+
+class Open(BaseModel):
+    """A document with a few typed fields (those the record stores in columns); the rest is kept."""
 
     model_config = ConfigDict(extra="allow")
+
+
+class Verification(Open):
+    artifact_accuracy: Fraction | None = None
+    float_accuracy: Fraction | None = None
+    accuracy_drop_points: Fraction | None = None
+
+
+class ArtifactRecord(Open):
+    """The manifest's record of the measured artifact (other fields are kept as they are)."""
+
     file: Annotated[str, StringConstraints(min_length=1, max_length=255)]
     sha256: Sha256
-    bytes: int | None = Field(None, ge=0)
+    bytes: int = Field(ge=0, le=2**62)
     format: Annotated[str, StringConstraints(max_length=64)] | None = None
     precision: Annotated[str, StringConstraints(max_length=64)] | None = None
+    verification: Verification | None = None
+
+
+class ManifestArtifact(Open):
+    sha256: Short | None = None
+    bytes: int | None = Field(None, ge=0, le=2**62)
+    verification: Verification | None = None
+
+
+class ManifestSource(Open):
+    sha256: Short | None = None
+    name: Short | None = None
+
+
+class ManifestProfile(Open):
+    id: Short | None = None
+    threads: int | None = Field(None, ge=1, le=1024)
+
+
+class Manifest(Open):
+    """The build's manifest.json; the fields the record keeps in columns are typed."""
+
+    target: Short | None = None
+    runtime: Short | None = None
+    precision: Short | None = None
+    profile: ManifestProfile | None = None
+    source: ManifestSource | None = None
+    artifacts: Annotated[list[ManifestArtifact], Field(max_length=64)] | None = None
+    verification: Verification | None = None
 
 
 class JobCreate(Closed):
@@ -81,7 +125,7 @@ class JobCreate(Closed):
     target: FileName | Literal["bundle"]
     runtime: Literal[RUNTIMES] = "auto"  # type: ignore[valid-type]
     artifact: ArtifactRecord
-    manifest: dict[str, Any]
+    manifest: Manifest
     build_dir: Annotated[str, StringConstraints(max_length=4096)] | None = None
     profile: Name | None = None
     device: Name | None = None

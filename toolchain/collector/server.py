@@ -63,7 +63,7 @@ class Settings:
 
     def __init__(self, token: str, blobs_dir: Path, *, max_body: int = DEFAULT_MAX_BODY,
                  max_upload: int = DEFAULT_MAX_UPLOAD, lease_seconds: float = DEFAULT_LEASE_S,
-                 offline_after: float = 60.0, reaper_interval: float = 0.25):
+                 offline_after: float = 60.0, reaper_interval: float = 0.25, max_poll: float = 60.0):
         self.token = token
         self.blobs = storage.Blobs(blobs_dir)
         self.max_body = max_body
@@ -71,6 +71,7 @@ class Settings:
         self.lease_seconds = lease_seconds
         self.offline_after = offline_after
         self.reaper_interval = reaper_interval
+        self.max_poll = max_poll  # long polls answer after at most this long (proxies may cut idle ones)
 
 
 # ---------------------------------------------------------------------- the guard (ASGI)
@@ -164,12 +165,18 @@ class Changes:
         self._event = asyncio.Event()
 
 
+INT64 = 2**63
+
+
 def _finite(value: Any, where: str, depth: int = 0) -> str | None:
-    """Where a free-form JSON value holds NaN/Infinity or nests too deep (None when it does not)."""
+    """Where a free-form JSON value holds NaN/Infinity, an integer SQLite cannot hold, or nests too
+    deep (None when it does not)."""
     if depth > MAX_JSON_DEPTH:
         return f"{where}: nested deeper than {MAX_JSON_DEPTH} levels"
     if isinstance(value, float) and not math.isfinite(value):
         return f"{where}: {value} is not a finite number"
+    if isinstance(value, int) and not -INT64 <= value < INT64:
+        return f"{where}: {value} is out of the 64-bit integer range"
     if isinstance(value, dict):
         for key, item in value.items():
             problem = _finite(item, f"{where}.{key}", depth + 1)
@@ -181,6 +188,16 @@ def _finite(value: Any, where: str, depth: int = 0) -> str | None:
             if problem:
                 return problem
     return None
+
+
+def _stored_fields(report: dict[str, Any]) -> list[str]:
+    """Problems with the report fields the record keeps in columns that the report schema leaves
+    open: with no power measurement there are no watts or energies."""
+    power = report["power"]
+    if not power["available"]:
+        return [f"power.{key}: expected null when power is unavailable, got {power[key]!r}"
+                for key in ("active_w", "idle_w", "energy_mj_per_inference") if power.get(key) is not None]
+    return []
 
 
 def _canonical_sha256(value: Any) -> str:
@@ -229,7 +246,8 @@ def create_app(store: storage.Store, settings: Settings):
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    errors = {401: {"model": Problem, "description": "missing or wrong bearer token"},
+    errors = {400: {"model": Problem, "description": "the body cannot be read (not UTF-8 JSON text)"},
+              401: {"model": Problem, "description": "missing or wrong bearer token"},
               413: {"model": Problem, "description": "body larger than the collector accepts"},
               422: {"model": Problem, "description": "the body or a parameter does not validate"}}
     app = FastAPI(title="edgec collector", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -312,10 +330,14 @@ def create_app(store: storage.Store, settings: Settings):
     @app.post(API + "/jobs", tags=["jobs"], status_code=201, responses=conflict)
     async def create_job(body: JobCreate) -> dict[str, Any]:
         """Queue a measurement of uploaded files on a device of a profile, or on one device."""
-        problem = _finite(body.manifest, "manifest") or _finite(body.artifact.model_dump(), "artifact")
+        spec = body.model_dump()
+        # the documents as they were sent (no defaults filled in)
+        spec["manifest"] = body.manifest.model_dump(exclude_unset=True)
+        spec["artifact"] = body.artifact.model_dump(exclude_unset=True)
+        problem = _finite(spec["manifest"], "manifest") or _finite(spec["artifact"], "artifact")
         if problem:
             raise HTTPException(422, problem)
-        doc = await write(storage.create_job, body.model_dump(), settings.lease_seconds)
+        doc = await write(storage.create_job, spec, settings.lease_seconds)
         changes().notify()
         return doc
 
@@ -328,7 +350,7 @@ def create_app(store: storage.Store, settings: Settings):
     @app.get(API + "/jobs/{job_id}", tags=["jobs"], responses=not_found)
     async def get_job(job_id: JobId, wait: Annotated[float, Query(ge=0, le=60)] = 0) -> dict[str, Any]:
         """One job with its attempts; with ``wait``, answers once it is finished or the time is up."""
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + min(wait, settings.max_poll)
         while True:
             event = changes().snapshot()
             doc = await read(storage.job_doc, job_id)
@@ -380,7 +402,7 @@ def create_app(store: storage.Store, settings: Settings):
                          **not_found, **conflict})
     async def lease(device: DeviceId, body: LeaseRequest, request: Request):
         """Long poll: the oldest queued job this device can run, leased to it."""
-        deadline = time.monotonic() + body.wait
+        deadline = time.monotonic() + min(body.wait, settings.max_poll)
         while True:
             event = changes().snapshot()
             granted = await write(storage.lease, device, body.instance)
@@ -410,7 +432,7 @@ def create_app(store: storage.Store, settings: Settings):
         problem = _finite(body.report, "report")
         if problem:
             raise HTTPException(422, problem)
-        problems = report_schema.validate(body.report)
+        problems = report_schema.validate(body.report) or _stored_fields(body.report)
         if problems:
             raise HTTPException(422, "invalid agent report: " + "; ".join(problems[:10]))
         digest = _canonical_sha256(body.model_dump())
