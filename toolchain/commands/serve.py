@@ -29,9 +29,11 @@ from edgec.collector import DEFAULT_HOST, DEFAULT_PORT
               help="Largest artifact upload (413 above).")
 @click.option("--offline-after", type=click.FloatRange(1, 86400), default=60, show_default=True,
               help="Seconds without a request after which a device is shown offline.")
+@click.option("--max-poll-seconds", type=click.FloatRange(0, 60), default=60, show_default=True,
+              help="Longest wait of a long poll (lower it behind proxies that cut idle connections).")
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def serve(host: str, port: int, db: Path | None, token_file: Path | None, lease_seconds: float, max_body_mb: float,
-          max_upload_mb: float, offline_after: float, access_log: bool) -> None:
+          max_upload_mb: float, offline_after: float, max_poll_seconds: float, access_log: bool) -> None:
     """Run the collector: agents register and take jobs, 'edgec profile --server' queues them.
 
     \b
@@ -56,7 +58,7 @@ def serve(host: str, port: int, db: Path | None, token_file: Path | None, lease_
     try:
         settings = server.Settings(token, db.parent / "blobs", max_body=int(max_body_mb * server.MiB),
                                    max_upload=int(max_upload_mb * server.MiB), lease_seconds=lease_seconds,
-                                   offline_after=offline_after)
+                                   offline_after=offline_after, max_poll=max_poll_seconds)
         app = server.create_app(store, settings)
         url = server.url_of(sock)
         click.echo(f"edgec collector on {url}  (database {db})")
