@@ -110,6 +110,13 @@ def test_matching_by_profile_labels_and_runtime(serve, builds):
         (late,) = upload_and_queue(c, builds["fp32"])
         answer = waiter.result(timeout=10)
         assert answer.status_code == 200 and answer.json()["job_id"] == late["id"]
+        # a poller that hung up is not given the next job
+        with pytest.raises(httpx.ReadTimeout):
+            server.client().post("/v1/devices/lab-a/lease", json={"instance": lab_a, "wait": 30}, timeout=0.5)
+        time.sleep(0.3)
+        (unclaimed,) = upload_and_queue(c, builds["fp32"])
+        time.sleep(1.0)
+        assert c.get(f"/v1/jobs/{unclaimed['id']}").json()["state"] == "queued"
 
 
 def test_results_are_stored_once_and_checked(serve, builds, int8_report):

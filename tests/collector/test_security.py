@@ -57,10 +57,14 @@ def test_token_file_is_private_and_shown_once(tmp_path):
         assert len(token) >= 40 and f"): {token}" in first.first_output
     finally:
         first.stop()
+    left = tmp_path / "s" / "blobs" / "tmp" / "0123.part"  # as a server killed mid-upload leaves it
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"partial")
     second = Server(tmp_path / "s").start()
     try:
         assert second.token == token and token not in second.first_output
         assert f"token: in {second.token_file}" in second.first_output
+        assert not left.exists()
     finally:
         second.stop()
     os.chmod(first.token_file, 0o644)

@@ -109,7 +109,10 @@ class Guard:
         self.max_upload = max_upload
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "websocket":  # the API has none: refused before any handshake
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":  # lifespan
             await self.app(scope, receive, send)
             return
         auth = length = None
@@ -200,6 +203,24 @@ def _stored_fields(report: dict[str, Any]) -> list[str]:
     return []
 
 
+async def _disconnected(request) -> bool:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return True
+
+
+async def _wait_change(request, event: asyncio.Event, timeout: float) -> bool:
+    """Wait until jobs change, the client disconnects or ``timeout`` passes; True when it disconnected."""
+    changed = asyncio.ensure_future(event.wait())
+    gone = asyncio.ensure_future(_disconnected(request))
+    done, pending = await asyncio.wait({changed, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return gone in done
+
+
 def _canonical_sha256(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -239,6 +260,9 @@ def create_app(store: storage.Store, settings: Settings):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        removed = settings.blobs.clean()
+        if removed:
+            log.warning("removed %d partial upload(s) left by an earlier run", removed)
         changes_holder["changes"] = Changes()
         task = asyncio.create_task(reaper())
         yield
@@ -348,7 +372,8 @@ def create_app(store: storage.Store, settings: Settings):
         return {"jobs": await read(storage.list_jobs, state, limit)}
 
     @app.get(API + "/jobs/{job_id}", tags=["jobs"], responses=not_found)
-    async def get_job(job_id: JobId, wait: Annotated[float, Query(ge=0, le=60)] = 0) -> dict[str, Any]:
+    async def get_job(job_id: JobId, request: Request,
+                      wait: Annotated[float, Query(ge=0, le=60)] = 0) -> dict[str, Any]:
         """One job with its attempts; with ``wait``, answers once it is finished or the time is up."""
         deadline = time.monotonic() + min(wait, settings.max_poll)
         while True:
@@ -359,8 +384,8 @@ def create_app(store: storage.Store, settings: Settings):
             remaining = deadline - time.monotonic()
             if doc["state"] in storage.TERMINAL or remaining <= 0:
                 return doc
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
+            if await _wait_change(request, event, min(remaining, 5.0)):
+                return Response(status_code=204)  # the client is gone; nobody reads this
 
     @app.post(API + "/jobs/{job_id}/cancel", tags=["jobs"], responses={**not_found, **conflict})
     async def cancel_job(job_id: JobId) -> dict[str, Any]:
@@ -411,10 +436,8 @@ def create_app(store: storage.Store, settings: Settings):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return Response(status_code=204)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
-            if await request.is_disconnected():
-                return Response(status_code=204)
+            if await _wait_change(request, event, min(remaining, 5.0)):
+                return Response(status_code=204)  # the agent is gone: lease nothing to it
 
     @app.post(API + "/devices/{device}/heartbeat", tags=["agents"], response_model=HeartbeatAnswer,
               responses={**not_found, **conflict})

@@ -305,6 +305,14 @@ class Blobs:
             raise ValueError(f"not a sha256: {sha256!r}")
         return self.root / sha256[:2] / sha256
 
+    def clean(self) -> int:
+        """Remove the partial uploads a killed server left behind (at start, none is in progress)."""
+        removed = 0
+        for part in (self.root / "tmp").glob("*.part"):
+            part.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def temp_path(self) -> Path:
         tmp = self.root / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
