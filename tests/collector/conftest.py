@@ -109,7 +109,11 @@ class Server:
             self.stop()
             raise AssertionError(f"edgec serve did not start: {self.first_output!r} {self.log.read_text()[-2000:]}")
         self.url = got[0].split(" on ", 1)[1].split()[0]
-        self.wait_ready(deadline - time.time())
+        try:
+            self.wait_ready(deadline - time.time())
+        except AssertionError:
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float) -> None:
