@@ -18,9 +18,12 @@ from edgec.errors import EXIT_INTERNAL, EdgecError
 COMMANDS: dict[str, str] = {
     "agent": "edgec.commands.agent:agent",
     "build": "edgec.commands.build:build",
+    "devices": "edgec.commands.devices:devices",
     "inspect": "edgec.commands.inspect:inspect",
+    "jobs": "edgec.commands.jobs:jobs",
     "profile": "edgec.commands.profile:profile",
     "report": "edgec.commands.report:report",
+    "serve": "edgec.commands.serve:serve",
     "targets": "edgec.commands.targets:targets",
 }
 

@@ -139,37 +139,9 @@ class ResultsStore:
         Returns:
             The result's id.
         """
-        acc, float_acc, drop = artifact_accuracy(manifest, record)
-        source = manifest.get("source") or {}
-        lat, power, rt = report["latency_ms"], report["power"], report["runtime"]
-        energy = power.get("energy_mj_per_inference") or {}
         with self.connect() as conn:
-            conn.execute(
-                "INSERT INTO artifacts (sha256, file, format, precision, bytes, target, profile, runtime, "
-                "source_sha256, source_name, accuracy, float_accuracy, accuracy_drop, build_dir, manifest, added) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (sha256) DO UPDATE SET build_dir = excluded.build_dir, manifest = excluded.manifest, "
-                "accuracy = excluded.accuracy, float_accuracy = excluded.float_accuracy, "
-                "accuracy_drop = excluded.accuracy_drop",
-                (record["sha256"], record["file"], record.get("format"), record.get("precision") or manifest.get("precision"),
-                 record.get("bytes"), manifest.get("target"), (manifest.get("profile") or {}).get("id"),
-                 manifest.get("runtime"), source.get("sha256"), source.get("name"), acc, float_acc, drop,
-                 str(build_dir) if build_dir else None, json.dumps(manifest), _now()),
-            )
-            cur = conn.execute(
-                "INSERT INTO results (created, artifact_sha256, device, device_kind, device_model, runtime, "
-                "runtime_version, threads, batch, runs, latency_min_ms, latency_median_ms, latency_mean_ms, "
-                "latency_p90_ms, latency_p99_ms, latency_std_ms, throughput_ips, power_available, power_active_w, "
-                "power_idle_w, energy_mj, energy_above_idle_mj, schema_version, report) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (_now(), record["sha256"], device, report["device"].get("kind"), report["device"].get("model"),
-                 rt.get("name"), rt.get("version"), rt.get("threads"), report["throughput"]["batch"],
-                 report["throughput"]["runs"], lat["min"], lat["median"], lat["mean"], lat["p90"], lat["p99"],
-                 lat["std"], report["throughput"]["inferences_per_s"], int(bool(power.get("available"))),
-                 power.get("active_w"), power.get("idle_w"), energy.get("total"), energy.get("above_idle"),
-                 report["schema_version"], json.dumps(report)),
-            )
-            return int(cur.lastrowid)
+            insert_artifact(conn, manifest, record, build_dir)
+            return insert_result(conn, record["sha256"], device, report)
 
     def rows(self, *, device: str | None = None, latest: bool = True) -> list[dict[str, Any]]:
         """Results joined with their artifact; with ``latest``, one per (artifact, device)."""
@@ -201,3 +173,42 @@ class ResultsStore:
         if row is None:
             raise EdgecError(f"no result {result_id} in '{self.path}'")
         return dict(row)
+
+
+def insert_artifact(conn: sqlite3.Connection, manifest: dict[str, Any], record: dict[str, Any],
+                    build_dir: Path | str | None) -> None:
+    """Insert (or refresh) the artifact ``record`` of ``manifest`` in an open transaction."""
+    acc, float_acc, drop = artifact_accuracy(manifest, record)
+    source = manifest.get("source") or {}
+    conn.execute(
+        "INSERT INTO artifacts (sha256, file, format, precision, bytes, target, profile, runtime, "
+        "source_sha256, source_name, accuracy, float_accuracy, accuracy_drop, build_dir, manifest, added) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (sha256) DO UPDATE SET build_dir = excluded.build_dir, manifest = excluded.manifest, "
+        "accuracy = excluded.accuracy, float_accuracy = excluded.float_accuracy, "
+        "accuracy_drop = excluded.accuracy_drop",
+        (record["sha256"], record["file"], record.get("format"), record.get("precision") or manifest.get("precision"),
+         record.get("bytes"), manifest.get("target"), (manifest.get("profile") or {}).get("id"),
+         manifest.get("runtime"), source.get("sha256"), source.get("name"), acc, float_acc, drop,
+         str(build_dir) if build_dir else None, json.dumps(manifest), _now()),
+    )
+
+
+def insert_result(conn: sqlite3.Connection, artifact_sha256: str, device: str, report: dict[str, Any]) -> int:
+    """Insert one agent report measured on ``device`` in an open transaction; the new result's id."""
+    lat, power, rt = report["latency_ms"], report["power"], report["runtime"]
+    energy = power.get("energy_mj_per_inference") or {}
+    cur = conn.execute(
+        "INSERT INTO results (created, artifact_sha256, device, device_kind, device_model, runtime, "
+        "runtime_version, threads, batch, runs, latency_min_ms, latency_median_ms, latency_mean_ms, "
+        "latency_p90_ms, latency_p99_ms, latency_std_ms, throughput_ips, power_available, power_active_w, "
+        "power_idle_w, energy_mj, energy_above_idle_mj, schema_version, report) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (_now(), artifact_sha256, device, report["device"].get("kind"), report["device"].get("model"),
+         rt.get("name"), rt.get("version"), rt.get("threads"), report["throughput"]["batch"],
+         report["throughput"]["runs"], lat["min"], lat["median"], lat["mean"], lat["p90"], lat["p99"],
+         lat["std"], report["throughput"]["inferences_per_s"], int(bool(power.get("available"))),
+         power.get("active_w"), power.get("idle_w"), energy.get("total"), energy.get("above_idle"),
+         report["schema_version"], json.dumps(report)),
+    )
+    return int(cur.lastrowid)

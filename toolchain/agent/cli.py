@@ -4,6 +4,7 @@
         [--threads N] [--warmup N] [--runs N | --min-seconds S] [--json] ...
     python3 edgec-agent.pyz detect [--json]
     python3 edgec-agent.pyz version
+    python3 edgec-agent.pyz run --server URL --token-file FILE [--profile ID] [--labels k=v,...]
 
 Errors are one ``Error: ...`` line on stderr; exit 2 for bad input, 3 for an absent runtime.
 """
@@ -11,6 +12,7 @@ Errors are one ``Error: ...`` line on stderr; exit 2 for bad input, 3 for an abs
 import argparse
 import json
 import logging
+import os
 import sys
 
 from . import __version__
@@ -51,6 +53,7 @@ def _parser():
     bench.add_argument("--edgetpu-device", help="Edge TPU to use, e.g. usb:0 or pci:0")
     bench.add_argument("--root", default="/", help=argparse.SUPPRESS)
     bench.add_argument("--json", action="store_true", help="print the report document as JSON")
+    bench.add_argument("--out", help="also write the report document (JSON) to this file")
 
     detect = sub.add_parser("detect", help="describe the device, its state and its power sensor")
     detect.add_argument("--root", default="/", help=argparse.SUPPRESS)
@@ -58,6 +61,24 @@ def _parser():
     detect.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("version", help="print the agent and report schema versions")
+
+    run = sub.add_parser("run", help="serve a fleet collector (edgec serve): take jobs, report results",
+                         description="Register this device with the collector, long-poll for jobs it can run, "
+                         "download their artifacts by sha256 (verified before running), measure them and post the "
+                         "reports; reconnects with backoff when the collector is away. Stops on SIGTERM/SIGINT.")
+    run.add_argument("--server", required=True, help="the collector's URL, e.g. http://host:8750")
+    run.add_argument("--token", help="the collector's token (visible to other users in ps: prefer --token-file "
+                     "or EDGEC_TOKEN)")
+    run.add_argument("--token-file", help="file holding the collector's token")
+    run.add_argument("--name", help="this device's id at the collector (default: the host name)")
+    run.add_argument("--profile", help="edgec profile id of this device (default: detected when obvious)")
+    run.add_argument("--labels", help="labels jobs may require: k=v,k2=v2")
+    run.add_argument("--work-dir", help="job directories and unsent results (default ~/.cache/edgec-agent/run/NAME)")
+    run.add_argument("--wait", type=float, default=20.0, help="seconds of one long poll for a job (default 20)")
+    run.add_argument("--max-jobs", type=int, help="stop after this many jobs")
+    run.add_argument("--power-command", help="this device's external power meter command (watts, one per line)")
+    run.add_argument("--cafile", help="CA certificate to trust for an https:// collector")
+    run.add_argument("--root", default="/", help=argparse.SUPPRESS)
     return parser
 
 
@@ -68,6 +89,11 @@ def _bench(args):
             "power_command", "power_rail", "tegrastats", "idle_seconds", "power_min_seconds", "expect_sha256",
             "edgetpu_device", "root")
     doc = run_benchmark(args.artifact, dict((k, getattr(args, k)) for k in keys))
+    if args.out:
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(doc, fh)
+        os.rename(tmp, args.out)
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=1, sort_keys=False) + "\n")
     else:
@@ -134,8 +160,12 @@ def _detect(args):
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "run":  # a daemon says what it does, with the time
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    else:
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                            format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
@@ -144,6 +174,14 @@ def main(argv=None):
             _bench(args)
         elif args.command == "detect":
             _detect(args)
+        elif args.command == "run":
+            from . import daemon
+
+            if args.wait < 0 or args.wait > 60:
+                raise AgentError("--wait must be between 0 and 60 seconds, got %g" % args.wait)
+            if args.max_jobs is not None and args.max_jobs < 1:
+                raise AgentError("--max-jobs must be >= 1, got %d" % args.max_jobs)
+            return daemon.main(args)
         elif args.command == "version":
             from .schema import SCHEMA_VERSION
             sys.stdout.write("edgec-agent %s (report schema %d, Python %s)\n"

@@ -14,8 +14,23 @@ RUNTIMES = ["litert", "tflite", "edgetpu", "onnxruntime", "tensorrt"]
 @click.command()
 @click.argument("build_dirs", nargs=-1, required=True, metavar="ARTIFACT_DIR...",
                 type=click.Path(path_type=Path, file_okay=False))
-@click.option("-d", "--device", default="local", show_default=True, metavar="local|ssh://user@host[:port]",
-              help="Where the agent runs: here, or a device reached with the system ssh/scp.")
+@click.option("-d", "--device", metavar="local|ssh://user@host[:port]|ID",
+              help="Where the agent runs: here (default), a device reached with the system ssh/scp, or with "
+                   "--server the id of a registered device.")
+@click.option("--server", metavar="URL", help="Queue the measurements on a collector ('edgec serve'); its agents "
+              "run them.")
+@click.option("-t", "--target", "target_profile", metavar="PROFILE",
+              help="With --server: any device of this profile may run it (default: the build's profile).")
+@click.option("--labels", metavar="k=v,...", help="With --server: the device must carry these labels.")
+@click.option("--wait", is_flag=True, help="With --server: wait for the results and print them.")
+@click.option("--wait-timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="With --wait: give up waiting after S seconds (the jobs go on).")
+@click.option("--attempts", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="With --server: leases before a job is failed (an agent that dies loses its lease).")
+@click.option("--lease-seconds", type=click.FloatRange(1, 86400),
+              help="With --server: the job's lease without a heartbeat (default: the collector's).")
+@click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --server: file holding the collector's token (default: $EDGEC_TOKEN).")
 @click.option("--runs", type=click.IntRange(min=1), help="Timed inferences (default: as many as fit in 2 s).")
 @click.option("--min-seconds", type=click.FloatRange(min=0), help="Time inferences for at least S seconds.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Untimed inferences after the cold one (default 10).")
@@ -37,7 +52,9 @@ RUNTIMES = ["litert", "tflite", "edgetpu", "onnxruntime", "tensorrt"]
               help="Results database (default: $EDGEC_RESULTS_DB or ~/.local/share/edgec/results.db).")
 @click.option("--no-store", is_flag=True, help="Do not record the results.")
 @click.option("--json", "as_json", is_flag=True, help="Print the agent reports as JSON.")
-def profile(build_dirs: tuple[Path, ...], device: str, runs: int | None, min_seconds: float | None,
+def profile(build_dirs: tuple[Path, ...], device: str | None, server: str | None, target_profile: str | None,
+            labels: str | None, wait: bool, wait_timeout: float, attempts: int, lease_seconds: float | None,
+            token_file: Path | None, runs: int | None, min_seconds: float | None,
             warmup: int | None, threads: int | None, batch: int | None, runtime: str | None, power: str | None,
             power_command: str | None, power_rail: str | None, idle_seconds: float | None, python: str | None,
             identity: Path | None, ssh_options: tuple[str, ...], timeout: float, db: Path | None, no_store: bool,
@@ -49,12 +66,33 @@ def profile(build_dirs: tuple[Path, ...], device: str, runs: int | None, min_sec
     inference; each result is kept in the results database for 'edgec report'.
       edgec profile dist/x86-cpu --device local
       edgec profile dist/jetson-nano --device ssh://nvidia@nano.local
+    With --server the artifacts are uploaded to a collector and measured by its agents; the
+    results stay there ('edgec report --server URL'):
+      edgec profile dist/rpi5 --server http://host:8750 --wait
+      edgec profile dist/rpi5 --server http://host:8750 --device bench-pi-3 --labels lab=a
     """
     from edgec.errors import EdgecError
     from edgec.profiling import profile as run_profile
 
     if runs is not None and min_seconds is not None:
         raise EdgecError("give --runs or --min-seconds, not both")
+    if server:
+        given = [flag for flag, value in (("--python", python), ("--identity", identity), ("--ssh-option", ssh_options),
+                                          ("--db", db), ("--no-store", no_store), ("--power-command", power_command))
+                 if value]
+        if given:
+            raise EdgecError(f"{', '.join(given)} do(es) not apply with --server: the collector keeps the results and "
+                             "each agent has its own settings (edgec-agent run --power-command)")
+        options = dict(runs=runs, min_seconds=min_seconds, warmup=warmup, threads=threads, batch=batch, power=power,
+                       power_rail=power_rail, idle_seconds=idle_seconds)
+        _profile_on_server(build_dirs, server, token_file, target_profile, device, labels, runtime, attempts,
+                           lease_seconds, timeout, wait, wait_timeout, as_json, options)
+        return
+    given = [flag for flag, value in (("--target", target_profile), ("--labels", labels), ("--wait", wait),
+                                      ("--lease-seconds", lease_seconds), ("--token-file", token_file)) if value]
+    if given:
+        raise EdgecError(f"{', '.join(given)} need(s) --server URL (a collector started with 'edgec serve')")
+    device = device or "local"
     options = dict(runs=runs, min_seconds=min_seconds, warmup=warmup, threads=threads, batch=batch, power=power,
                    power_command=power_command, power_rail=power_rail, idle_seconds=idle_seconds)
     results = []
@@ -71,6 +109,79 @@ def profile(build_dirs: tuple[Path, ...], device: str, runs: int | None, min_sec
     for r in results:
         print_result(r)
     print_comparison(results, comparison)
+
+
+def parse_labels(text: str | None) -> dict[str, str]:
+    """``k=v,k2=v2`` -> dict (the agent's ``--labels`` syntax)."""
+    import re
+
+    from edgec.errors import EdgecError
+
+    labels: dict[str, str] = {}
+    for pair in (text or "").split(","):
+        if not pair.strip():
+            continue
+        key, sep, value = (x.strip() for x in pair.partition("="))
+        if not sep or not value or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", key):
+            raise EdgecError(f"--labels '{pair}': expected KEY=VALUE pairs separated by commas, KEY of letters, "
+                             "digits, '.', '_' or '-'")
+        labels[key] = value
+    return labels
+
+
+def _profile_on_server(build_dirs, server, token_file, target_profile, device, labels, runtime, attempts,
+                       lease_seconds, timeout, wait, wait_timeout, as_json, options) -> None:
+    """Upload each build and queue its job on a collector; with ``wait``, print the results."""
+    from edgec.collector.client import Client, submit
+    from edgec.collector.tokens import client_token
+    from edgec.errors import EdgecError
+    from edgec.profiling import ProfileResult
+
+    label_dict = parse_labels(labels)
+    with Client(server, client_token(token_file)) as client:
+        queued = []
+        for build_dir in build_dirs:
+            job = submit(client, build_dir, profile=target_profile, device=device, labels=label_dict, runtime=runtime,
+                         max_attempts=attempts, lease_seconds=lease_seconds, timeout=timeout, **options)
+            queued.append(job)
+            where = f"device {job['device']}" if job["device"] else f"profile {job['profile']}"
+            click.echo(f"queued job {job['id']}: {build_dir}/{job['record']['file']} on {where}", err=True)
+            if not job["matching_devices"]:
+                click.echo(f"warning: no registered device can run job {job['id']} ({where}"
+                           f"{', labels ' + labels if labels else ''}, runtime {job['runtime']}); it waits until "
+                           "one registers ('edgec devices' lists them)", err=True)
+        if not wait:
+            if as_json:
+                click.echo(json.dumps({"jobs": [{k: v for k, v in j.items() if k not in ("manifest", "record")}
+                                                | {"build_dir": str(j["build_dir"])} for j in queued]}, indent=2))
+            else:
+                click.echo(f"follow them with: edgec jobs --server {client.url}", err=True)
+            return
+        results, failures = [], []
+        for job in queued:
+            doc = client.wait_job(job["id"], wait_timeout)
+            if doc["state"] != "done":
+                failures.append(f"job {doc['id']} ({job['build_dir']}) {doc['state']}: {doc['error'] or 'cancelled'}")
+                continue
+            stored = client.result(doc["result_id"])
+            report = stored["report"]
+            report["warnings"] = list(doc.get("warnings") or []) + report["warnings"]
+            result = ProfileResult(job["build_dir"], stored["device"], job["manifest"], job["record"], report,
+                                   doc["result_id"], None)
+            result.job_id = doc["id"]
+            results.append(result)
+    comparison = compare(results, None)
+    if as_json:
+        click.echo(json.dumps({"server": client.url, "results": [
+            {"build_dir": str(r.build_dir), "device": r.device, "job_id": r.job_id, "result_id": r.result_id,
+             **comparison.get(id(r), {}), "report": r.report} for r in results]}, indent=2))
+    else:
+        for r in results:
+            print_result(r)
+            click.echo(f"stored as result {r.result_id} on {client.url} (job {r.job_id})")
+        print_comparison(results, comparison)
+    if failures:
+        raise EdgecError("; ".join(failures))
 
 
 def compare(results, db) -> dict[int, dict]:
@@ -148,7 +259,7 @@ def print_result(r) -> None:
         out.print(escape(f"power: unavailable ({p['reason']})"))
     for w in rep["warnings"]:
         out.print(f"[yellow]warning:[/] {escape(w)}")
-    if r.result_id is not None:
+    if r.result_id is not None and r.db is not None:
         out.print(escape(f"stored as result {r.result_id} in {r.db}"))
 
 

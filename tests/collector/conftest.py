@@ -1,0 +1,253 @@
+"""Fixtures of the collector tests: a real `edgec serve` subprocess on a free loopback port,
+real agent processes (`python edgec-agent.pyz run`), fp32 + int8 digits builds made with
+`edgec build`, and a real agent report to post."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Results, agent caches and default token files stay in the test's tmp dir."""
+    monkeypatch.setenv("EDGEC_RESULTS_DB", str(tmp_path / "results.db"))
+    monkeypatch.setenv("EDGEC_AGENT_CACHE", str(tmp_path / "agent-cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.delenv("EDGEC_TOKEN", raising=False)
+
+
+@pytest.fixture(scope="session")
+def agent_pyz(tmp_path_factory) -> Path:
+    from edgec.agent import bundle
+
+    return Path(bundle.build(str(tmp_path_factory.mktemp("agent") / "edgec-agent.pyz")))
+
+
+@pytest.fixture(scope="session")
+def builds(tmp_path_factory, digits_dir) -> dict[str, Path]:
+    """fp32 and int8 x86-cpu builds of the digits CNN, made by `edgec build` (verified on eval data)."""
+    out = {}
+    for precision in ("fp32", "int8"):
+        root = tmp_path_factory.mktemp(f"collector-dist-{precision}")
+        proc = run_cli("build", digits_dir / "digits_cnn.keras", "--target", "x86-cpu", "--precision", precision,
+                       "--calib", digits_dir / "calib.npz", "--eval", digits_dir / "eval.npz", "--out", root)
+        assert proc.returncode == 0, proc.stderr
+        out[precision] = root / "x86-cpu"
+    return out
+
+
+@pytest.fixture(scope="session")
+def int8_report(builds, agent_pyz, tmp_path_factory) -> dict:
+    """A real report of the int8 artifact, written by the agent zipapp's bench."""
+    out = tmp_path_factory.mktemp("report") / "report.json"
+    proc = subprocess.run([sys.executable, str(agent_pyz), "bench", str(builds["int8"] / "model.tflite"),
+                           "--runs", "30", "--warmup", "2", "--power", "none", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(out.read_text())
+
+
+class Server:
+    """`edgec serve` in a subprocess on a free port of 127.0.0.1, with its own database."""
+
+    def __init__(self, directory: Path, *args: str):
+        self.dir = Path(directory)
+        self.db = self.dir / "collector.db"
+        self.args = list(args)
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.log = self.dir / "serve.log"
+        self.first_output = ""
+
+    @property
+    def token_file(self) -> Path:
+        return self.dir / "token"
+
+    @property
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    def start(self, port: int = 0, timeout: float = 60) -> Server:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "EDGEC_PROGRESS": "0"}
+        self._stderr = open(self.log, "a")
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgec", "serve", "--port", str(port), "--db",
+                                      str(self.db), *self.args], stdout=subprocess.PIPE, stderr=self._stderr,
+                                     text=True, cwd=REPO, env=env)
+        deadline = time.time() + timeout
+        lines: queue.Queue = queue.Queue()
+        # A thread drains stdout (a Python-level buffer would hide lines from select()).
+        threading.Thread(target=lambda out: [lines.put(ln) for ln in out] + [lines.put("")],
+                         args=(self.proc.stdout,), daemon=True).start()
+        got = []
+        while time.time() < deadline:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    break
+                continue
+            if not line:
+                break
+            got.append(line)
+            if line.startswith("token"):
+                break
+        self.first_output = "".join(got)
+        if not got or " on http://" not in got[0]:
+            self.stop()
+            raise AssertionError(f"edgec serve did not start: {self.first_output!r} {self.log.read_text()[-2000:]}")
+        self.url = got[0].split(" on ", 1)[1].split()[0]
+        try:
+            self.wait_ready(deadline - time.time())
+        except AssertionError:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/v1/health", headers=self.auth, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"{self.url} did not answer: {self.log.read_text()[-2000:]}")
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def client(self, **kwargs):
+        import httpx
+
+        return httpx.Client(base_url=self.url, headers=self.auth, timeout=30, **kwargs)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, as when the machine loses power."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_stderr", None):
+            self._stderr.close()
+
+    def cli(self, *args: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+        """`edgec ARGS` with this server's token in EDGEC_TOKEN."""
+        return run_cli(*args, env={"EDGEC_TOKEN": self.token, **env}, timeout=timeout)
+
+
+class Agent:
+    """`python edgec-agent.pyz run` in a subprocess, logging to a file."""
+
+    def __init__(self, pyz: Path, server: Server, name: str, directory: Path, *args: str):
+        self.name = name
+        self.log = Path(directory) / f"agent-{name}.log"
+        self.work_dir = Path(directory) / f"work-{name}"
+        self._log = open(self.log, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(pyz), "run", "--server", server.url, "--token-file", str(server.token_file),
+             "--name", name, "--work-dir", str(self.work_dir), "--wait", "2", *args],
+            stdout=self._log, stderr=subprocess.STDOUT, text=True, cwd=directory)
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Start collectors (`serve(*args)`); each is stopped at the end of the test."""
+    started: list[Server] = []
+
+    def start(*args: str, directory: Path | None = None) -> Server:
+        server = Server(directory or tmp_path / f"server{len(started)}", *args).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def agents(agent_pyz, tmp_path):
+    """Start agents (`agents(server, name, *args)`); each is stopped at the end of the test."""
+    started: list[Agent] = []
+
+    def start(server: Server, name: str, *args: str) -> Agent:
+        agent = Agent(agent_pyz, server, name, tmp_path, *args)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def upload_and_queue(client, build_dir: Path, count: int = 1, **fields) -> list[dict]:
+    """Upload a build's model and queue ``count`` jobs for it over HTTP (what `edgec profile --server` sends)."""
+    from edgec.util import sha256_file
+
+    manifest = json.loads((build_dir / "manifest.json").read_text())
+    record = manifest["artifacts"][0]
+    data = (build_dir / record["file"]).read_bytes()
+    sha = sha256_file(build_dir / record["file"])
+    assert client.put(f"/v1/blobs/{sha}", content=data).status_code in (200, 201)
+    body = {"files": {record["file"]: sha}, "target": record["file"], "runtime": "litert", "artifact": record,
+            "manifest": manifest, "profile": "x86-cpu", **fields}
+    jobs = []
+    for _ in range(count):
+        r = client.post("/v1/jobs", json=body)
+        assert r.status_code == 201, r.text
+        jobs.append(r.json())
+    return jobs
