@@ -99,7 +99,7 @@ def build_rows(results: list[dict[str, Any]], artifacts: list[dict[str, Any]]) -
             "baseline_result_id": base["id"] if base else None,
             "speedup_vs_fp32": (base["latency_median_ms"] / r["latency_median_ms"]
                                 if base and r["latency_median_ms"] else None),
-            "compression_vs_fp32": (base_art["bytes"] / r["bytes"] if base_art and r["bytes"] else None),
+            "compression_vs_fp32": (base_art["bytes"] / r["bytes"] if base_art and base_art["bytes"] and r["bytes"] else None),
         }
         out.append(row)
     return out

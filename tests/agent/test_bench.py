@@ -155,5 +155,11 @@ def test_schema_rejects_what_it_should(digits_builds):
     no_reason = json.loads(json.dumps(doc))
     no_reason["power"] = {"available": False}
     assert schema.validate(no_reason) == ["power.reason: missing"]
+    invented = json.loads(json.dumps(doc))
+    invented["power"] = {"available": False, "reason": "no sensor", "mean_w": 2.5}
+    assert schema.validate(invented) == ["power: unavailable power carries no readings, got mean_w"]
+    huge = json.loads(json.dumps(doc))
+    huge["latency_ms"]["count"] = 2 ** 70
+    assert any(p.startswith("latency_ms.count: expected integer") for p in schema.validate(huge))
     with pytest.raises(schema.SchemaError, match="invalid agent report"):
         schema.check(bad)

@@ -28,6 +28,8 @@ Document (``schema_version`` 1)::
     warnings        [str]
 """
 
+import math
+
 from .errors import AgentError
 
 SCHEMA_VERSION = 1
@@ -78,17 +80,27 @@ class SchemaError(AgentError):
         super(SchemaError, self).__init__("invalid agent report: " + shown + more)
 
 
+_INT64 = 2 ** 63
+
+
+def _is_int(value):
+    # SQLite stores 64-bit integers: a larger one cannot be kept, so it is not a valid report.
+    return isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64
+
+
 def _type_ok(value, kind):
     if kind == _NUM:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(value, float):
+            return math.isfinite(value)
+        return _is_int(value)
     if kind == _OPT_NUM:
         return value is None or _type_ok(value, _NUM)
     if kind == _OPT_STR:
         return value is None or isinstance(value, str)
     if kind == _OPT_INT:
-        return value is None or (isinstance(value, int) and not isinstance(value, bool))
+        return value is None or _is_int(value)
     if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return _is_int(value)
     return isinstance(value, kind)
 
 
@@ -130,6 +142,11 @@ def validate(doc):
     power = doc.get("power")
     if isinstance(power, dict) and isinstance(power.get("available"), bool):
         _walk(power, POWER_AVAILABLE if power["available"] else POWER_UNAVAILABLE, "power", problems)
+        if not power["available"]:
+            # No sensor means no numbers: anything beside the reason would be an invented value.
+            extra = sorted(set(power) - {"available", "reason"})
+            if extra:
+                problems.append("power: unavailable power carries no readings, got %s" % ", ".join(extra))
     latency = doc.get("latency_ms")
     if isinstance(latency, dict) and not problems:
         order = [latency[k] for k in ("min", "median", "p90", "p99", "max")]
