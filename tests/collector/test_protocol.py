@@ -299,7 +299,7 @@ def test_documents_the_record_keeps_in_columns_are_typed(serve, builds, int8_rep
                               "out of the 64-bit integer range"),
                              ({**int8_report, "power": {"available": False, "reason": "none",
                                                         "energy_mj_per_inference": 5}},
-                              "expected null when power is unavailable")):
+                              "unavailable power carries no readings")):
             r = _post(c, lease, bad, "typed")
             assert r.status_code == 422 and message in r.json()["detail"], r.text
         assert _post(c, lease, int8_report, "typed").status_code == 201
