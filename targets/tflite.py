@@ -31,10 +31,11 @@ class TFLiteTarget(Target):
     runtime = "litert"
 
     def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
-        if precision.needs_calibration and not options.calib:
+        # a QAT build learns its ranges and calibrates what stays float on its fine-tune inputs
+        if precision.needs_calibration and not options.calib and not (options.qat and options.fine_tune):
             raise EdgecError(
                 f"precision int8 needs representative data: pass --calib DATA "
-                f"(.npz, .npy, image folder or module:function), or choose one of "
+                f"(.npz, .npy, image folder or module:function), or --qat with --fine-tune DATA, or choose one of "
                 f"{', '.join(p for p in profile.precisions if p != 'int8') or 'no other precision'}"
             )
 

@@ -1,0 +1,94 @@
+"""Weight clustering (Deep Compression's weight sharing) with TF-MOT.
+
+Each clustered kernel keeps N shared values. When the artifact is int8, Conv2D kernels are
+clustered per output channel (TF-MOT's ``cluster_per_channel``): int8 kernels are quantized per
+output channel, so the artifact can only keep N values per channel anyway, and clustering each
+channel on its own keeps more accuracy. After pruning, clustering preserves the zeros
+(``preserve_sparsity``). TF-MOT does not cluster DepthwiseConv2D kernels (by design: the accuracy
+loss does not recover); they are listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import EdgecError
+from edgec.optimize import models
+from edgec.optimize.spec import OptimizeSpec
+from edgec.optimize.train import FineTuneData, fine_tune
+from edgec.progress import Progress
+
+
+def _clusterable(layer, keras) -> tuple[bool, str | None]:
+    from tensorflow_model_optimization.python.core.clustering.keras import (
+        clusterable_layer,
+        clustering_registry,
+    )
+
+    if isinstance(layer, keras.layers.InputLayer) or not layer.weights:
+        return False, None
+    if isinstance(layer, clusterable_layer.ClusterableLayer):
+        return True, None
+    registry = clustering_registry.ClusteringRegistry
+    if not registry.supports(layer):
+        return False, f"TF-MOT cannot cluster {type(layer).__name__} layers"
+    if type(layer) in registry._LAYERS_WEIGHTS_MAP and not registry._LAYERS_WEIGHTS_MAP[type(layer)]:  # noqa: SLF001
+        return False, f"TF-MOT leaves {type(layer).__name__} weights unclustered"
+    return True, None
+
+
+def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *,
+            preserve_sparsity: bool) -> tuple[Any, dict[str, Any]]:
+    """Cluster and fine-tune a private copy of ``model``; return it stripped, with what was done."""
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
+        cluster as experimental,
+    )
+
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
+    layers: list[dict[str, Any]] = []
+
+    def wrap(layer):
+        ok, reason = _clusterable(layer, keras)
+        if not ok:
+            if reason:
+                layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": False, "reason": reason})
+            return layer
+        kernel = models.kernel_of(layer)
+        size = int(np.prod(kernel.shape)) if kernel is not None else None
+        per_channel = spec.int8 and type(layer) is keras.layers.Conv2D and size // int(kernel.shape[-1]) > spec.cluster
+        if size is not None and size <= spec.cluster:
+            layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": False,
+                           "reason": f"{size} weights, not more than {spec.cluster} clusters"})
+            return layer
+        layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": True,
+                       "per_channel": per_channel})
+        return experimental.cluster_weights(layer, number_of_clusters=spec.cluster, cluster_centroids_init=init,
+                                            preserve_sparsity=preserve_sparsity, cluster_per_channel=per_channel)
+
+    from edgec.tfcompat import set_seed
+
+    set_seed(spec.seed)  # k-means++ draws its first centroids at random
+    try:
+        wrapped = keras.models.clone_model(models.private_copy(model), clone_function=wrap)
+    except ValueError as exc:  # TF-MOT rejects a kernel with fewer weights than clusters, ...
+        raise EdgecError(f"clustering to {spec.cluster} values failed: {str(exc).splitlines()[0][:300]}; "
+                         "choose a smaller --cluster") from exc
+    if not any(entry["clustered"] for entry in layers):
+        reasons = "; ".join(f"{e['layer']}: {e['reason']}" for e in layers) or "no layer has weights"
+        raise EdgecError(f"model '{model.name}' has no layer TF-MOT can cluster ({reasons}); drop --cluster")
+    fit = fine_tune(wrapped, data, spec, step="cluster", progress=progress)
+    stripped = tfmot.clustering.keras.strip_clustering(wrapped)
+    stats = models.kernel_stats(stripped)
+    for entry in layers:
+        s = stats.get(entry["layer"])
+        if s:
+            entry.update(params=s["params"], unique=s["unique"], unique_per_channel=s["unique_per_channel"],
+                         zero_share=s["zero_share"])
+    return stripped, {"clusters": spec.cluster, "init": "kmeans++", "preserve_sparsity": preserve_sparsity,
+                      "layers": layers, "fine_tune": fit}
