@@ -161,12 +161,11 @@ def print_optimization(out, o: dict) -> None:
     t = o["totals"]
     rate = t.get("compression_rate", {})
     zstd = f", zstd {human_bytes(t['zstd_bytes'])}" if t.get("zstd_bytes") else ""
-    out.print(
-        f"totals: {t['params']:,} parameters, {t['kernel_kept_share'] * 100:.1f} % of kernel weights kept, "
-        f"at most {t['max_unique_per_channel']} unique values per channel; artifact {human_bytes(t['artifact_bytes'])} "
-        f"(gzip {human_bytes(t['gzip_bytes'])}{zstd}) vs float .tflite {human_bytes(t['float_tflite_bytes'])}: "
-        + ", ".join(f"{k} {v:.1f}x" for k, v in rate.items())
-    )
+    out.print(f"totals: {t['params']:,} parameters, {t['kernel_kept_share'] * 100:.1f} % of kernel weights kept, "
+              f"at most {t['max_unique_per_channel']} unique values per channel")
+    out.print(f"size: artifact {human_bytes(t['artifact_bytes'])} (gzip {human_bytes(t['gzip_bytes'])}{zstd}), "
+              f"float .tflite {human_bytes(t['float_tflite_bytes'])}; compression vs float .tflite: "
+              + ", ".join(f"{k} {v:.1f}x" for k, v in rate.items()))
     if t.get("saturated_bias"):
         out.print(f"[yellow]warning[/]: {t['saturated_bias']} int32 bias values sit at the int32 limit "
                   "(bias scale too small; see the per-layer 'saturated_bias' in manifest.json)")

@@ -1,9 +1,10 @@
 """Weight clustering (Deep Compression's weight sharing) with TF-MOT.
 
-Each clustered kernel keeps N shared values. When the artifact is int8, Conv2D kernels are
-clustered per output channel (TF-MOT's ``cluster_per_channel``): int8 kernels are quantized per
-output channel, so the artifact can only keep N values per channel anyway, and clustering each
-channel on its own keeps more accuracy. After pruning, clustering preserves the zeros
+Each clustered kernel keeps N shared values. When the artifact is int8, Conv2D kernels with a bias
+and more than N weights per output channel are clustered per output channel (TF-MOT's
+``cluster_per_channel``): int8 kernels are quantized per output channel, so the artifact can only
+keep N values per channel anyway, and clustering each channel on its own keeps more accuracy. The
+others are clustered over the whole kernel (N values in all, so at most N per channel too). After pruning, clustering preserves the zeros
 (``preserve_sparsity``). TF-MOT does not cluster DepthwiseConv2D kernels (by design: the accuracy
 loss does not recover); they are listed.
 """
@@ -61,15 +62,23 @@ def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *
             return layer
         kernel = models.kernel_of(layer)
         size = int(np.prod(kernel.shape)) if kernel is not None else None
-        per_channel = spec.int8 and type(layer) is keras.layers.Conv2D and size // int(kernel.shape[-1]) > spec.cluster
         if size is not None and size <= spec.cluster:
             layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": False,
                            "reason": f"{size} weights, not more than {spec.cluster} clusters"})
             return layer
+        # TF-MOT counts a Conv2D's channels from its last trainable weight (the bias): without a
+        # bias it sees one weight per channel and skips the layer, so those cluster per kernel
+        per_channel = (spec.int8 and type(layer) is keras.layers.Conv2D and bool(layer.use_bias)
+                       and size // int(kernel.shape[-1]) > spec.cluster)
+        wrapped = experimental.cluster_weights(layer, number_of_clusters=spec.cluster, cluster_centroids_init=init,
+                                               preserve_sparsity=preserve_sparsity, cluster_per_channel=per_channel)
+        if wrapped is layer:  # TF-MOT declined it (too few weights for its rule)
+            layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": False,
+                           "reason": "TF-MOT skipped it: too few weights for the clusters"})
+            return layer
         layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": True,
                        "per_channel": per_channel})
-        return experimental.cluster_weights(layer, number_of_clusters=spec.cluster, cluster_centroids_init=init,
-                                            preserve_sparsity=preserve_sparsity, cluster_per_channel=per_channel)
+        return wrapped
 
     from edgec.tfcompat import set_seed
 
@@ -82,7 +91,10 @@ def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *
     if not any(entry["clustered"] for entry in layers):
         reasons = "; ".join(f"{e['layer']}: {e['reason']}" for e in layers) or "no layer has weights"
         raise EdgecError(f"model '{model.name}' has no layer TF-MOT can cluster ({reasons}); drop --cluster")
-    fit = fine_tune(wrapped, data, spec, step="cluster", progress=progress)
+    # layers left unclustered keep their pruned zeros by hand (TF-MOT only guards the ones it wraps)
+    unclustered = [e["layer"] for e in layers if not e["clustered"]]
+    keeper, _ = models.structure_keeper(wrapped, model, unclustered, zeros=preserve_sparsity, clusters=None)
+    fit = fine_tune(wrapped, data, spec, step="cluster", progress=progress, callbacks=[keeper] if keeper else [])
     stripped = tfmot.clustering.keras.strip_clustering(wrapped)
     stats = models.kernel_stats(stripped)
     for entry in layers:

@@ -28,13 +28,20 @@ def check_rebuildable(model) -> None:
             raise EdgecError(f"layer '{layer.name}' is a nested model ({type(layer).__name__}); TF-MOT cannot wrap "
                              "models inside models: flatten it into one functional model")
         try:
-            layer.__class__.from_config(layer.get_config())
+            config = layer.get_config()
+            layer.__class__.from_config(config)
         except Exception as exc:  # NotImplementedError, TypeError from a custom __init__, ...
             raise EdgecError(
                 f"layer '{layer.name}' ({type(layer).__name__}) cannot be re-created from its config "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); compression rebuilds "
                 "the model layer by layer: give the layer a get_config() returning its constructor arguments"
             ) from exc
+        if "name" not in config:  # TF-MOT's graph transforms find layers by the name in their config
+            raise EdgecError(
+                f"layer '{layer.name}' ({type(layer).__name__}) has a config without 'name'; compression rebuilds "
+                "the model from layer configs: accept **kwargs in __init__, pass them to super().__init__, and "
+                "start get_config() from super().get_config()"
+            )
 
 
 def rebuilding_in_memory():
@@ -93,3 +100,60 @@ def kernel_stats(model) -> dict[str, dict[str, Any]]:
             "unique": int(np.unique(k).size),
         }
     return stats
+
+
+def structure_keeper(model, reference, layer_names, *, zeros: bool, clusters: int | None,
+                     per_channel_layers: set[str] = frozenset()):
+    """A Keras callback that puts the zeros and the shared values of ``reference``'s kernels back
+    into ``model`` after every training batch, for the layers named in ``layer_names``.
+
+    Used where TF-MOT would not keep them: a layer a step does not wrap, and QAT with a target's
+    own scheme. Shared values are kept as in Deep Compression: each weight stays in its cluster
+    and a cluster's value moves to the mean of its weights. Zeros stay zero.
+
+    Returns:
+        ``(callback, number of kernels it keeps)``; the callback is ``None`` when there is nothing
+        to keep.
+    """
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    names = set(layer_names)
+    variables = {v.name: v for v in model.weights}
+    entries = []
+    for layer in reference.layers:
+        kvar = kernel_of(layer)
+        if kvar is None or layer.name not in names:
+            continue
+        k = np.asarray(kvar.numpy())
+        mask = (k != 0).astype(k.dtype) if zeros and (k == 0).any() else None
+        groups = None
+        if clusters:
+            if layer.name in per_channel_layers:  # shared values per output channel
+                chan = np.broadcast_to(np.arange(k.shape[-1]), k.shape)
+                pairs, limit = np.stack([k.ravel(), chan.ravel().astype(k.dtype)], axis=1), clusters * k.shape[-1]
+            else:
+                pairs, limit = k.reshape(-1, 1), clusters
+            uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+            groups = inverse.reshape(k.shape) if len(uniq) <= limit else None  # None: the layer was not clustered
+        # a wrapper owns the kernel variable now; it keeps the layer's variable name
+        leaf = kvar.name.split("/")[-1]
+        target = variables.get(f"{layer.name}/{leaf}")
+        if target is not None and (mask is not None or groups is not None):
+            entries.append((target, mask, groups))
+    if not entries:
+        return None, 0
+
+    class KeepStructure(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            for var, mask, groups in entries:
+                w = var.numpy()
+                if groups is not None:
+                    flat = groups.ravel()
+                    means = np.bincount(flat, weights=w.ravel()) / np.maximum(np.bincount(flat), 1)
+                    w = means[groups].astype(w.dtype)
+                if mask is not None:
+                    w = w * mask
+                var.assign(w)
+
+    return KeepStructure(), len(entries)

@@ -99,7 +99,7 @@ def _apply(model, scheme, scheme_name: str, left: dict[str, str], keras, tfmot):
         try:
             with tfmot.quantization.keras.quantize_scope(custom), models.rebuilding_in_memory():
                 return tfmot.quantization.keras.quantize_apply(annotated, scheme)
-        except (RuntimeError, ValueError, TypeError) as exc:
+        except (RuntimeError, ValueError, TypeError, KeyError) as exc:
             text = str(exc)
             if "at least one layer" in text:
                 reasons = "; ".join(f"{k}: {v}" for k, v in left.items())
@@ -183,54 +183,6 @@ def _floor_kernel_ranges(qmodel) -> list[dict[str, Any]]:
     return fixed
 
 
-def _structure_keeper(qmodel, float_model, pruned: bool, clustered: bool, per_channel_layers: set[str],
-                      clusters: int):
-    """A callback that puts zeros and shared values back after each batch (target schemes)."""
-    from edgec.tfcompat import tf_and_keras
-
-    _, keras = tf_and_keras()
-    entries = []
-    for layer in float_model.layers:
-        kvar = models.kernel_of(layer)
-        if kvar is None:
-            continue
-        k = np.asarray(kvar.numpy())
-        mask = (k != 0).astype(k.dtype) if pruned and (k == 0).any() else None
-        groups = None
-        if clustered:
-            if layer.name in per_channel_layers:  # shared values per output channel
-                chan = np.broadcast_to(np.arange(k.shape[-1]), k.shape)
-                pairs = np.stack([k.ravel(), chan.ravel().astype(k.dtype)], axis=1)
-                limit = clusters * k.shape[-1]
-            else:
-                pairs, limit = k.reshape(-1, 1), clusters
-            uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-            groups = inverse.reshape(k.shape) if len(uniq) <= limit else None  # None: layer not clustered
-        if mask is None and groups is None:
-            continue
-        target = None
-        for qlayer in qmodel.layers:
-            if getattr(qlayer, "layer", qlayer).name == layer.name:
-                target = next((v for v in getattr(qlayer, "layer", qlayer).trainable_weights
-                               if v.name.split("/")[-1].split(":")[0] in ("kernel", "depthwise_kernel")), None)
-        if target is not None:
-            entries.append((target, mask, groups))
-
-    class KeepStructure(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            for var, mask, groups in entries:
-                w = var.numpy()
-                if groups is not None:
-                    count = np.bincount(groups.ravel())
-                    means = np.bincount(groups.ravel(), weights=w.ravel()) / np.maximum(count, 1)
-                    w = means[groups].astype(w.dtype)
-                if mask is not None:
-                    w = w * mask
-                var.assign(w)
-
-    return KeepStructure(), len(entries)
-
-
 def qat(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *, target_scheme,
         pruned: bool, clustered: bool, per_channel_layers: set[str]) -> tuple[Any, dict[str, Any]]:
     """Quantization-aware fine-tuning of a private copy of ``model``.
@@ -253,23 +205,28 @@ def qat(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *, ta
     left = _annotation_plan(base, scheme.get_quantize_registry(), spec.qat_skip, keras)
     qmodel = _apply(base, scheme, scheme_name, left, keras, tfmot)
     ranges = _init_activation_ranges(qmodel, base, data.x_train[:_RANGE_CALIBRATION_SAMPLES], keras)
-    callbacks = []
-    kept = 0
-    if target_scheme is not None and (pruned or clustered):
-        keeper, kept = _structure_keeper(qmodel, base, pruned, clustered, per_channel_layers, spec.cluster or 0)
-        callbacks.append(keeper)
-    fit = fine_tune(qmodel, data, spec, step="qat", progress=progress, callbacks=callbacks)
+    # TF-MOT's collaborative schemes preserve zeros and shared values in the layers they quantize;
+    # a target's own scheme does not, nor does training a layer left float: those get them put back
+    wrapped = {getattr(layer, "layer", layer).name for layer in qmodel.layers
+               if type(layer).__name__.startswith("QuantizeWrapper")}
+    keep = [layer.name for layer in base.layers if target_scheme is not None or layer.name not in wrapped]
+    keeper, kept = models.structure_keeper(qmodel, base, keep, zeros=pruned, clusters=spec.cluster if clustered else None,
+                                           per_channel_layers=per_channel_layers)
+    fit = fine_tune(qmodel, data, spec, step="qat", progress=progress, callbacks=[keeper] if keeper else [])
     if target_scheme is None and clustered:
         qmodel = tfmot.experimental.combine.strip_clustering_cqat(qmodel)
     floored = _floor_kernel_ranges(qmodel)
-    annotated = sorted(getattr(layer, "layer", layer).name for layer in qmodel.layers
-                       if type(layer).__name__.startswith("QuantizeWrapper"))
+    input_names = {layer.name for layer in base.layers if isinstance(layer, keras.layers.InputLayer)}
+    annotated = [layer.name for layer in base.layers if layer.name not in left and layer.name not in input_names]
+    # TF-MOT still quantizes the output of a float layer that feeds a quantized one
+    output_only = sorted(name for name in wrapped if name in left)
     info = {
         "scheme": scheme_name,
         "scheme_source": "target" if target_scheme is not None else "collaborative default",
         "preserves": preserve,
         "annotated_layers": annotated,
         "float_layers": [{"layer": name, "reason": reason} for name, reason in left.items()],
+        "float_layers_with_quantized_output": output_only,
         "activation_ranges_initialised": ranges,
         "kernels_kept_by_callback": kept,
         "emptied_channel_ranges": floored,

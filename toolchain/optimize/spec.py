@@ -88,12 +88,6 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
         return None
     requested = " ".join(f for f, on in (("--prune", o.prune is not None), ("--prune-structure", bool(o.prune_structure)),
                                           ("--cluster", o.cluster is not None), ("--qat", o.qat)) if on)
-    if not o.fine_tune:
-        raise EdgecError(
-            f"{requested} fine-tune the model and need labelled data: pass --fine-tune DATA "
-            "(.npz with arrays x and y, a folder with one sub-folder per class, or module:function yielding (x, y))"
-        )
-
     prune = o.prune
     if prune is not None:
         if not isinstance(prune, (int, float)) or not 0.0 < float(prune) < 1.0:
@@ -133,6 +127,12 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
         raise EdgecError(f"--batch-size must be at least 1, got {o.batch_size}")
     if not o.lr > 0:
         raise EdgecError(f"--lr must be positive, got {o.lr}")
+    if not o.fine_tune:
+        raise EdgecError(
+            f"{requested} fine-tune the model and need labelled data: pass --fine-tune DATA "
+            "(.npz with arrays x and y, a folder with one sub-folder per class, or module:function yielding (x, y))"
+        )
+
     temperature = DEFAULT_TEMPERATURE if o.temperature is None else float(o.temperature)
     if not temperature > 0:
         raise EdgecError(f"--temperature must be positive, got {o.temperature}")
