@@ -159,7 +159,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30, help="fine-tuning epochs per step (early stopping applies)")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--train-epochs", type=int, default=25, help="epochs to train each float model")
+    parser.add_argument("--train-epochs", type=int, default=40, help="epochs to train each float model")
     parser.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS))
     parser.add_argument("--method", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")

@@ -50,8 +50,11 @@ def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *
 
     from edgec.tfcompat import tf_and_keras
 
-    _, keras = tf_and_keras()
-    init = tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS
+    tf, keras = tf_and_keras()
+    # linear initialisation, as Deep Compression recommends: it keeps the large weights, needs no
+    # sampling (k-means++ fails on a pruned kernel with fewer non-zeros of one sign than clusters)
+    # and is deterministic
+    init = tfmot.clustering.keras.CentroidInitialization.LINEAR
     layers: list[dict[str, Any]] = []
 
     def wrap(layer):
@@ -70,6 +73,11 @@ def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *
         # bias it sees one weight per channel and skips the layer, so those cluster per kernel
         per_channel = (spec.int8 and type(layer) is keras.layers.Conv2D and bool(layer.use_bias)
                        and size // int(kernel.shape[-1]) > spec.cluster)
+        if per_channel and preserve_sparsity:
+            # TF-MOT's sparsity-preserving per-channel init gives an emptied channel one centroid
+            # and then cannot stack the channels' centroids: cluster such kernels as a whole
+            k = np.asarray(kernel.numpy())
+            per_channel = bool(np.all((k.reshape(-1, k.shape[-1]) != 0).any(axis=0)))
         wrapped = experimental.cluster_weights(layer, number_of_clusters=spec.cluster, cluster_centroids_init=init,
                                                preserve_sparsity=preserve_sparsity, cluster_per_channel=per_channel)
         if wrapped is layer:  # TF-MOT declined it (too few weights for its rule)
@@ -80,14 +88,11 @@ def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *
                        "per_channel": per_channel})
         return wrapped
 
-    from edgec.tfcompat import set_seed
-
-    set_seed(spec.seed)  # k-means++ draws its first centroids at random
     try:
         wrapped = keras.models.clone_model(models.private_copy(model), clone_function=wrap)
-    except ValueError as exc:  # TF-MOT rejects a kernel with fewer weights than clusters, ...
-        raise EdgecError(f"clustering to {spec.cluster} values failed: {str(exc).splitlines()[0][:300]}; "
-                         "choose a smaller --cluster") from exc
+    except (ValueError, tf.errors.InvalidArgumentError) as exc:  # TF-MOT's own checks on the kernels
+        raise EdgecError(f"clustering to {spec.cluster} values failed: {str(exc).strip().splitlines()[0][:300]}; "
+                         "choose a smaller --cluster, or drop --cluster") from exc
     if not any(entry["clustered"] for entry in layers):
         reasons = "; ".join(f"{e['layer']}: {e['reason']}" for e in layers) or "no layer has weights"
         raise EdgecError(f"model '{model.name}' has no layer TF-MOT can cluster ({reasons}); drop --cluster")
@@ -102,5 +107,5 @@ def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *
         if s:
             entry.update(params=s["params"], unique=s["unique"], unique_per_channel=s["unique_per_channel"],
                          zero_share=s["zero_share"])
-    return stripped, {"clusters": spec.cluster, "init": "kmeans++", "preserve_sparsity": preserve_sparsity,
+    return stripped, {"clusters": spec.cluster, "init": "linear", "preserve_sparsity": preserve_sparsity,
                       "layers": layers, "fine_tune": fit}
