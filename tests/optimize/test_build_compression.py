@@ -88,6 +88,8 @@ def test_cluster_qat_keeps_16_values_per_channel(cqat, digits_dir):
     o = cqat.manifest["optimization"]
     assert o["step_details"][2]["scheme"] == "Default8BitClusterPreserveQuantizeScheme"
     assert o["totals"]["max_unique_per_channel"] <= 16
+    chain = o["accuracy"]
+    assert abs(chain[-1]["accuracy"] - chain[-2]["accuracy"]) <= 0.005, "Keras QAT and artifact agree"
     assert cqat.manifest["data"]["calib"]["source"] == str(digits_dir / "calib.npz")
     assert "representative_data" not in o
 

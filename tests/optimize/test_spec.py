@@ -21,7 +21,7 @@ def test_defaults_are_resolved_and_recorded():
     spec = resolve(opts(prune=0.8, cluster=16, qat=True, distill=True), Precision.INT8)
     assert spec.steps == ["prune", "cluster", "qat"]
     assert spec.prune_schedule is PruneSchedule.POLYNOMIAL and spec.prune_structure is None
-    assert spec.temperature == 4.0 and spec.distill_weight == 0.5 and spec.int8
+    assert spec.temperature == 4.0 and spec.distill_weight == 0.5
     j = spec.to_json()
     assert j["prune"] == {"sparsity": 0.8, "schedule": "polynomial", "structure": None}
     assert j["cluster"] == {"clusters": 16} and j["distill"]["temperature"] == 4.0

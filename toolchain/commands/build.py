@@ -38,7 +38,7 @@ from edgec.config import Precision
               help="Sparsity schedule for --prune. Default: polynomial (ramps up over the first half).")
 @click.option("--prune-structure", type=click.Choice(["2:4"]),
               help="Structured pruning: 2 zeros in every 4 weights along the input axis.")
-@click.option("--cluster", type=int, metavar="N", help="Weight clustering: N shared values per kernel (per channel for int8 Conv2D).")
+@click.option("--cluster", type=int, metavar="N", help="Weight clustering: N shared values per kernel (at most N per output channel in int8).")
 @click.option("--qat", is_flag=True, help="Quantization-aware training for the int8 artifact.")
 @click.option("--qat-skip", multiple=True, metavar="LAYER", help="Leave LAYER float during QAT (repeatable).")
 @click.option("--distill", is_flag=True, help="Fine-tune with the original float model as teacher.")

@@ -100,18 +100,15 @@ def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> O
 
     steps: list[dict[str, Any]] = [{"step": "float", "accuracy": accuracy(model)}]
     current = model
-    per_channel_layers: set[str] = set()
     if spec.pruning:
         current, info = prune_step.prune(current, data, spec, progress)
         steps.append({"step": "prune", "accuracy": accuracy(current), **info})
     if spec.cluster is not None:
         current, info = cluster_step.cluster(current, data, spec, progress, preserve_sparsity=spec.pruning)
-        per_channel_layers = {e["layer"] for e in info["layers"] if e.get("per_channel")}
         steps.append({"step": "cluster", "accuracy": accuracy(current), **info})
     if spec.qat:
         current, info = qat_step.qat(current, data, spec, progress, target_scheme=target.qat_scheme(profile),
-                                     pruned=spec.pruning, clustered=spec.cluster is not None,
-                                     per_channel_layers=per_channel_layers)
+                                     pruned=spec.pruning, clustered=spec.cluster is not None)
         steps.append({"step": "qat", "accuracy": accuracy(current), **info})
     for step in steps[1:]:
         log.info("optimize: after %s, accuracy %.2f %% on %s", step["step"], step["accuracy"] * 100, acc_on)

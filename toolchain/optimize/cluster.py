@@ -1,12 +1,13 @@
 """Weight clustering (Deep Compression's weight sharing) with TF-MOT.
 
-Each clustered kernel keeps N shared values. When the artifact is int8, Conv2D kernels with a bias
-and more than N weights per output channel are clustered per output channel (TF-MOT's
-``cluster_per_channel``): int8 kernels are quantized per output channel, so the artifact can only
-keep N values per channel anyway, and clustering each channel on its own keeps more accuracy. The
-others are clustered over the whole kernel (N values in all, so at most N per channel too). After pruning, clustering preserves the zeros
-(``preserve_sparsity``). TF-MOT does not cluster DepthwiseConv2D kernels (by design: the accuracy
-loss does not recover); they are listed.
+Each clustered kernel keeps N shared values over the whole kernel. int8 kernels are quantized per
+output channel, so in the artifact that reads "at most N values per output channel" (each channel
+scales the shared values by its own factor; Dense kernels, quantized per tensor, keep N in all).
+TF-MOT's per-channel clustering is not used: cluster-preserving QAT re-assigns weights to the
+nearest of all channels' centroids once the channels' centroid counts differ, which breaks the
+N-per-channel bound, and its sparsity-preserving per-channel init fails on a channel pruning
+emptied. After pruning, clustering preserves the zeros (``preserve_sparsity``). TF-MOT does not
+cluster DepthwiseConv2D kernels (by design: the accuracy loss does not recover); they are listed.
 """
 
 from __future__ import annotations
@@ -69,23 +70,13 @@ def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *
             layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": False,
                            "reason": f"{size} weights, not more than {spec.cluster} clusters"})
             return layer
-        # TF-MOT counts a Conv2D's channels from its last trainable weight (the bias): without a
-        # bias it sees one weight per channel and skips the layer, so those cluster per kernel
-        per_channel = (spec.int8 and type(layer) is keras.layers.Conv2D and bool(layer.use_bias)
-                       and size // int(kernel.shape[-1]) > spec.cluster)
-        if per_channel and preserve_sparsity:
-            # TF-MOT's sparsity-preserving per-channel init gives an emptied channel one centroid
-            # and then cannot stack the channels' centroids: cluster such kernels as a whole
-            k = np.asarray(kernel.numpy())
-            per_channel = bool(np.all((k.reshape(-1, k.shape[-1]) != 0).any(axis=0)))
         wrapped = experimental.cluster_weights(layer, number_of_clusters=spec.cluster, cluster_centroids_init=init,
-                                               preserve_sparsity=preserve_sparsity, cluster_per_channel=per_channel)
+                                               preserve_sparsity=preserve_sparsity)
         if wrapped is layer:  # TF-MOT declined it (too few weights for its rule)
             layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": False,
                            "reason": "TF-MOT skipped it: too few weights for the clusters"})
             return layer
-        layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": True,
-                       "per_channel": per_channel})
+        layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": True})
         return wrapped
 
     try:

@@ -102,8 +102,7 @@ def kernel_stats(model) -> dict[str, dict[str, Any]]:
     return stats
 
 
-def structure_keeper(model, reference, layer_names, *, zeros: bool, clusters: int | None,
-                     per_channel_layers: set[str] = frozenset()):
+def structure_keeper(model, reference, layer_names, *, zeros: bool, clusters: int | None):
     """A Keras callback that puts the zeros and the shared values of ``reference``'s kernels back
     into ``model`` after every training batch, for the layers named in ``layer_names``.
 
@@ -129,13 +128,8 @@ def structure_keeper(model, reference, layer_names, *, zeros: bool, clusters: in
         mask = (k != 0).astype(k.dtype) if zeros and (k == 0).any() else None
         groups = None
         if clusters:
-            if layer.name in per_channel_layers:  # shared values per output channel
-                chan = np.broadcast_to(np.arange(k.shape[-1]), k.shape)
-                pairs, limit = np.stack([k.ravel(), chan.ravel().astype(k.dtype)], axis=1), clusters * k.shape[-1]
-            else:
-                pairs, limit = k.reshape(-1, 1), clusters
-            uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-            groups = inverse.reshape(k.shape) if len(uniq) <= limit else None  # None: the layer was not clustered
+            uniq, inverse = np.unique(k, return_inverse=True)
+            groups = inverse.reshape(k.shape) if len(uniq) <= clusters else None  # None: the layer was not clustered
         # a wrapper owns the kernel variable now; it keeps the layer's variable name
         leaf = kvar.name.split("/")[-1]
         target = variables.get(f"{layer.name}/{leaf}")

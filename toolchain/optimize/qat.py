@@ -184,7 +184,7 @@ def _floor_kernel_ranges(qmodel) -> list[dict[str, Any]]:
 
 
 def qat(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *, target_scheme,
-        pruned: bool, clustered: bool, per_channel_layers: set[str]) -> tuple[Any, dict[str, Any]]:
+        pruned: bool, clustered: bool) -> tuple[Any, dict[str, Any]]:
     """Quantization-aware fine-tuning of a private copy of ``model``.
 
     Returns:
@@ -210,8 +210,7 @@ def qat(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *, ta
     wrapped = {getattr(layer, "layer", layer).name for layer in qmodel.layers
                if type(layer).__name__.startswith("QuantizeWrapper")}
     keep = [layer.name for layer in base.layers if target_scheme is not None or layer.name not in wrapped]
-    keeper, kept = models.structure_keeper(qmodel, base, keep, zeros=pruned, clusters=spec.cluster if clustered else None,
-                                           per_channel_layers=per_channel_layers)
+    keeper, kept = models.structure_keeper(qmodel, base, keep, zeros=pruned, clusters=spec.cluster if clustered else None)
     fit = fine_tune(qmodel, data, spec, step="qat", progress=progress, callbacks=[keeper] if keeper else [])
     if target_scheme is None and clustered:
         qmodel = tfmot.experimental.combine.strip_clustering_cqat(qmodel)

@@ -38,7 +38,6 @@ class OptimizeSpec:
     batch_size: int
     lr: float
     seed: int
-    int8: bool  # the artifact is full-integer (per-channel quantized kernels)
 
     @property
     def pruning(self) -> bool:
@@ -142,5 +141,5 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
         prune=prune, prune_schedule=schedule, prune_structure=structure, cluster=o.cluster, qat=bool(o.qat),
         qat_skip=tuple(o.qat_skip), distill=bool(o.distill), temperature=temperature,
         distill_weight=float(o.distill_weight), epochs=int(o.epochs), batch_size=int(o.batch_size), lr=float(o.lr),
-        seed=int(o.seed), int8=precision is Precision.INT8,
+        seed=int(o.seed),
     )
