@@ -139,3 +139,24 @@ def test_fine_tune_data_must_fit_the_model(cnn, digits_split):
     few = Dataset(x=digits_split.x_train[:5], y=digits_split.y_train[:5], source="few.npz", total=5)
     with pytest.raises(EdgecError, match="has 5 samples; need at least 10"):
         run(cnn, few, prune=0.5)
+
+
+def test_probability_outputs_are_distilled_in_log_space(cnn, data, eval_data):
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    probs = keras.Model(cnn.input, keras.layers.Softmax(name="probs")(cnn.output))
+    result = run(probs, data, eval_data, prune=0.3, prune_schedule="constant", epochs=1, distill=True)
+    assert result.data.describe()["model_output"] == "probabilities"
+    assert result.data.teacher_train.max() <= 0.0, "log-probabilities stand in for logits"
+    assert result.steps[1]["accuracy"] > 0.9
+
+
+def test_non_classifier_is_refused(cnn, data):
+    from edgec.errors import EdgecError
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    features = keras.Model(cnn.input, cnn.get_layer("conv2d").output, name="features")
+    with pytest.raises(EdgecError, match=r"single-output classifier with output \(batch, classes\); model 'features'"):
+        run(features, data, prune=0.5)
