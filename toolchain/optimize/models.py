@@ -92,7 +92,10 @@ def kernel_stats(model) -> dict[str, dict[str, Any]]:
         if var is None:
             continue
         k = np.asarray(var.numpy())
-        per_channel = k.reshape(-1, k.shape[-1]) if k.ndim >= 2 else k.reshape(-1, 1)
+        if "depthwise" in var.name and k.ndim == 4:  # (h, w, in, multiplier): in x multiplier channels
+            per_channel = k.reshape(k.shape[0] * k.shape[1], -1)
+        else:
+            per_channel = k.reshape(-1, k.shape[-1]) if k.ndim >= 2 else k.reshape(-1, 1)
         stats[inner(layer).name] = {
             "params": int(k.size),
             "zero_share": round(float((k == 0).mean()), 6),

@@ -90,6 +90,9 @@ def artifact_report(path: Path, float_tflite_bytes: int | None, layer_names: set
             "sparsity_2_4_min": totals["sparsity_2_4_min"],
             "saturated_bias": totals["saturated_bias"],
             "artifact_bytes": totals["file_bytes"],
+            # what is not weights: graph, tensor names, quantization parameters (per-channel scales)
+            "weight_bytes": totals["weight_bytes"],
+            "non_weight_bytes": totals["file_bytes"] - totals["weight_bytes"],
             "gzip_bytes": totals["gzip_bytes"],
             "zstd_bytes": totals.get("zstd_bytes"),
             "float_tflite_bytes": float_tflite_bytes,
