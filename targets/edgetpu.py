@@ -897,10 +897,11 @@ class EdgeTPUTarget(Target):
                 f"cannot build precision '{precision.value}'; use --precision int8 (its default) with --calib DATA, "
                 "or a CPU profile (x86-cpu, rpi5) for float artifacts"
             )
-        if not options.calib:
+        if not options.has_representative_data:
             raise EdgecError(
                 f"the Edge TPU needs a full-integer model calibrated on representative data: pass --calib DATA "
-                f"(.npz, .npy, image folder or module:function) for profile '{profile.id}'"
+                f"(.npz, .npy, image folder or module:function), or --qat with --fine-tune DATA, "
+                f"for profile '{profile.id}'"
             )
         if getattr(options, "require_compiler", False):
             problem = unavailable_reason()

@@ -60,9 +60,10 @@ class TensorRTTarget(Target):
                 f"'{profile.id}' ({profile.device}, {trt.get('gpu_arch', '?')}, compute capability "
                 f"{trt.get('compute_capability', '?')}) has no INT8 in TensorRT; {_fastest(profile)} is the fastest "
                 f"precision it has: pass --precision {_fastest(profile)}")
-        if precision is Precision.INT8 and not options.calib:
+        if precision is Precision.INT8 and not options.has_representative_data:
             raise EdgecError("precision int8 needs representative data to set the activation ranges: pass --calib DATA "
-                             "(with a QAT model it only ranges the tensors QAT did not); or choose one of "
+                             "(with a QAT model it only ranges the tensors QAT did not), or --qat with --fine-tune "
+                             "DATA; or choose one of "
                              f"{', '.join(p for p in profile.precisions if p != 'int8')}")
 
     def qat_scheme(self, profile: Profile):
@@ -173,7 +174,7 @@ def _quantize(ctx: BuildContext, model, float_proto, ranges: dict[str, tuple[flo
 
     calib = ctx.calib
     if calib is None:  # check() guarantees it; a direct API caller may skip check()
-        raise EdgecError("precision int8 needs --calib data")
+        raise EdgecError("precision int8 needs --calib data (or --qat with --fine-tune DATA)")
     with ctx.progress.task("quantize: prepare ONNX"):
         pre = onnx_tools.prepare_for_quantization(float_proto)
     overrides: dict[str, float] = {}

@@ -31,10 +31,10 @@ class TFLiteTarget(Target):
     runtime = "litert"
 
     def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
-        if precision.needs_calibration and not options.calib:
+        if precision.needs_calibration and not options.has_representative_data:
             raise EdgecError(
                 f"precision int8 needs representative data: pass --calib DATA "
-                f"(.npz, .npy, image folder or module:function), or choose one of "
+                f"(.npz, .npy, image folder or module:function), or --qat with --fine-tune DATA, or choose one of "
                 f"{', '.join(p for p in profile.precisions if p != 'int8') or 'no other precision'}"
             )
 

@@ -35,6 +35,21 @@ class BuildOptions:
         out: output root; artifacts go to ``out/<profile id>``.
         require_compiler: fail (exit 1) when a target's device compiler (edgetpu_compiler) cannot
             run, instead of writing the compiler-ready artifact and the command to finish.
+        fine_tune: labelled data for the compression steps (path or ``module:function``).
+        epochs: fine-tuning epochs per compression step (early stopping may end a step sooner).
+        batch_size: fine-tuning batch size.
+        lr: fine-tuning learning rate (Adam).
+        prune: target share of zero weights in the pruned kernels, 0 < prune < 1.
+        prune_schedule: "polynomial" (sparsity ramps up over the first half of the epochs) or
+            "constant" (target sparsity from the first step); ``None`` means polynomial.
+        prune_structure: "2:4" for structured pruning (2 zeros in every 4 weights along the
+            input axis, sparsity 0.5), ``None`` for unstructured magnitude pruning.
+        cluster: number of shared weight values (clusters) per kernel.
+        qat: quantization-aware training for an int8 artifact.
+        qat_skip: layer names left out of quantization-aware training on purpose.
+        distill: fine-tune against the original float model as teacher.
+        temperature: softmax temperature of the teacher's soft targets; ``None`` means 4.
+        distill_weight: share of the loss from the teacher's soft targets (the rest from labels).
     """
 
     precision: Precision | None = None
@@ -45,6 +60,30 @@ class BuildOptions:
     max_accuracy_drop: float | None = None
     out: Path = Path("dist")
     require_compiler: bool = False
+    fine_tune: str | None = None
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    prune: float | None = None
+    prune_schedule: str | None = None
+    prune_structure: str | None = None
+    cluster: int | None = None
+    qat: bool = False
+    qat_skip: tuple[str, ...] = ()
+    distill: bool = False
+    temperature: float | None = None
+    distill_weight: float = 0.5
+
+    @property
+    def optimizing(self) -> bool:
+        """True when any compression step (prune, cluster, QAT) is requested."""
+        return bool(self.prune is not None or self.prune_structure or self.cluster is not None or self.qat)
+
+    @property
+    def has_representative_data(self) -> bool:
+        """True when an int8 build has data to range its activations: ``--calib``, or the
+        fine-tune inputs of a QAT build (QAT learned most ranges; they calibrate the rest)."""
+        return bool(self.calib) or (self.qat and bool(self.fine_tune))
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict of the options (enums as their CLI spelling, paths as strings)."""

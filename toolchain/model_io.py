@@ -15,9 +15,15 @@ from edgec.util import sha256_file
 log = logging.getLogger(__name__)
 
 KERAS3_RESAVE_HINT = (
-    "re-save it in a format tf-keras (Keras 2) reads: in Keras 3 run "
-    "model.save('model.h5'), or rebuild and save the model with tf-keras "
-    "(TF_USE_LEGACY_KERAS=1, import tf_keras as keras) as model.keras"
+    "re-save it with tf-keras (Keras 2), which cannot read Keras 3 files, .h5 included: build the same "
+    "architecture with tf-keras (TF_USE_LEGACY_KERAS=1, import tf_keras as keras), copy the weights into it "
+    "(np.savez('w.npz', *keras3_model.get_weights()) in Keras 3, then "
+    "model.set_weights(list(np.load('w.npz').values())) in tf-keras) and save it with model.save('model.keras')"
+)
+LAMBDA_HINT = (
+    "tf-keras refuses to load Python code from a .keras file unless it is trusted; if you trust "
+    "this file, load it yourself with tf_keras.models.load_model(path, safe_mode=False) and pass the "
+    "model to edgec.build(), or re-save it as .h5, or replace the Lambda with a registered custom layer"
 )
 
 
@@ -65,6 +71,17 @@ def _keras_file_version(path: Path) -> str | None:
         return None
 
 
+def _h5_keras_version(path: Path) -> str | None:
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("keras_version")
+    except (ImportError, OSError):
+        return None
+    return version.decode() if isinstance(version, bytes) else (str(version) if version is not None else None)
+
+
 def load_model(source: Any) -> LoadedModel:
     """Load a Keras 2 (tf-keras) model.
 
@@ -92,10 +109,16 @@ def load_model(source: Any) -> LoadedModel:
             raise EdgecError(f"cannot read model '{path}': not a valid .keras archive (corrupt or truncated)")
         if version.startswith("3"):
             raise EdgecError(f"model '{path}' was saved by Keras {version}, which TF-MOT cannot use; {KERAS3_RESAVE_HINT}")
+    elif fmt == "h5":
+        version = _h5_keras_version(path)
+        if version and version.startswith("3"):
+            raise EdgecError(f"model '{path}' was saved by Keras {version}, which TF-MOT cannot use; {KERAS3_RESAVE_HINT}")
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # h5py, zipfile, protobuf and Keras all raise their own types
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "deserialization of a Lambda layer" in reason:
+            raise EdgecError(f"model '{path}' holds a Lambda layer with Python code; {LAMBDA_HINT}") from exc
         if "Unknown layer" in reason or "Could not locate" in reason:
             raise EdgecError(f"cannot read model '{path}': {reason[:300]} (custom layers must be importable)") from exc
         raise EdgecError(f"cannot read model '{path}': {reason[:300]}") from exc

@@ -77,6 +77,10 @@ def build(model: Any, target: str, *, progress: Progress | None = None, **kwargs
         kwargs["precision"] = parse_precision(kwargs["precision"], profile)
     if "out" in kwargs and kwargs["out"] is not None:
         kwargs["out"] = Path(kwargs["out"])
+    if isinstance(kwargs.get("qat_skip"), str):
+        kwargs["qat_skip"] = (kwargs["qat_skip"],)
+    elif kwargs.get("qat_skip") is not None:
+        kwargs["qat_skip"] = tuple(kwargs["qat_skip"])
     unknown = set(kwargs) - {f.name for f in dataclasses.fields(BuildOptions)}
     if unknown:
         raise EdgecError(f"unknown build options {sorted(unknown)}; valid: {choices(f.name for f in dataclasses.fields(BuildOptions))}")
@@ -84,6 +88,9 @@ def build(model: Any, target: str, *, progress: Progress | None = None, **kwargs
     precision = parse_precision(options.precision, profile)
     options = dataclasses.replace(options, precision=precision)
 
+    from edgec.optimize import resolve as resolve_optimization
+
+    spec = resolve_optimization(options, precision)
     target_impl = targets.get(profile.target, profile.id)
     target_impl.check(profile, precision, options)
     if not profile.supports(precision.value):
@@ -102,19 +109,19 @@ def build(model: Any, target: str, *, progress: Progress | None = None, **kwargs
         from edgec.model_io import detect_format
 
         detect_format(Path(model))
-    for name in ("calib", "eval"):
-        spec = getattr(options, name)
-        if spec and ":" not in str(spec) and not Path(spec).exists():
-            raise EdgecError(f"--{name} data '{spec}' does not exist")
+    for name in ("calib", "eval", "fine_tune"):
+        data_spec = getattr(options, name)
+        if data_spec and ":" not in str(data_spec) and not Path(data_spec).exists():
+            raise EdgecError(f"--{name.replace('_', '-')} data '{data_spec}' does not exist")
 
     progress = progress or Progress(enabled=False)
     timings: dict[str, float] = {}
     with progress:
-        return _run(model, profile, target_impl, options, precision, progress, timings)
+        return _run(model, profile, target_impl, options, precision, progress, timings, spec)
 
 
 def _run(model, profile, target_impl, options: BuildOptions, precision: Precision, progress: Progress,
-         timings: dict[str, float]) -> BuildResult:
+         timings: dict[str, float], spec=None) -> BuildResult:
     from edgec import calibration
     from edgec.model_io import input_spec, load_model
     from edgec.targets.base import BuildContext
@@ -132,11 +139,28 @@ def _run(model, profile, target_impl, options: BuildOptions, precision: Precisio
     if options.eval:
         eval_data = calibration.load(options.eval, shape, purpose="eval", seed=options.seed,
                                      need_labels=options.max_accuracy_drop is not None)
+    fine_tune = None
+    if spec is not None:
+        fine_tune = calibration.load(options.fine_tune, shape, purpose="fine-tune", seed=options.seed,
+                                     need_labels=True)
     timings["load"] = time.perf_counter() - t0
+
+    model_out, optimized, representative = loaded.model, None, None
+    if spec is not None:
+        from edgec.optimize import optimize
+
+        t0 = time.perf_counter()
+        optimized = optimize(loaded.model, fine_tune, spec, target=target_impl, profile=profile,
+                             eval_data=eval_data, progress=progress)
+        model_out = optimized.model
+        if spec.qat and calib is None:  # QAT learned the ranges; the fine-tune inputs calibrate the rest
+            calib = optimized.representative(options.calib_samples, options.seed)
+            representative = calib.source
+        timings["optimize"] = time.perf_counter() - t0
 
     final_dir = Path(options.out) / profile.id
     with atomic_dir(final_dir) as work:
-        ctx = BuildContext(profile=profile, options=options, precision=precision, model=loaded.model,
+        ctx = BuildContext(profile=profile, options=options, precision=precision, model=model_out,
                            float_model=loaded.model, calib=calib, eval=eval_data, workdir=work,
                            progress=progress)
         t0 = time.perf_counter()
@@ -156,6 +180,12 @@ def _run(model, profile, target_impl, options: BuildOptions, precision: Precisio
             verification = _verify_all(ctx, target_impl, artifacts, records)
             timings["verify"] = time.perf_counter() - t0
 
+        optimization = None
+        if optimized is not None:
+            t0 = time.perf_counter()
+            optimization = _optimization_report(ctx, target_impl, artifacts, records, optimized, representative)
+            timings["report"] = time.perf_counter() - t0
+
         checks = []
         if options.max_accuracy_drop is not None and verification is not None:
             drop = verification.get("accuracy_drop_points")
@@ -172,11 +202,34 @@ def _run(model, profile, target_impl, options: BuildOptions, precision: Precisio
             profile=profile.to_json(), target=profile.target, runtime=target_impl.runtime,
             precision=precision.value, source=loaded.describe(), options=options.to_json(),
             data={"calib": calib.describe() if calib else None, "eval": eval_data.describe() if eval_data else None},
-            versions=library_versions(), artifacts=records, verification=verification, checks=checks,
+            versions=library_versions(), artifacts=records, verification=verification, optimization=optimization,
+            checks=checks,
             timings_s={k: round(v, 3) for k, v in timings.items()}, **ctx.extra,
         )
         manifest_mod.write(work, manifest)
     return BuildResult(out_dir=final_dir, manifest=manifest)
+
+
+def _optimization_report(ctx, target_impl, artifacts, records, optimized, representative) -> dict[str, Any]:
+    """The manifest's ``optimization`` section, read from the first .tflite artifact."""
+    from edgec.optimize import finish
+    from edgec.verify import run_batched
+
+    index = next((i for i, a in enumerate(artifacts) if a.format == "tflite"), None)
+    path = ctx.workdir / artifacts[index].file if index is not None else None
+    accuracy = None
+    if path is not None:
+        verified = records[index].get("verification") or {}
+        if "artifact_accuracy" in verified and optimized.accuracy_data.startswith("eval data"):
+            accuracy = verified["artifact_accuracy"]
+        else:
+            try:
+                out = run_batched(target_impl.runner(path, ctx), optimized.accuracy_x, 64)[0]
+                accuracy = float((out.reshape(len(out), -1).argmax(axis=1) == optimized.accuracy_y).mean())
+            except Exception as exc:  # a target without a host runner for this file: report it unmeasured
+                log.warning("artifact accuracy not measured on %s: %s", optimized.accuracy_data, exc)
+    return finish(optimized, ctx.float_model, path, artifact_accuracy=accuracy, artifact_precision=ctx.precision.value,
+                  representative=representative, progress=ctx.progress)
 
 
 def _verify_all(ctx, target_impl, artifacts, records) -> dict[str, Any] | None:

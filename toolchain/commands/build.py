@@ -29,10 +29,36 @@ from edgec.config import Precision
               help="Fail (exit 1) when the device compiler (edgetpu_compiler) cannot run here, instead of "
                    "writing the compiler-ready model and the command to finish the compile.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of tables.")
+@click.option("--fine-tune", "fine_tune", metavar="DATA",
+              help="Labelled data for the compression steps: .npz (x, y), class folders or module:function.")
+@click.option("--epochs", type=int, default=10, show_default=True,
+              help="Fine-tuning epochs per compression step (a held-out slice stops a step early).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Fine-tuning batch size.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Fine-tuning learning rate (Adam).")
+@click.option("--prune", type=float, metavar="SPARSITY",
+              help="Magnitude pruning: share of Conv/Dense kernel weights set to zero, e.g. 0.8.")
+@click.option("--prune-schedule", type=click.Choice(["polynomial", "constant"]),
+              help="Sparsity schedule for --prune. Default: polynomial (ramps up over the first half).")
+@click.option("--prune-structure", type=click.Choice(["2:4"]),
+              help="Structured pruning: 2 zeros in every 4 weights along the input axis.")
+@click.option("--cluster", type=int, metavar="N", help="Weight clustering: N shared values per kernel (at most N per output channel in int8).")
+@click.option("--qat", is_flag=True, help="Quantization-aware training for the int8 artifact.")
+@click.option("--qat-skip", multiple=True, metavar="LAYER", help="Leave LAYER float during QAT (repeatable).")
+@click.option("--distill", is_flag=True, help="Fine-tune with the original float model as teacher.")
+@click.option("--temperature", type=float, metavar="T", help="Distillation temperature.  [default: 4]")
+@click.option("--distill-weight", type=float, default=0.5, show_default=True,
+              help="Share of the loss from the teacher's soft targets.")
 def build(model: Path, target: str, precision: str | None, calib: str | None, calib_samples: int, seed: int,
-          eval_: str | None, max_accuracy_drop: float | None, out: Path, require_compiler: bool,
-          as_json: bool) -> None:
-    """Build and verify device artifacts for MODEL (.keras, .h5 or SavedModel dir)."""
+          eval_: str | None, max_accuracy_drop: float | None, out: Path, require_compiler: bool, as_json: bool, fine_tune: str | None,
+          epochs: int, batch_size: int, lr: float, prune: float | None, prune_schedule: str | None,
+          prune_structure: str | None, cluster: int | None, qat: bool, qat_skip: tuple[str, ...], distill: bool,
+          temperature: float | None, distill_weight: float) -> None:
+    """Build and verify device artifacts for MODEL (.keras, .h5 or SavedModel dir).
+
+    \b
+    Compression (each step optional, in this order, fine-tuned on --fine-tune data):
+      --prune 0.8 | --prune-structure 2:4  ->  --cluster 16  ->  --qat   [--distill]
+    """
     from edgec.pipeline import build as run_build
     from edgec.progress import Progress
 
@@ -40,6 +66,9 @@ def build(model: Path, target: str, precision: str | None, calib: str | None, ca
         model, target, precision=precision, calib=calib, calib_samples=calib_samples, seed=seed,
         eval=eval_, max_accuracy_drop=max_accuracy_drop, out=out, require_compiler=require_compiler,
         progress=Progress(),
+        fine_tune=fine_tune, epochs=epochs, batch_size=batch_size, lr=lr, prune=prune,
+        prune_schedule=prune_schedule, prune_structure=prune_structure, cluster=cluster, qat=qat,
+        qat_skip=qat_skip, distill=distill, temperature=temperature, distill_weight=distill_weight,
     )
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
@@ -70,6 +99,8 @@ def print_summary(result) -> None:
         out.print(verification_table(v, m["precision"]))
     for line in (m.get("edgetpu") or {}).get("summary", []):
         out.print(line)
+    if m.get("optimization"):
+        print_optimization(out, m["optimization"])
     for check in m.get("checks", []):
         mark = "[green]PASS[/]" if check["passed"] else "[red]FAIL[/]"
         out.print(f"{mark} {check['message']}")
@@ -91,3 +122,78 @@ def verification_table(v: dict, precision: str):
     table.add_row("max abs diff", f"{v['max_abs_diff']:.4g}")
     table.add_row("mean abs diff", f"{v['mean_abs_diff']:.4g}")
     return table
+
+
+def print_optimization(out, o: dict) -> None:
+    """The compression report: accuracy after each step, per-layer table, totals."""
+    from rich.table import Table
+
+    from edgec.util import human_bytes
+
+    steps = Table(title=f"compression: {' -> '.join(o['steps'])} (accuracy on {o['accuracy_data']})",
+                  title_justify="left")
+    for col, justify in (("stage", "left"), ("accuracy", "right"), ("drop (points)", "right"),
+                         ("epochs", "right"), ("detail", "left")):
+        steps.add_column(col, justify=justify)
+    details = {s["step"]: s for s in o["step_details"]}
+    for entry in o["accuracy"]:
+        step = details.get(entry["stage"], {})
+        fit = step.get("fine_tune") or {}
+        epochs = f"{fit['epochs_run']} (best {fit['best_epoch']})" if fit else "-"
+        steps.add_row(entry["stage"], f"{entry['accuracy'] * 100:.2f} %", f"{entry['drop_points']:.2f}", epochs,
+                      _step_detail(step))
+    out.print(steps)
+    if not o.get("layers"):
+        if o.get("artifact_unavailable"):
+            out.print(f"per-layer table unavailable: {o['artifact_unavailable']}")
+        return
+    table = Table(title=f"per layer, read from {o['artifact']}", title_justify="left")
+    cols = [("layer", "left"), ("op", "left"), ("params", "right"), ("kept", "right"), ("unique/ch", "right"),
+            ("unique", "right"), ("bits", "right"), ("index bits", "right"), ("zstd bits", "right"),
+            ("bytes", "right")]
+    structured = any(r.get("sparsity_2_4") is not None for r in o["layers"]) and o.get("prune") and o["prune"].get("structure")
+    if structured:
+        cols.append(("2:4 groups", "right"))
+    for col, justify in cols:
+        table.add_column(col, justify=justify)
+    for r in o["layers"]:
+        row = [r["layer"], r["op"], f"{r['params']:,}", f"{r['kept_share'] * 100:.1f} %", str(r["unique_per_channel"]),
+               str(r["unique"]), str(r["bits"] or "-"), str(r["index_bits"]),
+               f"{r['zstd_bits']:.2f}" if r["zstd_bits"] is not None else "-", f"{r['bytes']:,}"]
+        if structured:
+            row.append(f"{r['sparsity_2_4'] * 100:.1f} %" if r.get("sparsity_2_4") is not None else "-")
+        table.add_row(*row)
+    out.print(table)
+    t = o["totals"]
+    rate = t.get("compression_rate", {})
+    zstd = f", zstd {human_bytes(t['zstd_bytes'])}" if t.get("zstd_bytes") else ""
+    out.print(f"totals: {t['params']:,} parameters, {t['kernel_kept_share'] * 100:.1f} % of kernel weights kept, "
+              f"at most {t['max_unique_per_channel']} unique values per channel")
+    out.print(f"size: artifact {human_bytes(t['artifact_bytes'])} (gzip {human_bytes(t['gzip_bytes'])}{zstd}), "
+              f"float .tflite {human_bytes(t['float_tflite_bytes'])}; compression vs float .tflite: "
+              + ", ".join(f"{k} {v:.1f}x" for k, v in rate.items()))
+    if t.get("saturated_bias"):
+        out.print(f"[yellow]warning[/]: {t['saturated_bias']} int32 bias values sit at the int32 limit "
+                  "(bias scale too small; see the per-layer 'saturated_bias' in manifest.json)")
+    if o.get("representative_data"):
+        out.print(f"int8 representative data: {o['representative_data']}")
+
+
+def _step_detail(step: dict) -> str:
+    name = step.get("step")
+    if name == "prune":
+        kept = [e for e in step["layers"] if e.get("pruned")]
+        left = [e["layer"] for e in step["layers"] if not e.get("pruned")]
+        text = f"{step.get('structure') or step['schedule']['kind']} to {step['sparsity']:g}, {len(kept)} layers"
+        return text + (f"; unpruned: {', '.join(left)}" if left else "")
+    if name == "cluster":
+        kept = [e for e in step["layers"] if e.get("clustered")]
+        left = [e["layer"] for e in step["layers"] if not e.get("clustered")]
+        text = f"{step['clusters']} clusters, {len(kept)} layers"
+        return text + (f"; unclustered: {', '.join(left)}" if left else "")
+    if name == "qat":
+        text = f"{step['scheme']} ({step['preserves']}), {len(step['annotated_layers'])} layers annotated"
+        if step["float_layers"]:
+            text += "; float in training: " + ", ".join(f"{e['layer']}" for e in step["float_layers"])
+        return text
+    return ""

@@ -14,7 +14,10 @@ import click
 @click.option("--edgetpu", is_flag=True,
               help="Op-by-op Edge TPU map instead (.tflite): which ops the Edge TPU runs, which fall back to the CPU and why.")
 def inspect(artifact: Path, as_json: bool, edgetpu: bool) -> None:
-    """Per-op table of ARTIFACT (.tflite or .onnx): ops, weights, parameters, quantization, bytes."""
+    """Per-op table of ARTIFACT (.tflite or .onnx): ops, weights, parameters, quantization, bytes.
+
+    For .tflite, sparsity, shared values (clusters) and 2:4 structure are read from the file itself.
+    """
     from edgec.errors import EdgecError
 
     suffix = artifact.suffix.lower()
@@ -79,6 +82,19 @@ def print_tflite_report(report: dict) -> None:
         f"kernel zeros {t['kernel_zero_share'] * 100:.1f} %, file {human_bytes(t['file_bytes'])} "
         f"(gzip {human_bytes(t['gzip_bytes'])}{extra})"
     )
+    kernels = [r for r in report["ops"] if r["unique_values"] is not None]
+    if kernels:
+        structured = t.get("sparsity_2_4_min")
+        out.print(
+            f"compression: {t['kernel_zero_share'] * 100:.1f} % zeros in {len(kernels)} kernels, at most "
+            f"{t['max_unique_per_channel']} unique values per output channel "
+            f"({max(r['unique_values_tensor'] for r in kernels)} per kernel)"
+            + (f", 2:4 groups: {structured * 100:.1f} % compliant (worst kernel)"
+               if structured is not None else "")
+        )
+    if t.get("saturated_bias"):
+        out.print(f"[yellow]warning[/]: {t['saturated_bias']} int32 bias values sit at the int32 limit "
+                  "(bias scale too small for the bias: the artifact computes clipped values)")
     out.print("op counts: " + ", ".join(f"{k} x{v}" for k, v in report["op_counts"].items()))
 
 

@@ -1,0 +1,86 @@
+"""Fixtures for the compression tests: small models trained once per session, one build helper.
+
+The digits CNN and its data come from ``tests/conftest.py`` (``digits_dir``). The residual and
+separable nets and a CNN with layers QAT cannot annotate are trained here for a few epochs:
+enough for the structural checks (zeros, shared values, 2:4 groups, which layers stay float);
+the accuracy criteria are measured by ``bench/bench_compression.py`` with full fine-tuning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+FAST = {"epochs": 3, "lr": 2e-3}  # few epochs: structure, not accuracy
+
+
+@pytest.fixture(scope="session")
+def arch_paths(digits_dir, digits_split, tmp_path_factory) -> dict[str, Path]:
+    """digits_dir's CNN plus the residual and separable nets of edgec.examples, briefly trained."""
+    from edgec.examples import make_model, train
+
+    out = tmp_path_factory.mktemp("archs")
+    paths = {"cnn": digits_dir / "digits_cnn.keras"}
+    for arch in ("residual", "separable"):
+        model = make_model(arch)
+        acc = train(model, digits_split, epochs=15, seed=0)  # BN statistics settle by ~15
+        assert acc > 0.8, f"{arch} trained to only {acc:.3f}"
+        paths[arch] = out / f"digits_{arch}.keras"
+        model.save(paths[arch])
+    return paths
+
+
+def unfriendly_model(keras, tf):
+    """A digits CNN with a standalone BatchNormalization, Rescaling, UpSampling2D and a Lambda."""
+    layers = keras.layers
+    inp = keras.Input((8, 8, 1), name="image")
+    x = layers.Rescaling(2.0, offset=-1.0, name="rescale")(inp)
+    x = layers.BatchNormalization(name="input_norm")(x)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_a")(x)
+    x = layers.UpSampling2D(2, name="upsample")(x)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv_b")(x)
+    x = layers.Lambda(lambda t: t * 0.5, name="halve")(x)  # no closure: .h5 saving deep-copies it
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv_c")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inp, layers.Dense(10, name="logits")(x), name="digits_unfriendly")
+
+
+@pytest.fixture(scope="session")
+def unfriendly_path(digits_split, tmp_path_factory) -> Path:
+    """The unfriendly CNN, trained, saved as .h5 (a Lambda loads from .h5 without a trust flag)."""
+    from edgec.examples import train
+    from edgec.tfcompat import tf_and_keras
+
+    tf, keras = tf_and_keras()
+    model = unfriendly_model(keras, tf)
+    acc = train(model, digits_split, epochs=10, seed=0)
+    assert acc > 0.8, f"unfriendly CNN trained to only {acc:.3f}"
+    path = tmp_path_factory.mktemp("unfriendly") / "digits_unfriendly.h5"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def build_with(digits_dir, tmp_path_factory):
+    """``build_with(model, target=..., **options)``: an edgec build fine-tuned on train.npz and
+    verified on eval.npz, into a fresh output directory."""
+    import edgec
+
+    def run(model, target: str = "rpi5", **options):
+        options = {"fine_tune": str(digits_dir / "train.npz"), "eval": str(digits_dir / "eval.npz"), **FAST,
+                   "out": tmp_path_factory.mktemp("dist"), **options}
+        return edgec.build(model, target=target, **options)
+
+    return run
+
+
+def artifact_report(result) -> dict:
+    """edgec.inspection's reading of the build's primary artifact."""
+    from edgec.inspection import inspect_tflite
+
+    return inspect_tflite(result.out_dir / result.manifest["artifacts"][0]["file"])
+
+
+def kernel_rows(report: dict, ops=("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")) -> list[dict]:
+    return [r for r in report["ops"] if r["op"] in ops and r["weight_shape"]]

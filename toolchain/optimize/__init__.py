@@ -1,0 +1,160 @@
+"""Compression in the build: prune -> cluster -> QAT (each optional), with distillation.
+
+The steps use TF-MOT's collaborative optimizations so that later steps keep what earlier ones
+gave (sparsity-preserving clustering, pruning- and cluster-preserving QAT); pruning and
+clustering wrappers are stripped before export. :func:`optimize` runs the steps on the loaded
+model; :func:`finish` reads the built artifact and writes the report that goes into
+``manifest.json`` under ``optimization``.
+
+TensorFlow and TF-MOT are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.calibration import Dataset
+from edgec.optimize.spec import OptimizeSpec, PruneSchedule, resolve
+from edgec.progress import Progress
+
+__all__ = ["OptimizeResult", "OptimizeSpec", "PruneSchedule", "finish", "optimize", "resolve"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class OptimizeResult:
+    """The optimized model (stripped, ready to export) and the record of each step."""
+
+    model: Any
+    spec: OptimizeSpec
+    data: Any  # train.FineTuneData
+    steps: list[dict[str, Any]]
+    accuracy_data: str  # what the per-step accuracies were measured on
+    accuracy_x: np.ndarray
+    accuracy_y: np.ndarray
+    seconds: float
+
+    def representative(self, limit: int, seed: int) -> Dataset:
+        """Fine-tune inputs as int8 representative data (QAT builds without --calib)."""
+        x = np.concatenate([self.data.x_train, self.data.x_val])
+        total = len(x)
+        if total > limit:
+            x = x[np.sort(np.random.default_rng(seed).choice(total, size=limit, replace=False))]
+        return Dataset(x=np.ascontiguousarray(x, dtype=np.float32), y=None,
+                       source=f"{self.data.source} (fine-tune inputs; --qat without --calib)", total=total)
+
+
+def optimize(model, fine_tune: Dataset, spec: OptimizeSpec, *, target, profile, eval_data: Dataset | None = None,
+             progress: Progress | None = None) -> OptimizeResult:
+    """Run the requested steps on a private copy of ``model`` (``model`` itself is not changed).
+
+    Args:
+        model: the loaded tf-keras model (the float reference and the distillation teacher).
+        fine_tune: labelled fine-tune data; a held-out slice of it drives early stopping.
+        spec: the steps and their settings (:func:`edgec.optimize.resolve`).
+        target: the build's target; its ``qat_scheme(profile)`` picks the QAT scheme.
+        profile: the build's device profile.
+        eval_data: labelled eval data; per-step accuracies are measured on it when given,
+            else on the held-out slice.
+        progress: progress bars for the fine-tuning.
+
+    Raises:
+        EdgecError: the model or the data cannot be optimized as asked (one line naming the
+            layer or the data and the way out).
+    """
+    progress = progress or Progress(enabled=False)
+    with warnings.catch_warnings(record=True) as caught:  # TF-MOT warns freely; keep them for -vv
+        warnings.simplefilter("always")
+        result = _optimize(model, fine_tune, spec, target, profile, eval_data, progress)
+    for w in caught:
+        log.debug("%s: %s", w.category.__name__, w.message)
+    return result
+
+
+def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> OptimizeResult:
+    from edgec.optimize import cluster as cluster_step
+    from edgec.optimize import models, train
+    from edgec.optimize import prune as prune_step
+    from edgec.optimize import qat as qat_step
+
+    t0 = time.perf_counter()
+    models.check_rebuildable(model)
+    if spec.qat:
+        qat_step.check_skip(model, spec.qat_skip)
+    data = train.prepare(model, fine_tune, spec)
+    if eval_data is not None and eval_data.y is not None:
+        acc_x, acc_y, acc_on = eval_data.x, eval_data.y, f"eval data '{eval_data.source}'"
+    else:
+        acc_x, acc_y, acc_on = data.x_val, data.y_val, f"held-out fine-tune slice ({len(data.x_val)} samples)"
+
+    def accuracy(m) -> float:
+        return round(train.accuracy(m, acc_x, acc_y), 6)
+
+    steps: list[dict[str, Any]] = [{"step": "float", "accuracy": accuracy(model)}]
+    current = model
+    if spec.pruning:
+        current, info = prune_step.prune(current, data, spec, progress)
+        steps.append({"step": "prune", "accuracy": accuracy(current), **info})
+    if spec.cluster is not None:
+        current, info = cluster_step.cluster(current, data, spec, progress, preserve_sparsity=spec.pruning)
+        steps.append({"step": "cluster", "accuracy": accuracy(current), **info})
+    if spec.qat:
+        current, info = qat_step.qat(current, data, spec, progress, target_scheme=target.qat_scheme(profile),
+                                     pruned=spec.pruning, clustered=spec.cluster is not None)
+        steps.append({"step": "qat", "accuracy": accuracy(current), **info})
+    for step in steps[1:]:
+        log.info("optimize: after %s, accuracy %.2f %% on %s", step["step"], step["accuracy"] * 100, acc_on)
+    return OptimizeResult(model=current, spec=spec, data=data, steps=steps, accuracy_data=acc_on,
+                          accuracy_x=acc_x, accuracy_y=acc_y, seconds=round(time.perf_counter() - t0, 2))
+
+
+def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifact_accuracy: float | None,
+           artifact_precision: str, representative: str | None, progress: Progress | None = None) -> dict[str, Any]:
+    """The ``optimization`` section of the manifest: settings, steps, accuracies, per-layer table.
+
+    Args:
+        result: from :func:`optimize`.
+        float_model: the original model; converted to a float .tflite as the size baseline.
+        artifact: the built .tflite, or ``None`` when the target wrote no .tflite.
+        artifact_accuracy: the artifact's accuracy on the same data as the steps, if measured.
+        artifact_precision: precision of the artifact ("int8", ...).
+        representative: where int8 representative data came from, if not ``--calib``.
+        progress: shows the baseline conversion.
+    """
+    from edgec.config import Precision
+    from edgec.inspection import compressed_sizes
+    from edgec.optimize.report import artifact_report
+    from edgec.targets.tflite import convert
+
+    record: dict[str, Any] = {
+        **result.spec.to_json(),
+        "fine_tune_data": result.data.describe(),
+        "accuracy_data": result.accuracy_data,
+        "step_details": result.steps,
+        "seconds": result.seconds,
+    }
+    if representative:
+        record["representative_data"] = representative
+    chain = [{"stage": s["step"], "accuracy": s["accuracy"]} for s in result.steps]
+    if artifact_accuracy is not None:
+        chain.append({"stage": f"artifact ({artifact_precision})", "accuracy": round(artifact_accuracy, 6)})
+    base = chain[0]["accuracy"]
+    for entry in chain:
+        entry["drop_points"] = round((base - entry["accuracy"]) * 100, 4)
+    record["accuracy"] = chain
+    if artifact is None:
+        record["artifact"] = None
+        record["artifact_unavailable"] = "the target wrote no .tflite; the per-layer table reads .tflite files"
+        return record
+    float_bytes = convert(float_model, Precision.FP32, progress=progress)
+    record["float_tflite"] = {"bytes": len(float_bytes), **{f"{k}_bytes": v for k, v in compressed_sizes(float_bytes).items()}}
+    record.update(artifact_report(artifact, len(float_bytes), {layer.name for layer in float_model.layers}))
+    return record

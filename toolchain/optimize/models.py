@@ -1,0 +1,156 @@
+"""Model plumbing shared by the steps: private copies, layer checks, kernel statistics."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import EdgecError
+
+
+def check_rebuildable(model) -> None:
+    """The steps rebuild the model layer by layer; fail early, naming the layer, when they cannot.
+
+    Raises:
+        EdgecError: a subclassed model, a nested model, or a layer that cannot be re-created
+            from its config.
+    """
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise EdgecError(f"model '{model.name}' is a subclassed keras.Model; pruning, clustering and QAT need a "
+                         "Sequential or functional model (rebuild it with keras.Input and layer calls)")
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            raise EdgecError(f"layer '{layer.name}' is a nested model ({type(layer).__name__}); TF-MOT cannot wrap "
+                             "models inside models: flatten it into one functional model")
+        try:
+            config = layer.get_config()
+            layer.__class__.from_config(config)
+        except Exception as exc:  # NotImplementedError, TypeError from a custom __init__, ...
+            raise EdgecError(
+                f"layer '{layer.name}' ({type(layer).__name__}) cannot be re-created from its config "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); compression rebuilds "
+                "the model layer by layer: give the layer a get_config() returning its constructor arguments"
+            ) from exc
+        if "name" not in config:  # TF-MOT's graph transforms find layers by the name in their config
+            raise EdgecError(
+                f"layer '{layer.name}' ({type(layer).__name__}) has a config without 'name'; compression rebuilds "
+                "the model from layer configs: accept **kwargs in __init__, pass them to super().__init__, and "
+                "start get_config() from super().get_config()"
+            )
+
+
+def rebuilding_in_memory():
+    """Let TF-MOT re-create Lambda layers of a model that is already loaded.
+
+    TF-MOT's layout transform rebuilds the model from its config, and tf-keras refuses Python
+    lambdas there unless safe mode is off. The model is in memory already, so re-creating its
+    own layers trusts nothing new; the scope ends with the call.
+    """
+    try:
+        from tf_keras.src.saving.serialization_lib import SafeModeScope
+    except ImportError:  # another tf-keras layout: rebuilding Lambda layers may fail, the rest works
+        return contextlib.nullcontext()
+    return SafeModeScope(False)
+
+
+def private_copy(model):
+    """A copy with its own layers and weights, so wrapping it never changes ``model``."""
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def inner(layer):
+    """The layer a TF-MOT wrapper holds (the layer itself when not wrapped)."""
+    return getattr(layer, "layer", layer)
+
+
+def kernel_of(layer) -> Any | None:
+    """The main weight variable of a Conv/Dense-like layer (``kernel``/``depthwise_kernel``)."""
+    layer = inner(layer)
+    for name in ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings"):
+        var = getattr(layer, name, None)
+        if var is not None and hasattr(var, "numpy"):
+            return var
+    return None
+
+
+def kernel_stats(model) -> dict[str, dict[str, Any]]:
+    """Per layer with a kernel: parameters, zero share, most unique values per output channel and
+    over the whole kernel, measured on the Keras weights (the artifact is measured separately)."""
+    stats = {}
+    for layer in model.layers:
+        var = kernel_of(layer)
+        if var is None:
+            continue
+        k = np.asarray(var.numpy())
+        if "depthwise" in var.name and k.ndim == 4:  # (h, w, in, multiplier): in x multiplier channels
+            per_channel = k.reshape(k.shape[0] * k.shape[1], -1)
+        else:
+            per_channel = k.reshape(-1, k.shape[-1]) if k.ndim >= 2 else k.reshape(-1, 1)
+        stats[inner(layer).name] = {
+            "params": int(k.size),
+            "zero_share": round(float((k == 0).mean()), 6),
+            "unique_per_channel": int(max(np.unique(per_channel[:, c]).size for c in range(per_channel.shape[1]))),
+            "unique": int(np.unique(k).size),
+        }
+    return stats
+
+
+def structure_keeper(model, reference, layer_names, *, zeros: bool, clusters: int | None):
+    """A Keras callback that puts the zeros and the shared values of ``reference``'s kernels back
+    into ``model`` after every training batch, for the layers named in ``layer_names``.
+
+    Used where TF-MOT would not keep them: a layer a step does not wrap, and QAT with a target's
+    own scheme. Shared values are kept as in Deep Compression: each weight stays in its cluster
+    and a cluster's value moves to the mean of its weights. Zeros stay zero.
+
+    Returns:
+        ``(callback, number of kernels it keeps)``; the callback is ``None`` when there is nothing
+        to keep.
+    """
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    names = set(layer_names)
+    variables = {v.name: v for v in model.weights}
+    entries = []
+    for layer in reference.layers:
+        kvar = kernel_of(layer)
+        if kvar is None or layer.name not in names:
+            continue
+        k = np.asarray(kvar.numpy())
+        mask = (k != 0).astype(k.dtype) if zeros and (k == 0).any() else None
+        groups = None
+        if clusters:
+            uniq, inverse = np.unique(k, return_inverse=True)
+            groups = inverse.reshape(k.shape) if len(uniq) <= clusters else None  # None: the layer was not clustered
+        # a wrapper owns the kernel variable now; it keeps the layer's variable name
+        leaf = kvar.name.split("/")[-1]
+        target = variables.get(f"{layer.name}/{leaf}")
+        if target is not None and (mask is not None or groups is not None):
+            entries.append((target, mask, groups))
+    if not entries:
+        return None, 0
+
+    class KeepStructure(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            for var, mask, groups in entries:
+                w = var.numpy()
+                if groups is not None:
+                    flat = groups.ravel()
+                    means = np.bincount(flat, weights=w.ravel()) / np.maximum(np.bincount(flat), 1)
+                    w = means[groups].astype(w.dtype)
+                if mask is not None:
+                    w = w * mask
+                var.assign(w)
+
+    return KeepStructure(), len(entries)

@@ -1,0 +1,97 @@
+"""Magnitude pruning with TF-MOT: unstructured (polynomial or constant schedule) or 2:4 structured.
+
+Only the layers TF-MOT knows how to prune are wrapped (Conv, Dense, ...); the rest of the model
+is left as it is, so a layer TF-MOT does not know (Rescaling, Lambda, a custom layer) does not
+stop the step. TF-MOT leaves DepthwiseConv2D kernels dense by design; they are listed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from edgec.errors import EdgecError
+from edgec.optimize import models
+from edgec.optimize.spec import OptimizeSpec, PruneSchedule
+from edgec.optimize.train import FineTuneData, fine_tune
+from edgec.progress import Progress
+
+RAMP_SHARE = 0.5  # polynomial schedule: sparsity reaches its target after this share of the epochs
+
+
+def _prunable(layer, keras, structured: bool) -> tuple[bool, str | None]:
+    from tensorflow_model_optimization.python.core.sparsity.keras import (
+        prunable_layer,
+        prune_registry,
+    )
+
+    if isinstance(layer, keras.layers.InputLayer) or not layer.weights:
+        return False, None
+    if structured and type(layer) not in (keras.layers.Conv2D, keras.layers.Dense):
+        return False, "2:4 pruning applies to Conv2D and Dense kernels"
+    if isinstance(layer, prunable_layer.PrunableLayer) or hasattr(layer, "get_prunable_weights"):
+        return True, None
+    if not prune_registry.PruneRegistry.supports(layer):
+        return False, f"TF-MOT cannot prune {type(layer).__name__} layers"
+    if not prune_registry.PruneRegistry._weight_names(layer):  # noqa: SLF001 (TF-MOT's own table)
+        return False, f"TF-MOT leaves {type(layer).__name__} weights unpruned"
+    return True, None
+
+
+def schedule_for(spec: OptimizeSpec, steps_per_epoch: int) -> tuple[Any, int, dict[str, Any]]:
+    """TF-MOT pruning schedule, the first epoch at full sparsity, and a description."""
+    import tensorflow_model_optimization as tfmot
+
+    frequency = max(1, steps_per_epoch // 4)
+    if spec.prune_structure is not None:
+        # masks are set once, at the first training step (TF-MOT's m_by_n); the schedule is unused
+        return (tfmot.sparsity.keras.ConstantSparsity(spec.prune, begin_step=0, frequency=frequency), 0,
+                {"kind": "m_by_n", "masks_set_at_step": 1})
+    if spec.prune_schedule is PruneSchedule.CONSTANT:
+        return (tfmot.sparsity.keras.ConstantSparsity(spec.prune, begin_step=0, frequency=frequency), 0,
+                {"kind": "constant", "frequency_steps": frequency})
+    ramp_epochs = min(spec.epochs, max(1, math.ceil(spec.epochs * RAMP_SHARE)))
+    end_step = max(frequency, (ramp_epochs * steps_per_epoch - 1) // frequency * frequency)
+    schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=spec.prune, begin_step=0,
+                                                   end_step=end_step, power=3, frequency=frequency)
+    return schedule, ramp_epochs - 1, {"kind": "polynomial", "initial_sparsity": 0.0, "power": 3,
+                                        "end_step": end_step, "ramp_epochs": ramp_epochs,
+                                        "frequency_steps": frequency}
+
+
+def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> tuple[Any, dict[str, Any]]:
+    """Prune and fine-tune a private copy of ``model``; return it stripped, with what was done."""
+    import tensorflow_model_optimization as tfmot
+
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    steps_per_epoch = math.ceil(len(data.x_train) / spec.batch_size)
+    schedule, full_from_epoch, schedule_info = schedule_for(spec, steps_per_epoch)
+    structured = spec.prune_structure is not None
+    layers: list[dict[str, Any]] = []
+
+    def wrap(layer):
+        ok, reason = _prunable(layer, keras, structured)
+        if ok:
+            layers.append({"layer": layer.name, "type": type(layer).__name__, "pruned": True})
+            kwargs = {"sparsity_m_by_n": spec.prune_structure} if structured else {}
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule, **kwargs)
+        if reason:
+            layers.append({"layer": layer.name, "type": type(layer).__name__, "pruned": False, "reason": reason})
+        return layer
+
+    wrapped = keras.models.clone_model(models.private_copy(model), clone_function=wrap)
+    if not any(entry["pruned"] for entry in layers):
+        reasons = "; ".join(f"{e['layer']}: {e['reason']}" for e in layers) or "no layer has weights"
+        raise EdgecError(f"model '{model.name}' has no layer TF-MOT can prune ({reasons}); drop --prune")
+    fit = fine_tune(wrapped, data, spec, step="prune", progress=progress,
+                    callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], select_from_epoch=full_from_epoch)
+    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
+    stats = models.kernel_stats(stripped)
+    for entry in layers:
+        entry.update({k: stats[entry["layer"]][k] for k in ("params", "zero_share")} if entry["layer"] in stats else {})
+    info = {"sparsity": spec.prune, "schedule": schedule_info, "layers": layers, "fine_tune": fit}
+    if structured:
+        info["structure"] = f"{spec.prune_structure[0]}:{spec.prune_structure[1]}"
+    return stripped, info
