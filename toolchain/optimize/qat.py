@@ -129,8 +129,13 @@ def _culprit(text: str, model, left: dict[str, str]) -> str | None:
 
 
 def _init_activation_ranges(qmodel, float_model, x: np.ndarray, keras) -> int:
-    """Set activation ranges to the min/max each layer's output takes on ``x`` (float model)."""
+    """Set activation ranges to the min/max each layer's output takes on ``x`` (float model).
+
+    A symmetric quantizer (TensorRT's scheme) gets the symmetric range TF-MOT itself would
+    assign, so the range keeps zero point 0 however few steps the moving average then takes.
+    """
     todo: dict[str, list] = {}
+    symmetric: dict[str, bool] = {}
     float_names = {layer.name for layer in float_model.layers}
     for layer in qmodel.layers:
         inner = getattr(layer, "layer", None)
@@ -139,6 +144,7 @@ def _init_activation_ranges(qmodel, float_model, x: np.ndarray, keras) -> int:
         rng = [v for v in layer.weights if _ACTIVATION_RANGE.search(v.name)]
         if rng:
             todo[inner.name] = rng
+            symmetric[inner.name] = _symmetric_outputs(layer)
     if not todo:
         return 0
     names = sorted(todo)
@@ -148,12 +154,27 @@ def _init_activation_ranges(qmodel, float_model, x: np.ndarray, keras) -> int:
     for name, out in zip(names, outs, strict=True):
         out = np.asarray(out)
         lo, hi = min(float(out.min()), 0.0), max(float(out.max()), 0.0)
+        if symmetric[name]:  # as TF-MOT's quant_ops do: int8 has one more negative step than positive
+            ratio = -254.0 / 256.0
+            lo, hi = min(lo, hi / ratio), max(hi, lo * ratio)
         if hi - lo < 1e-6:
             continue
         for var in todo[name]:
             var.assign(np.full(var.shape, lo if _ACTIVATION_RANGE.search(var.name).group(1) == "min" else hi,
                                dtype=var.dtype.as_numpy_dtype))
     return len(names)
+
+
+def _symmetric_outputs(layer) -> bool:
+    """True when the wrapper's activation/output quantizers are symmetric (zero point 0)."""
+    config, inner = getattr(layer, "quantize_config", None), getattr(layer, "layer", None)
+    if config is None or inner is None:
+        return False
+    try:
+        found = [q for _, q in config.get_activations_and_quantizers(inner)] + list(config.get_output_quantizers(inner))
+    except Exception:  # a config that cannot answer for this layer: treat it as TF-MOT's asymmetric default
+        return False
+    return any(getattr(q, "symmetric", False) for q in found)
 
 
 def _floor_kernel_ranges(qmodel) -> list[dict[str, Any]]:
