@@ -60,6 +60,22 @@ def _record_path(build_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
+def open_build(build_dir: Path, runtime: str | None, options: dict[str, Any]) -> tuple[dict[str, Any], Shipment]:
+    """The build's manifest and what to ship for ``runtime``; ``options['threads']`` defaults to
+    the profile's thread count.
+
+    Raises:
+        EdgecError: ``build_dir`` is no build directory, or its files changed since the build.
+    """
+    if not build_dir.is_dir():
+        raise EdgecError(f"'{build_dir}' is not a directory; expected a build directory OUT/PROFILE with manifest.json")
+    manifest = manifest_mod.read(build_dir)
+    ship = plan(build_dir, manifest, runtime)
+    if options.get("threads") is None:
+        options["threads"] = (manifest.get("profile") or {}).get("threads")
+    return manifest, ship
+
+
 def plan(build_dir: Path, manifest: dict[str, Any], runtime: str | None = None) -> Shipment:
     """Decide which files to ship and how the agent runs them."""
     artifacts = manifest.get("artifacts") or []
@@ -160,12 +176,7 @@ def profile(build_dir: str | Path, device: str = "local", *, runtime: str | None
     from edgec.agent.schema import SchemaError, check
 
     build_dir = Path(build_dir)
-    if not build_dir.is_dir():
-        raise EdgecError(f"'{build_dir}' is not a directory; expected a build directory OUT/PROFILE with manifest.json")
-    manifest = manifest_mod.read(build_dir)
-    ship = plan(build_dir, manifest, runtime)
-    if options.get("threads") is None:
-        options["threads"] = (manifest.get("profile") or {}).get("threads")
+    manifest, ship = open_build(build_dir, runtime, options)
     transport = transport_for(device, python=python, identity=identity, ssh_options=ssh_options)
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as tmp:
         agent = Path(bundle.build(str(Path(tmp) / AGENT_NAME)))

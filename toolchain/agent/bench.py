@@ -24,7 +24,7 @@ import time
 from . import __version__, device, power, schema, sensors, stats
 from . import runtimes as runtime_registry
 from .errors import AgentError, Unavailable
-from .fs import Root
+from .fs import Root, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +78,6 @@ def options_from(options=None, **overrides):
         if value is not None and (not isinstance(value, (int, float)) or value < 0):
             raise AgentError("--%s must be a number >= 0, got %r" % (key.replace("_", "-"), value))
     return merged
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def describe_artifact(path, fmt, expect_sha256=None):

@@ -6,7 +6,17 @@ is a copy of a real device's layout.
 """
 
 import glob as _glob
+import hashlib
 import os
+
+
+def sha256_file(path):
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class Root(object):

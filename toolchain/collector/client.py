@@ -185,15 +185,10 @@ def submit(client: Client, build_dir: str | Path, *, profile: str | None = None,
         EdgecError: no build there, a file changed since the build, or the collector refused.
     """
     from edgec import manifest as manifest_mod
-    from edgec.profiling import plan
+    from edgec.profiling import open_build
 
     build_dir = Path(build_dir)
-    if not build_dir.is_dir():
-        raise EdgecError(f"'{build_dir}' is not a directory; expected a build directory OUT/PROFILE with manifest.json")
-    manifest = manifest_mod.read(build_dir)
-    ship = plan(build_dir, manifest, runtime)
-    if options.get("threads") is None:
-        options["threads"] = (manifest.get("profile") or {}).get("threads")
+    manifest, ship = open_build(build_dir, runtime, options)
     if not device and not profile:
         profile = (manifest.get("profile") or {}).get("id")
         if not profile:

@@ -152,7 +152,8 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
     record["accuracy"] = chain
     if artifact is None:
         record["artifact"] = None
-        record["artifact_unavailable"] = "the target wrote no .tflite; the per-layer table reads .tflite files"
+        record["artifact_unavailable"] = ("the target wrote no .tflite and the per-layer table reads .tflite files; "
+                                         "'edgec inspect' on the artifact shows its zeros per op")
         return record
     float_bytes = convert(float_model, Precision.FP32, progress=progress)
     record["float_tflite"] = {"bytes": len(float_bytes), **{f"{k}_bytes": v for k, v in compressed_sizes(float_bytes).items()}}

@@ -18,20 +18,13 @@ import tempfile
 import time
 
 from ..errors import AgentError, Unavailable
+from ..fs import sha256_file
 from .base import Runtime
 
 BUNDLE_FORMAT = "edgec-tensorrt-build"
 BUNDLE_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
 REQUIRED = ("onnx", "onnx_sha256", "precision", "inputs")
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_bundle(path):
