@@ -23,6 +23,8 @@ demo: setup
 	$(EDGEC) build $(DEMO)/digits_cnn.keras --target rpi5 --precision int8 \
 		--calib $(DEMO)/calib.npz --eval $(DEMO)/eval.npz --max-accuracy-drop 1.0 --out $(DEMO)/dist
 	$(EDGEC) inspect $(DEMO)/dist/rpi5/model.tflite
+	$(EDGEC) build $(DEMO)/digits_cnn.keras --target rpi5 --fine-tune $(DEMO)/train.npz --prune 0.8 --qat \
+		--eval $(DEMO)/eval.npz --max-accuracy-drop 1.5 --out $(DEMO)/dist-compressed
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -73,7 +73,7 @@ def make_model(arch: str = "cnn", input_shape=(8, 8, 1), classes: int = 10):
         x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inp)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU(6.0)(x)
-        for filters, stride in ((32, 1), (64, 2), (64, 1)):
+        for filters, stride in ((64, 1), (128, 2), (256, 1), (256, 1)):
             x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
             x = layers.BatchNormalization()(x)
             x = layers.ReLU(6.0)(x)

@@ -111,6 +111,7 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
             "shape": list(out.shape_signature or out.shape) if out else None,
             "weight_dtype": kernel.dtype if kernel else None,
             "weight_shape": list(kernel.shape) if kernel else None,
+            "weight_scales": len(kernel.scale) if kernel else None,  # 1: per tensor, else per channel
             "params": int(sum(t.num_params for t in weights)),
             "zero_share": round(zero_share(kernel), 6) if kernel is not None else None,
             "unique_values": unique_per_channel(kernel) if kernel is not None else None,

@@ -99,12 +99,15 @@ def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> O
         return round(train.accuracy(m, acc_x, acc_y), 6)
 
     steps: list[dict[str, Any]] = [{"step": "float", "accuracy": accuracy(model)}]
-    current = model
+    current, folded = model, []
+    if spec.cluster is not None:  # share the values of the kernels the artifact will store
+        current, folded = models.fold_batchnorm(model)
     if spec.pruning:
         current, info = prune_step.prune(current, data, spec, progress)
         steps.append({"step": "prune", "accuracy": accuracy(current), **info})
     if spec.cluster is not None:
         current, info = cluster_step.cluster(current, data, spec, progress, preserve_sparsity=spec.pruning)
+        info["folded_batchnorm"] = folded
         steps.append({"step": "cluster", "accuracy": accuracy(current), **info})
     if spec.qat:
         current, info = qat_step.qat(current, data, spec, progress, target_scheme=target.qat_scheme(profile),

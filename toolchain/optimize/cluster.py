@@ -1,13 +1,18 @@
 """Weight clustering (Deep Compression's weight sharing) with TF-MOT.
 
-Each clustered kernel keeps N shared values over the whole kernel. int8 kernels are quantized per
-output channel, so in the artifact that reads "at most N values per output channel" (each channel
-scales the shared values by its own factor; Dense kernels, quantized per tensor, keep N in all).
+Each clustered kernel keeps N shared values over the whole kernel, and so does its int8 twin in
+the artifact.
 TF-MOT's per-channel clustering is not used: cluster-preserving QAT re-assigns weights to the
 nearest of all channels' centroids once the channels' centroid counts differ, which breaks the
 N-per-channel bound, and its sparsity-preserving per-channel init fails on a channel pruning
 emptied. After pruning, clustering preserves the zeros (``preserve_sparsity``). TF-MOT does not
 cluster DepthwiseConv2D kernels (by design: the accuracy loss does not recover); they are listed.
+
+A BatchNormalization after a Conv2D/DepthwiseConv2D/Dense is folded into its kernel before any
+step runs (:func:`edgec.optimize.models.fold_batchnorm`): the converter would fold it anyway,
+scaling each output channel by its own factor, and the shared values would not survive. Conv2D
+kernels are then quantized per tensor during QAT (:mod:`edgec.optimize.qat`), so each clustered
+kernel holds at most N distinct int8 values in the artifact.
 """
 
 from __future__ import annotations

@@ -154,3 +154,91 @@ def structure_keeper(model, reference, layer_names, *, zeros: bool, clusters: in
                 var.assign(w)
 
     return KeepStructure(), len(entries)
+
+
+_FOLDABLE = ("Conv2D", "DepthwiseConv2D", "Dense")
+
+
+class _Reused(list):
+    """A tensor_dict entry for Node.map_arguments that hands out its tensor however often it is used."""
+
+    def pop(self, index=-1):  # noqa: ARG002 - the list interface
+        return self[0]
+
+
+def fold_batchnorm(model) -> tuple[Any, list[str]]:
+    """A copy of ``model`` with every BatchNormalization that follows a Conv2D, DepthwiseConv2D or
+    Dense layer (linear activation, no other consumer) folded into that layer's kernel and bias.
+
+    The converter folds them the same way in the artifact, multiplying each output channel by its
+    own factor; folding first lets weight sharing act on the kernel the artifact stores. The copy
+    computes the same function (inference mode). Models that are not functional are returned as is.
+
+    Returns:
+        ``(model, names of the folded BatchNormalization layers)``.
+    """
+    from edgec.tfcompat import tf_and_keras
+
+    tf, keras = tf_and_keras()
+    if not getattr(model, "_is_graph_network", False):
+        return model, []
+    folds: dict[str, Any] = {}  # producing layer name -> its BatchNormalization
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:  # noqa: SLF001
+            continue
+        parents = layer._inbound_nodes[0].inbound_layers  # noqa: SLF001
+        producer = parents[0] if isinstance(parents, list) and len(parents) == 1 else parents
+        if (isinstance(producer, list) or type(producer).__name__ not in _FOLDABLE
+                or len(producer._inbound_nodes) != 1 or len(producer._outbound_nodes) != 1  # noqa: SLF001
+                or producer.get_config().get("activation", "linear") != "linear"):
+            continue
+        axis = layer.axis if isinstance(layer.axis, int) else (layer.axis[0] if len(layer.axis) == 1 else None)
+        rank = len(layer.input_shape)
+        if axis is None or axis not in (-1, rank - 1):
+            continue
+        folds[producer.name] = layer
+    if not folds:
+        return model, []
+    skipped = {bn.name for bn in folds.values()}
+    new_inputs = [keras.Input(type_spec=t.type_spec, name=t.name.split(":")[0]) for t in model.inputs]
+    tensors: dict[str, list] = {str(id(x)): _Reused([y]) for x, y in zip(model.inputs, new_inputs, strict=True)}
+    with rebuilding_in_memory():
+        for depth in sorted(model._nodes_by_depth, reverse=True):  # noqa: SLF001
+            for node in model._nodes_by_depth[depth]:  # noqa: SLF001
+                if node.is_input or any(i not in tensors for i in node.flat_input_ids):
+                    continue
+                args, kwargs = node.map_arguments(tensors)
+                layer = node.layer
+                if layer.name in skipped:
+                    outputs = args[0]
+                else:
+                    config = layer.get_config()
+                    if layer.name in folds:
+                        config["use_bias"] = True
+                    clone = layer.__class__.from_config(config)
+                    outputs = clone(*args, **kwargs)
+                    weights = _folded(layer, folds[layer.name]) if layer.name in folds else layer.get_weights()
+                    clone.set_weights(weights)
+                for x_id, y in zip(node.flat_output_ids, tf.nest.flatten(outputs), strict=True):
+                    tensors[x_id] = _Reused([y])
+    outputs = [tensors[str(id(x))][0] for x in model.outputs]
+    folded = keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    return folded, sorted(skipped)
+
+
+def _folded(layer, bn) -> list[np.ndarray]:
+    """Kernel and bias of ``layer`` with ``bn`` (inference statistics) folded in."""
+    weights = {w.name.split("/")[-1].split(":")[0]: np.asarray(w.numpy(), dtype=np.float64) for w in layer.weights}
+    kernel_name = "depthwise_kernel" if "depthwise_kernel" in weights else "kernel"
+    kernel = weights[kernel_name]
+    stats = {w.name.split("/")[-1].split(":")[0]: np.asarray(w.numpy(), dtype=np.float64) for w in bn.weights}
+    factor = stats.get("gamma", 1.0) / np.sqrt(stats["moving_variance"] + bn.epsilon)
+    beta = stats.get("beta", 0.0)
+    bias = weights.get("bias", np.zeros_like(stats["moving_mean"]))
+    if kernel_name == "depthwise_kernel":  # (h, w, in, multiplier): output channel = in * multiplier + m
+        kernel = kernel * factor.reshape(kernel.shape[2], kernel.shape[3])
+    else:
+        kernel = kernel * factor
+    bias = (bias - stats["moving_mean"]) * factor + beta
+    dtype = layer.weights[0].dtype.as_numpy_dtype
+    return [kernel.astype(dtype), bias.astype(dtype)]

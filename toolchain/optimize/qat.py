@@ -48,15 +48,47 @@ def choose_scheme(target_scheme, *, pruned: bool, clustered: bool) -> tuple[Any,
     if target_scheme is not None:
         keep = "re-applied after every batch" if (pruned or clustered) else "nothing to preserve"
         return target_scheme, type(target_scheme).__name__, keep
-    combine = tfmot.experimental.combine
+    from edgec.optimize.layout import with_layout
+
     if clustered:
-        scheme = combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=pruned)
-        return scheme, type(scheme).__name__, "cluster and sparsity preserving" if pruned else "cluster preserving"
+        scheme = _shared_grid_cluster_scheme(pruned)
+        return (scheme, "Default8BitClusterPreserveQuantizeScheme, per-tensor Conv2D kernels",
+                "cluster and sparsity preserving" if pruned else "cluster preserving")
     if pruned:
-        scheme = tfmot.quantization.keras.collab_opts.Default8BitPrunePreserveQuantizeScheme()
+        scheme = with_layout(tfmot.quantization.keras.collab_opts.Default8BitPrunePreserveQuantizeScheme)()
         return scheme, type(scheme).__name__, "sparsity preserving"
-    scheme = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+    scheme = with_layout(tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme)()
     return scheme, type(scheme).__name__, "nothing to preserve"
+
+
+def _shared_grid_cluster_scheme(preserve_sparsity: bool):
+    """TF-MOT's cluster-preserving scheme with Conv2D kernels quantized per tensor, as Dense ones are.
+
+    Per output channel, each channel scales the kernel's N shared values by its own factor, so the
+    int8 kernel holds up to N x channels distinct values; one scale per kernel keeps N in all, which
+    is what a codebook (Deep Compression's weight sharing) stores. The shared values are few and far
+    apart, so one scale loses nothing a per-channel scale would have kept.
+    """
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (
+        cluster_preserve_quantize_registry as registry,
+    )
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (
+        default_8bit_cluster_preserve_quantize_scheme as scheme,
+    )
+
+    from edgec.optimize.layout import with_layout
+
+    class Registry(registry.Default8bitClusterPreserveQuantizeRegistry):
+        def __init__(self, preserve_sparsity):
+            super().__init__(preserve_sparsity)
+            self._config_quantizer_map["Default8BitConvQuantizeConfig"] = (
+                registry.ClusterPreserveDefault8BitWeightsQuantizer(preserve_sparsity))
+
+    class Scheme(with_layout(scheme.Default8BitClusterPreserveQuantizeScheme)):
+        def get_quantize_registry(self):
+            return Registry(self.preserve_sparsity)
+
+    return Scheme(preserve_sparsity=preserve_sparsity)
 
 
 def check_skip(model, skip: tuple[str, ...]) -> None:
