@@ -32,9 +32,10 @@ from tensorflow_model_optimization.python.core.quantization.keras import (  # no
     quantizers,
 )
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # noqa: E402
-    default_8bit_quantize_layout_transform,
     default_8bit_quantize_registry,
 )
+
+from edgec.optimize.layout import LayoutTransform  # noqa: E402
 
 QuantizeConfig = tfmot.quantization.keras.QuantizeConfig
 _WEIGHTED = ("Conv2D", "DepthwiseConv2D", "Conv1D", "Conv2DTranspose", "Dense", "SeparableConv2D")
@@ -100,8 +101,9 @@ class TensorRTQuantizeRegistry(default_8bit_quantize_registry.Default8BitQuantiz
         return _wrap(super().get_quantize_config(layer))
 
 
-class TensorRTQuantizeLayoutTransform(default_8bit_quantize_layout_transform.Default8BitQuantizeLayoutTransform):
-    """TF-MOT's default layout (Conv+BN+ReLU patterns), then symmetric input and pattern configs."""
+class TensorRTQuantizeLayoutTransform(LayoutTransform):
+    """TF-MOT's default layout (Conv+BN+ReLU patterns; Conv/Dense before a ReLU layer keep their
+    weight quantizer, see :mod:`edgec.optimize.layout`), then symmetric input and pattern configs."""
 
     def apply(self, model, layer_quantize_map):
         transformed, quantize_map = super().apply(model, layer_quantize_map)
