@@ -220,7 +220,7 @@ def _optimization_report(ctx, target_impl, artifacts, records, optimized, repres
     accuracy = None
     if path is not None:
         verified = records[index].get("verification") or {}
-        if "artifact_accuracy" in verified and optimized.accuracy_data.startswith("eval data"):
+        if "artifact_accuracy" in verified and ctx.eval is not None and optimized.accuracy_x is ctx.eval.x:
             accuracy = verified["artifact_accuracy"]
         else:
             try:

@@ -17,7 +17,8 @@ from typing import Any
 
 from edgec import manifest as manifest_mod
 from edgec.errors import EdgecError
-from edgec.remote import Session, sha256_local, transport_for
+from edgec.remote import Session, transport_for
+from edgec.util import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def _record_path(build_dir: Path, record: dict[str, Any]) -> Path:
     path = build_dir / record["file"]
     if not path.is_file():
         raise EdgecError(f"'{path}' is listed in {build_dir / manifest_mod.FILENAME} but missing; rebuild it")
-    actual = sha256_local(path)
+    actual = sha256_file(path)
     if record.get("sha256") and actual != record["sha256"]:
         raise EdgecError(f"'{path}' has sha256 {actual[:12]}… but the manifest records {record['sha256'][:12]}…; "
                          "it was modified after the build: rebuild it")
@@ -103,7 +104,7 @@ def plan(build_dir: Path, manifest: dict[str, Any], runtime: str | None = None) 
             if not local.is_file():
                 raise EdgecError(f"TensorRT bundle file '{local}' is missing; rebuild")
             files[f"bundle/{name}"] = local
-            expected[f"bundle/{name}"] = sha256_local(local)
+            expected[f"bundle/{name}"] = sha256_file(local)
         record = by_file.get(spec.get("onnx", "model.onnx")) or primary
         return Shipment(files, expected, "bundle", "tensorrt", record, warnings)
 
@@ -117,7 +118,7 @@ def plan(build_dir: Path, manifest: dict[str, Any], runtime: str | None = None) 
             warnings.append("no Edge TPU model in this build (edgetpu_compiler was not run): measuring "
                             f"{primary['file']} on the device's CPU with LiteRT")
     local = _record_path(build_dir, record)
-    return Shipment({record["file"]: local}, {record["file"]: record.get("sha256") or sha256_local(local)},
+    return Shipment({record["file"]: local}, {record["file"]: record.get("sha256") or sha256_file(local)},
                     record["file"], runtime, record, warnings)
 
 
@@ -181,7 +182,7 @@ def profile(build_dir: str | Path, device: str = "local", *, runtime: str | None
     with tempfile.TemporaryDirectory(prefix="edgec-profile-") as tmp:
         agent = Path(bundle.build(str(Path(tmp) / AGENT_NAME)))
         files = {AGENT_NAME: agent, **ship.files}
-        expected = {AGENT_NAME: sha256_local(agent), **ship.expected}
+        expected = {AGENT_NAME: sha256_file(agent), **ship.expected}
         with Session(transport, timeout) as session:
             session.upload(files, expected)
             argv = [transport.python, session.path(AGENT_NAME), "bench", session.path(ship.target), "--json",

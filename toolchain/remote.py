@@ -7,7 +7,6 @@ agent run with that Python, its JSON report read from stdout, and the directory 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shlex
 import shutil
@@ -173,14 +172,6 @@ def transport_for(device: str, *, python: str | None = None, identity: Path | No
     if device.startswith("ssh://"):
         return Ssh(device, python, identity, ssh_options)
     raise EdgecError(f"unknown device '{device}'; expected local or ssh://user@host[:port]")
-
-
-def sha256_local(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Session:

@@ -26,30 +26,21 @@ def inspect(artifact: Path, as_json: bool, edgetpu: bool) -> None:
     if suffix == ".onnx":
         from edgec.onnx_tools import inspect_onnx, print_onnx_report
 
-        report = inspect_onnx(artifact)
-        if as_json:
-            click.echo(json.dumps(report, indent=2))
-        else:
-            print_onnx_report(report)
-        return
-    if suffix != ".tflite":
+        report, show = inspect_onnx(artifact), print_onnx_report
+    elif suffix != ".tflite":
         raise EdgecError(f"cannot inspect '{artifact}': expected a .tflite or .onnx file")
-    from edgec.inspection import inspect_tflite
-
-    if edgetpu:
+    elif edgetpu:
         from edgec.targets.edgetpu import analyze
 
-        report = analyze(artifact)
-        if as_json:
-            click.echo(json.dumps(report, indent=2))
-        else:
-            print_edgetpu_report(report)
-        return
-    report = inspect_tflite(artifact)
+        report, show = analyze(artifact), print_edgetpu_report
+    else:
+        from edgec.inspection import inspect_tflite
+
+        report, show = inspect_tflite(artifact), print_tflite_report
     if as_json:
         click.echo(json.dumps(report, indent=2))
-        return
-    print_tflite_report(report)
+    else:
+        show(report)
 
 
 def print_tflite_report(report: dict) -> None:

@@ -245,14 +245,14 @@ def qat(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *, ta
         was done: scheme, annotated and float layers, fine-tune record.
 
     Raises:
-        EdgecError: QAT cannot proceed (the message names the layer and the way out).
+        EdgecError: QAT cannot proceed (the message names the layer and the way out). The
+            ``--qat-skip`` names are checked before any step runs (:func:`check_skip`).
     """
     import tensorflow_model_optimization as tfmot
 
     from edgec.tfcompat import tf_and_keras
 
     _, keras = tf_and_keras()
-    check_skip(model, spec.qat_skip)
     scheme, scheme_name, preserve = choose_scheme(target_scheme, pruned=pruned, clustered=clustered)
     base = models.private_copy(model)
     left = _annotation_plan(base, scheme.get_quantize_registry(), spec.qat_skip, keras)
