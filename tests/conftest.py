@@ -14,7 +14,7 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("EDGEC_PROGRESS", "0")
 
-import edgec  # noqa: E402,F401  (sets the Keras environment before TensorFlow loads)
+import edgec  # noqa: E402  (sets the Keras environment before TensorFlow loads)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,6 +45,26 @@ def digits_dir(tmp_path_factory, digits_split) -> Path:
 @pytest.fixture(scope="session")
 def digits_model_path(digits_dir) -> Path:
     return digits_dir / "digits_cnn.keras"
+
+
+@pytest.fixture(scope="session")
+def agent_pyz(tmp_path_factory) -> Path:
+    from edgec.agent import bundle
+
+    return Path(bundle.build(str(tmp_path_factory.mktemp("agent") / "edgec-agent.pyz")))
+
+
+@pytest.fixture(scope="session")
+def digits_builds(tmp_path_factory, digits_dir) -> dict[str, Path]:
+    """fp32 and int8 x86-cpu builds of the digits CNN (verified on eval data), shared by the agent
+    and collector tests, which read them only."""
+    out = {}
+    for precision in ("fp32", "int8"):
+        root = tmp_path_factory.mktemp(f"dist-{precision}")
+        result = edgec.build(digits_dir / "digits_cnn.keras", target="x86-cpu", precision=precision,
+                             calib=str(digits_dir / "calib.npz"), eval=str(digits_dir / "eval.npz"), out=root)
+        out[precision] = result.out_dir
+    return out
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):

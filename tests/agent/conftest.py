@@ -26,27 +26,6 @@ def _isolated_store(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def agent_pyz(tmp_path_factory) -> Path:
-    from edgec.agent import bundle
-
-    return Path(bundle.build(str(tmp_path_factory.mktemp("agent") / "edgec-agent.pyz")))
-
-
-@pytest.fixture(scope="session")
-def digits_builds(tmp_path_factory, digits_dir) -> dict[str, Path]:
-    """fp32 and int8 x86-cpu builds of the digits CNN (verified on eval data)."""
-    import edgec
-
-    out = {}
-    for precision in ("fp32", "int8"):
-        root = tmp_path_factory.mktemp(f"dist-{precision}")
-        result = edgec.build(digits_dir / "digits_cnn.keras", target="x86-cpu", precision=precision,
-                             calib=str(digits_dir / "calib.npz"), eval=str(digits_dir / "eval.npz"), out=root)
-        out[precision] = result.out_dir
-    return out
-
-
-@pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
     """A small real ONNX model (MatMul + Add + Relu, dynamic batch) written with the onnx package."""
     onnx = pytest.importorskip("onnx")

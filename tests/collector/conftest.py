@@ -29,23 +29,9 @@ def _isolated(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def agent_pyz(tmp_path_factory) -> Path:
-    from edgec.agent import bundle
-
-    return Path(bundle.build(str(tmp_path_factory.mktemp("agent") / "edgec-agent.pyz")))
-
-
-@pytest.fixture(scope="session")
-def builds(tmp_path_factory, digits_dir) -> dict[str, Path]:
-    """fp32 and int8 x86-cpu builds of the digits CNN, made by `edgec build` (verified on eval data)."""
-    out = {}
-    for precision in ("fp32", "int8"):
-        root = tmp_path_factory.mktemp(f"collector-dist-{precision}")
-        proc = run_cli("build", digits_dir / "digits_cnn.keras", "--target", "x86-cpu", "--precision", precision,
-                       "--calib", digits_dir / "calib.npz", "--eval", digits_dir / "eval.npz", "--out", root)
-        assert proc.returncode == 0, proc.stderr
-        out[precision] = root / "x86-cpu"
-    return out
+def builds(digits_builds) -> dict[str, Path]:
+    """fp32 and int8 x86-cpu builds of the digits CNN (the suite's shared ones, see tests/conftest.py)."""
+    return digits_builds
 
 
 @pytest.fixture(scope="session")
