@@ -202,6 +202,9 @@ def test_sampling_thread_separates_idle_and_active_on_a_fixture_tree(tmp_path):
     time.sleep(0.4)
     t1 = clock()
     write_in_place(total, "4200\n")
+    # a sample is stamped when its read returns: a read of the old value in flight during the write
+    # may be stamped just after it, so the active window opens once such a read has landed
+    time.sleep(0.05)
     t2 = clock()
     time.sleep(0.4)
     t3 = clock()
