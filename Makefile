@@ -33,7 +33,7 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check toolchain targets profiles calibration tests bench
+	$(VENV)/bin/ruff check toolchain tests bench setup.py
 
 bench: setup
 	$(PY) bench/bench_build.py

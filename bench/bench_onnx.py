@@ -91,8 +91,8 @@ def main() -> None:
     parser.add_argument("--opset", type=int, default=17)
     args = parser.parse_args()
 
-    from edgec import onnx_tools
     from edgec.examples import digits, make_model, train
+    from edgec.targets.tensorrt import export, onnx_io, quantize
 
     split = digits(0)
     x, y, calib = split.x_test, split.y_test, split.x_train[:200]
@@ -100,13 +100,13 @@ def main() -> None:
     for arch in args.archs:
         model = make_model(arch)
         keras_acc = train(model, split, epochs=args.epochs, seed=0) * 100
-        proto = onnx_tools.export_keras(model, args.opset)
+        proto = export.export_keras(model, args.opset)
         float_bytes = proto.SerializeToString()
-        diff = float(np.abs(np.asarray(model(x, training=False)) - onnx_tools.OrtRunner(float_bytes)(x)[0]).max())
-        pre = onnx_tools.prepare_for_quantization(proto)
+        diff = float(np.abs(np.asarray(model(x, training=False)) - onnx_io.OrtRunner(float_bytes)(x)[0]).max())
+        pre = quantize.prepare_for_quantization(proto)
         asym = _ort_recipe(pre, calib, symmetric=False)
         sym = _ort_recipe(pre, calib, symmetric=True)
-        ours = onnx_tools.quantize_qdq(pre, calib).model.SerializeToString()
+        ours = quantize.quantize_qdq(pre, calib).model.SerializeToString()
         rows.append({
             "arch": arch, "keras": keras_acc, "float": _acc(float_bytes, x, y, False), "diff": diff,
             "asym": _acc(asym, x, y, False), "sym": _acc(sym, x, y, False), "sym_exact": _acc(sym, x, y, True),

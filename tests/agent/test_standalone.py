@@ -15,7 +15,7 @@ import pytest
 from edgec.agent import bundle
 from tests.conftest import REPO
 
-AGENT_DIR = REPO / "toolchain" / "agent"
+AGENT_DIR = REPO / "toolchain" / "edgec" / "agent"
 AGENT_FILES = sorted(AGENT_DIR.rglob("*.py"))
 
 # Standard-library features newer than Python 3.6 that parse fine with feature_version=(3, 6).

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from edgec import tflite_model
-from edgec.targets.edgetpu import Settings, analyze
+from edgec.targets.edgetpu import EdgeTPUSettings as Settings
+from edgec.targets.edgetpu import analyze
 from tests.edgetpu.conftest import keras_macs, random_npz
 
 

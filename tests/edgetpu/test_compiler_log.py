@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from edgec.targets.edgetpu import (
-    compare,
+from edgec.targets.edgetpu.compiler_log import (
+    compare_with_analysis,
     compiler_totals,
     parse_compiler_output,
-    rules,
     status_category,
 )
+from edgec.targets.edgetpu.rules import rules
 from tests.edgetpu.conftest import fixture_text
 
 
@@ -127,10 +127,10 @@ def test_compare_finds_where_compiler_and_analysis_disagree(leaky_build):
         if cpu:
             agree.append((op, cpu, "Operation not supported" if op == "LEAKY_RELU" else
                           "More than one subgraph is not supported"))
-    assert compare(report, _parsed(agree)) == []
+    assert compare_with_analysis(report, _parsed(agree)) == []
     # a compiler that mapped LEAKY_RELU (and so everything after it) disagrees op by op
     all_mapped = [(op, tpu + cpu, "Mapped to Edge TPU") for op, (tpu, cpu) in counts.items()]
-    diff = {d["op"]: d for d in compare(report, _parsed(all_mapped))}
+    diff = {d["op"]: d for d in compare_with_analysis(report, _parsed(all_mapped))}
     assert "LEAKY_RELU" in diff and diff["LEAKY_RELU"]["analysis"]["reasons"] == ["unsupported_op"]
     assert diff["LEAKY_RELU"]["compiler"]["on_tpu"] == 1
     assert "(total)" not in diff
@@ -139,7 +139,7 @@ def test_compare_finds_where_compiler_and_analysis_disagree(leaky_build):
 def test_compare_with_a_real_log_of_another_model(coral_build):
     """Fed a real log of a different model, every differing op type and the total are reported."""
     report = json.loads((coral_build.out_dir / "edgetpu_report.json").read_text())
-    diff = {d["op"]: d for d in compare(report, parse_compiler_output(fixture_text("v15_mnist7_edgetpu.log")))}
+    diff = {d["op"]: d for d in compare_with_analysis(report, parse_compiler_output(fixture_text("v15_mnist7_edgetpu.log")))}
     assert {"CONV_2D", "MEAN", "QUANTIZE", "SOFTMAX", "RESHAPE", "(total)"} <= set(diff)
     assert "FULLY_CONNECTED" not in diff  # 2 mapped on both sides
     assert diff["(total)"] == {"op": "(total)", "analysis": {"ops": 9}, "compiler": {"ops": 8}}

@@ -24,7 +24,7 @@ def test_no_engine_here_says_why():
 @pytest.mark.hardware
 def test_engine_builds_and_matches_onnx(digits_dir, tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (JetPack or pip install 'edgec[tensorrt]')")
-    from edgec.targets.tensorrt import cuda_compute_capabilities
+    from edgec.targets.tensorrt.engine import cuda_compute_capabilities
 
     try:
         caps = cuda_compute_capabilities()

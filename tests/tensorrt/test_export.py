@@ -15,16 +15,16 @@ pytest.importorskip("tf2onnx", reason="needs the onnx extra")
 @pytest.mark.parametrize("arch", ["cnn", "residual", "separable"])
 @pytest.mark.parametrize("opset", [13, 17])
 def test_float_onnx_matches_keras(arch, opset, trained_models, digits_split):
-    from edgec import onnx_tools
+    from edgec.targets.tensorrt import export, onnx_io
 
     model = trained_models[arch]
-    proto = onnx_tools.export_keras(model, opset)
-    assert onnx_tools.opset_of(proto) == opset
-    report = onnx_tools.check_for_tensorrt(proto, "8.2" if opset == 13 else "8.5")
+    proto = export.export_keras(model, opset)
+    assert onnx_io.opset_of(proto) == opset
+    report = export.check_for_tensorrt(proto, "8.2" if opset == 13 else "8.5")
     assert report["onnx_checker"] == "passed" and not report["unknown_ops"]
     x = digits_split.x_test
     ref = np.asarray(model(x, training=False))
-    got = onnx_tools.OrtRunner(proto.SerializeToString())(x)[0]
+    got = onnx_io.OrtRunner(proto.SerializeToString())(x)[0]
     assert got.shape == ref.shape
     assert np.abs(got - ref).max() < 1e-4
 
@@ -49,35 +49,36 @@ def _graph(op: str, opset: int, zero_point: int | None = None):
 
 
 def test_op_table_rejects_what_the_parser_rejects():
-    from edgec import onnx_tools
+    from edgec.targets.tensorrt import export
 
     model = _graph("NonZero", 13)
     with pytest.raises(EdgecError, match=r"TensorRT 8\.2.*NonZero"):
-        onnx_tools.check_for_tensorrt(model, "8.2")
-    assert onnx_tools.check_for_tensorrt(_graph("NonZero", 13), "8.5")["op_counts"] == {"NonZero": 1}
-    assert onnx_tools.check_for_tensorrt(_graph("Relu", 13), "8.2")["op_table"] == "8.2"
+        export.check_for_tensorrt(model, "8.2")
+    assert export.check_for_tensorrt(_graph("NonZero", 13), "8.5")["op_counts"] == {"NonZero": 1}
+    assert export.check_for_tensorrt(_graph("Relu", 13), "8.2")["op_table"] == "8.2"
 
 
 def test_opset_above_the_parser_is_rejected():
-    from edgec import onnx_tools
+    from edgec.targets.tensorrt import export
 
     with pytest.raises(EdgecError, match=r"opset 17 is outside .*TensorRT 8\.2.*at most 13"):
-        onnx_tools.check_for_tensorrt(_graph("Relu", 17), "8.2")
+        export.check_for_tensorrt(_graph("Relu", 17), "8.2")
 
 
 def test_nonzero_zero_point_is_rejected():
-    from edgec import onnx_tools
+    from edgec.targets.tensorrt import export
 
-    assert onnx_tools.check_for_tensorrt(_graph("", 13, zero_point=0), "8.2")["op_counts"]["QuantizeLinear"] == 1
+    assert export.check_for_tensorrt(_graph("", 13, zero_point=0), "8.2")["op_counts"]["QuantizeLinear"] == 1
     with pytest.raises(EdgecError, match="zero point"):
-        onnx_tools.check_for_tensorrt(_graph("", 13, zero_point=3), "8.2")
+        export.check_for_tensorrt(_graph("", 13, zero_point=3), "8.2")
 
 
 def test_every_profile_version_has_an_op_table():
-    from edgec import onnx_tools, profiles
+    from edgec import profiles
+    from edgec.targets.tensorrt import export
 
     for p in profiles.all_profiles():
         if p.target == "tensorrt":
-            version, table = onnx_tools._table_for(p.tensorrt["tensorrt"])
+            version, table = export._table_for(p.tensorrt["tensorrt"])
             assert p.tensorrt["onnx_opset"] <= table["max_opset"], p.id
             assert {"Conv", "Gemm", "QuantizeLinear", "DequantizeLinear", "Relu", "Add"} <= set(table["supported"])

@@ -21,7 +21,7 @@ def int8_onnx(digits_dir, tmp_path_factory):
 
 def test_report_reads_the_file(int8_onnx, digits_model_path):
     from edgec.model_io import load_model
-    from edgec.onnx_tools import inspect_onnx
+    from edgec.targets.tensorrt.inspect import inspect_onnx
 
     report = inspect_onnx(int8_onnx)
     keras_model = load_model(digits_model_path).model

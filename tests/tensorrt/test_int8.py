@@ -16,10 +16,10 @@ def _assert_tensorrt_qdq(model_path):
     """Every zero point 0, int8, every Conv/Gemm with per-channel weights and a quantized input."""
     import onnx
 
-    from edgec import onnx_tools
+    from edgec.targets.tensorrt import quantize
 
     model = onnx.load(model_path)
-    report = onnx_tools.qdq_report(model)
+    report = quantize.qdq_report(model)
     assert report["zero_points_all_zero"] and report["qdq_dtypes"] == ["int8"]
     assert report["weights_per_channel"] and all(report["weights_per_channel"].values())
     assert all(report["weighted_inputs_quantized"].values())
@@ -48,13 +48,13 @@ def test_ptq_cnn_build(digits_dir, tmp_path):
 @pytest.mark.parametrize("arch", ["residual", "separable"])
 def test_ptq_symmetric_keeps_accuracy(arch, trained_models, digits_split):
     """The residual (Add) and depthwise-separable (ReLU6 = Clip) models keep their accuracy."""
-    from edgec import onnx_tools
+    from edgec.targets.tensorrt import export, onnx_io, quantize
 
     model = trained_models[arch]
-    pre = onnx_tools.prepare_for_quantization(onnx_tools.export_keras(model, 17))
-    result = onnx_tools.quantize_qdq(pre, digits_split.x_train[:200])
-    float_acc = accuracy(onnx_tools.OrtRunner(pre.SerializeToString())(digits_split.x_test), digits_split.y_test)
-    int8_acc = accuracy(onnx_tools.OrtRunner(result.model.SerializeToString())(digits_split.x_test), digits_split.y_test)
+    pre = quantize.prepare_for_quantization(export.export_keras(model, 17))
+    result = quantize.quantize_qdq(pre, digits_split.x_train[:200])
+    float_acc = accuracy(onnx_io.OrtRunner(pre.SerializeToString())(digits_split.x_test), digits_split.y_test)
+    int8_acc = accuracy(onnx_io.OrtRunner(result.model.SerializeToString())(digits_split.x_test), digits_split.y_test)
     assert (float_acc - int8_acc) * 100 <= 1.0, (float_acc, int8_acc)
     assert result.report["zero_points_all_zero"] and all(result.report["weights_per_channel"].values())
     if arch == "residual":  # both inputs of every residual Add are quantized (TensorRT fuses Conv+Add)
@@ -101,7 +101,7 @@ def test_qat_scheme_is_symmetric_and_per_channel(qat_cnn):
 
 
 def test_qat_build_exports_learned_ranges(qat_cnn, trained_models, digits_dir, digits_split, tmp_path):
-    from edgec import onnx_tools
+    from edgec.targets.tensorrt import inspect, onnx_io
 
     result = edgec.build(qat_cnn, target="jetson-orin-nano", precision="int8", calib=str(digits_dir / "calib.npz"),
                          eval=str(digits_dir / "eval.npz"), out=tmp_path)
@@ -112,10 +112,10 @@ def test_qat_build_exports_learned_ranges(qat_cnn, trained_models, digits_dir, d
     assert result.manifest["tensorrt"]["export"]["from_qat_model"] is True
     _assert_tensorrt_qdq(result.out_dir / "model.onnx")
     float_acc = accuracy([np.asarray(trained_models["cnn"](digits_split.x_test))], digits_split.y_test)
-    qat_acc = accuracy(onnx_tools.OrtRunner(result.out_dir / "model.onnx")(digits_split.x_test), digits_split.y_test)
+    qat_acc = accuracy(onnx_io.OrtRunner(result.out_dir / "model.onnx")(digits_split.x_test), digits_split.y_test)
     assert (float_acc - qat_acc) * 100 <= 1.0, (float_acc, qat_acc)
     # the exported activation scales are the QAT ones: max / 127 of a learned symmetric range
-    report = onnx_tools.inspect_onnx(result.out_dir / "model.onnx")
+    report = inspect.inspect_onnx(result.out_dir / "model.onnx")
     by_layer: dict[str, dict[str, float]] = {}
     for v in qat_cnn.weights:
         tail = v.name.split("/")[-1].split(":")[0]

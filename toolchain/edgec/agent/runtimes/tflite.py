@@ -60,7 +60,7 @@ class TFLiteRuntime(Runtime):
         try:
             return module.Interpreter(**kwargs)
         except (ValueError, RuntimeError) as exc:
-            raise AgentError("%s cannot load '%s': %s" % (self.module, self.path, exc))
+            raise AgentError("%s cannot load '%s': %s" % (self.module, self.path, exc)) from exc
 
     def _prepare(self):
         it = self.interpreter
@@ -103,7 +103,7 @@ class EdgeTPURuntime(TFLiteRuntime):
             ctypes.CDLL(library)
         except OSError as exc:
             raise Unavailable("Edge TPU runtime absent: cannot load %s (%s); install Coral's libedgetpu1-std "
-                              "(https://coral.ai/software/#edgetpu-runtime) and connect the Edge TPU" % (library, exc))
+                              "(https://coral.ai/software/#edgetpu-runtime) and connect the Edge TPU" % (library, exc)) from exc
         self.delegate = library
         try:
             from pycoral.utils import edgetpu  # Coral's own package, from Coral's index
@@ -121,7 +121,7 @@ class EdgeTPURuntime(TFLiteRuntime):
             self._prepare()
             self.details["edge_tpus"] = [dict(t) for t in tpus]
             return
-        super(EdgeTPURuntime, self).load()
+        super().load()
 
     def _delegates(self, module):
         options = {}
@@ -131,4 +131,4 @@ class EdgeTPURuntime(TFLiteRuntime):
             return [module.load_delegate(self.delegate, options)]
         except (ValueError, OSError, RuntimeError) as exc:
             raise Unavailable("Edge TPU absent: %s loads but no Edge TPU answered (%s); check the USB "
-                              "connection or /dev/apex_0" % (self.delegate, exc))
+                              "connection or /dev/apex_0" % (self.delegate, exc)) from exc

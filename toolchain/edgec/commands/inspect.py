@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -24,7 +25,7 @@ def inspect(artifact: Path, as_json: bool, edgetpu: bool) -> None:
     if suffix == ".onnx" and edgetpu:
         raise EdgecError(f"--edgetpu analyses .tflite models; '{artifact}' is an ONNX model")
     if suffix == ".onnx":
-        from edgec.onnx_tools import inspect_onnx, print_onnx_report
+        from edgec.targets.tensorrt.inspect import inspect_onnx
 
         report, show = inspect_onnx(artifact), print_onnx_report
     elif suffix != ".tflite":
@@ -113,3 +114,43 @@ def print_edgetpu_report(report: dict) -> None:
         out.print(line)
     for warning in report["warnings"]:
         out.print(f"[yellow]warning:[/] {warning}")
+
+
+def print_onnx_report(report: dict[str, Any]) -> None:
+    """The ``edgec inspect model.onnx`` tables: ops, Q/DQ placement, totals."""
+    from rich.table import Table
+
+    from edgec.util import console, human_bytes
+
+    out = console()
+    io = lambda ts: ", ".join(f"{t['name']} {t['dtype']}{t['shape']}" for t in ts)  # noqa: E731
+    out.print(f"[bold]{report['file']}[/]  ONNX opset {report['opset']} ({report['producer'] or '?'})  "
+              f"inputs: {io(report['inputs'])}  outputs: {io(report['outputs'])}")
+    table = Table(title="ops", title_justify="left")
+    for col, justify in (("#", "right"), ("op", "left"), ("out shape", "left"), ("weights", "left"),
+                         ("params", "right"), ("q input", "left"), ("zeros", "right"), ("bytes", "right")):
+        table.add_column(col, justify=justify)
+    for r in report["ops"]:
+        weights = f"{r['weight_dtype']}{r['weight_shape']}" if r["weight_dtype"] else "-"
+        zeros = f"{r['zero_share'] * 100:.1f} %" if r["zero_share"] is not None else "-"
+        table.add_row(str(r["index"]), r["op"], str(r["shape"]), weights, f"{r['params']:,}",
+                      "int8" if r["quantized_input"] else "-", zeros, f"{r['bytes']:,}")
+    out.print(table)
+    if report["qdq"]:
+        q = Table(title="Q/DQ placement", title_justify="left")
+        for col in ("tensor", "kind", "dtype", "granularity", "scale", "zero points", "feeds"):
+            q.add_column(col)
+        for r in report["qdq"]:
+            gran = f"per-channel x{r['channels']} (axis {r['axis']})" if r["per_channel"] else "per-tensor"
+            scale = (f"{r['scale']:.4g}" if r["scale"] is not None else
+                     f"{r['scale_range'][0]:.3g}..{r['scale_range'][1]:.3g}" if r["scale_range"] else "-")
+            q.add_row(r["tensor"][-60:], r["kind"], r["dtype"], gran, scale, str(r["zero_points"]),
+                      ", ".join(r["consumers"]))
+        out.print(q)
+    t = report["totals"]
+    extra = f", zstd {human_bytes(t['zstd_bytes'])}" if "zstd_bytes" in t else ""
+    zp = f", zero points {t['zero_points']}" if t["qdq_tensors"] else ""
+    out.print(f"totals: {t['ops']} ops ({t['nodes']} nodes), {t['params']:,} parameters, initializers "
+              f"{human_bytes(t['initializer_bytes'])}, Q/DQ on {t['qdq_weights']} weights + {t['qdq_activations']} "
+              f"activations{zp}, file {human_bytes(t['file_bytes'])} (gzip {human_bytes(t['gzip_bytes'])}{extra})")
+    out.print("op counts: " + ", ".join(f"{k} x{v}" for k, v in report["op_counts"].items()))

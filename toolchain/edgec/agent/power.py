@@ -11,7 +11,7 @@ import threading
 import time
 
 
-class PowerMonitor(object):
+class PowerMonitor:
     """Reads ``sensor`` as fast as it allows in a daemon thread; ``samples`` are (t, {rail: value})."""
 
     def __init__(self, sensor, clock=time.perf_counter):

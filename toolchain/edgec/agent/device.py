@@ -67,7 +67,7 @@ def _compatible(root):
     try:
         with open(root.path("/proc/device-tree/compatible"), "rb") as fh:
             raw = fh.read()
-    except (IOError, OSError):
+    except OSError:
         return []
     return [c for c in raw.decode("utf-8", "replace").split("\x00") if c]
 

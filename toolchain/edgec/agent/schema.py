@@ -77,7 +77,7 @@ class SchemaError(AgentError):
         self.problems = list(problems)
         shown = "; ".join(self.problems[:5])
         more = " (+%d more)" % (len(self.problems) - 5) if len(self.problems) > 5 else ""
-        super(SchemaError, self).__init__("invalid agent report: " + shown + more)
+        super().__init__("invalid agent report: " + shown + more)
 
 
 _INT64 = 2 ** 63

@@ -16,7 +16,6 @@ Method:
 """
 
 import gc
-import hashlib
 import logging
 import os
 import time

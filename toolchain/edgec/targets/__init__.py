@@ -13,8 +13,8 @@ from edgec.errors import EdgecError, choices
 #: target kind -> "module:Class"
 REGISTRY: dict[str, str] = {
     "tflite": "edgec.targets.tflite:TFLiteTarget",
-    "edgetpu": "edgec.targets.edgetpu:EdgeTPUTarget",
-    "tensorrt": "edgec.targets.tensorrt:TensorRTTarget",
+    "edgetpu": "edgec.targets.edgetpu.target:EdgeTPUTarget",
+    "tensorrt": "edgec.targets.tensorrt.target:TensorRTTarget",
 }
 
 

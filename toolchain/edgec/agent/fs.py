@@ -19,7 +19,7 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
-class Root(object):
+class Root:
     """A device filesystem seen from ``root``; paths are given and returned as on the device."""
 
     def __init__(self, root="/"):
@@ -42,7 +42,7 @@ class Root(object):
         try:
             with open(self.path(device_path), "rb") as fh:
                 data = fh.read()
-        except (IOError, OSError):
+        except OSError:
             return default
         return data.decode("utf-8", "replace").replace("\x00", "").strip()
 
@@ -51,7 +51,7 @@ class Root(object):
         try:
             with open(self.path(device_path), "rb") as fh:
                 fh.read(64)
-        except (IOError, OSError) as exc:
+        except OSError as exc:
             return exc.strerror or str(exc)
         return None
 

@@ -3,7 +3,7 @@
 import sys
 
 
-class Runtime(object):
+class Runtime:
     """One artifact loaded in one runtime.
 
     After :meth:`load` and :meth:`set_inputs`, :attr:`invoke` is a zero-argument callable that

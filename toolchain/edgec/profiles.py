@@ -2,7 +2,7 @@
 
 A profile states what a device can do (precisions, runtime, GPU arch, TensorRT/JetPack version,
 Edge TPU variant, power sensor, memory) and which target kind builds for it. Adding a device
-that an existing target serves is one file here. Unknown keys are rejected, naming the file and
+that an existing target serves is one file in the top-level ``profiles/`` folder. Unknown keys are rejected, naming the file and
 the key.
 """
 
@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from edgec.errors import EdgecError, choices
+from edgec.resources import data_dir
 
-PROFILE_DIR = Path(__file__).parent
+PROFILE_DIR = data_dir("profiles")
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 TARGET_KINDS = ("tflite", "edgetpu", "tensorrt")

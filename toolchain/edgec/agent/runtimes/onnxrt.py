@@ -21,7 +21,7 @@ class OnnxRuntime(Runtime):
             import onnxruntime as ort
         except ImportError as exc:
             raise Unavailable("ONNX Runtime absent: cannot import onnxruntime (%s); install it on the device "
-                              "with 'pip3 install onnxruntime' (or onnxruntime-gpu)" % exc)
+                              "with 'pip3 install onnxruntime' (or onnxruntime-gpu)" % exc) from exc
         self.module = "onnxruntime"
         self.version = module_version(ort, "onnxruntime", "onnxruntime-gpu")
         so = ort.SessionOptions()
@@ -34,7 +34,7 @@ class OnnxRuntime(Runtime):
         try:
             self.session = ort.InferenceSession(self.path, sess_options=so, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            raise AgentError("onnxruntime cannot load '%s': %s" % (self.path, exc))
+            raise AgentError("onnxruntime cannot load '%s': %s" % (self.path, exc)) from exc
         self.delegate = self.session.get_providers()[0]
         self.details = {"providers": self.session.get_providers()}
         self._specs = []

@@ -22,7 +22,7 @@ def _candidates():
     return [n for n in names if n]
 
 
-class Cuda(object):
+class Cuda:
     """libcudart: device memory, copies, a stream, and the device's name and compute capability."""
 
     def __init__(self, device=0):

@@ -65,8 +65,8 @@ def _load_sample(path, specs):
         raise AgentError("input sample '%s' does not exist" % path)
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (IOError, OSError, ValueError) as exc:
-        raise AgentError("cannot read input sample '%s': %s (expected .npy or .npz)" % (path, exc))
+    except (OSError, ValueError) as exc:
+        raise AgentError("cannot read input sample '%s': %s (expected .npy or .npz)" % (path, exc)) from exc
     if hasattr(loaded, "files"):  # .npz
         if len(specs) == 1 and "x" in loaded.files:
             return [loaded["x"]]

@@ -47,7 +47,7 @@ SCOPE_NOTES = {
 }
 
 
-class Sensor(object):
+class Sensor:
     """Base class: poll :meth:`read` every ``interval_s`` seconds."""
 
     name = ""
@@ -117,7 +117,7 @@ class Ina3221Hwmon(Sensor):
     name = "ina3221"
 
     def __init__(self, root):
-        super(Ina3221Hwmon, self).__init__()
+        super().__init__()
         self.root = root
         self._channels = []  # (rail, voltage path, current path)
         dirs = root.glob("/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*")
@@ -147,7 +147,7 @@ class Ina3221Hwmon(Sensor):
         return dict((rail, number(volt) * number(curr) / 1e6) for rail, volt, curr in self._channels)
 
     def describe(self):
-        info = super(Ina3221Hwmon, self).describe()
+        info = super().describe()
         info["update_interval_ms"] = self.update_interval_ms
         return info
 
@@ -158,7 +158,7 @@ class Ina3221Iio(Sensor):
     name = "ina3221x"
 
     def __init__(self, root):
-        super(Ina3221Iio, self).__init__()
+        super().__init__()
         self._channels = []
         dirs = root.glob("/sys/bus/i2c/drivers/ina3221x/*/iio:device*")
         if not dirs:
@@ -199,7 +199,7 @@ class Tegrastats(Sensor):
     name = "tegrastats"
 
     def __init__(self, root, command=None, interval_ms=20):
-        super(Tegrastats, self).__init__()
+        super().__init__()
         exe = command or shutil.which("tegrastats")
         if exe is None and root.is_live and os.path.exists("/usr/bin/tegrastats"):
             exe = "/usr/bin/tegrastats"
@@ -221,7 +221,7 @@ class Tegrastats(Sensor):
             proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     universal_newlines=True)
         except OSError as exc:
-            raise Unavailable("tegrastats: cannot run %s: %s" % (self.argv[0], exc))
+            raise Unavailable("tegrastats: cannot run %s: %s" % (self.argv[0], exc)) from exc
         try:
             for _ in range(5):
                 line = proc.stdout.readline()
@@ -263,7 +263,7 @@ class Nvml(Sensor):
     scope = "gpu-board"
 
     def __init__(self, root, library=None):
-        super(Nvml, self).__init__()
+        super().__init__()
         names = [library] if library else ["libnvidia-ml.so.1", ctypes.util.find_library("nvidia-ml")]
         self._lib = None
         errors = []
@@ -342,7 +342,7 @@ class NvidiaSmi(Sensor):
     scope = "gpu-board"
 
     def __init__(self, root, command=None, interval_ms=20):
-        super(NvidiaSmi, self).__init__()
+        super().__init__()
         exe = command or shutil.which("nvidia-smi")
         if not exe:
             raise Unavailable("nvidia-smi: not on PATH")
@@ -350,7 +350,7 @@ class NvidiaSmi(Sensor):
         try:
             out = subprocess.check_output(base, stderr=subprocess.STDOUT, universal_newlines=True, timeout=20)
         except (OSError, subprocess.SubprocessError) as exc:
-            raise Unavailable("nvidia-smi: %s" % exc)
+            raise Unavailable("nvidia-smi: %s" % exc) from exc
         first = parse_nvidia_smi(out.splitlines())
         if not first:
             raise Unavailable("nvidia-smi: no power.draw reading (%s)" % out.strip()[-200:])
@@ -386,7 +386,7 @@ class Rapl(Sensor):
     counter = True
 
     def __init__(self, root):
-        super(Rapl, self).__init__()
+        super().__init__()
         if not root.exists("/sys/class/powercap"):
             raise Unavailable("rapl: /sys/class/powercap is not present (no RAPL driver, or a VM that does not expose it)")
         zones = [z for z in root.glob("/sys/class/powercap/intel-rapl:*")
@@ -420,7 +420,7 @@ class Hwmon(Sensor):
     scope = "hwmon"
 
     def __init__(self, root):
-        super(Hwmon, self).__init__()
+        super().__init__()
         self._channels = []
         for d in root.glob("/sys/class/hwmon/hwmon*"):
             chip = root.read(d + "/name") or d.rsplit("/", 1)[1]
@@ -454,7 +454,7 @@ class Command(Sensor):
     scope = "external"
 
     def __init__(self, root, command):
-        super(Command, self).__init__()
+        super().__init__()
         if not command:
             raise Unavailable("command: no --power-command given")
         self.command = command
@@ -471,9 +471,9 @@ class Command(Sensor):
             # a streaming meter never exits: accept it if it printed a number in 5 s
             text = exc.output if isinstance(exc.output, str) else (exc.output or b"").decode("utf-8", "replace")
             if not _NUMBER.search(text or ""):
-                raise Unavailable("command: %r printed no watts within 5 s" % command)
+                raise Unavailable("command: %r printed no watts within 5 s" % command) from exc
         except (OSError, subprocess.CalledProcessError) as exc:
-            raise Unavailable("command: %r failed: %s" % (command, exc))
+            raise Unavailable("command: %r failed: %s" % (command, exc)) from exc
 
     def read(self):
         raise NotImplementedError("command streams; use stream()")
@@ -497,7 +497,7 @@ class Command(Sensor):
             _stop_process(self._proc)
 
 
-class _Files(object):
+class _Files:
     """sysfs attributes kept open and re-read with ``pread`` at offset 0.
 
     Each re-read makes the driver produce a fresh value; keeping the descriptor saves an
@@ -535,7 +535,7 @@ def _stop_process(proc):
         if stream is not None:
             try:
                 stream.close()
-            except (IOError, OSError):
+            except OSError:
                 pass
 
 
@@ -581,7 +581,7 @@ def open_sensor(kind="auto", root=None, command=None, rail=None, tegrastats=None
         except Unavailable as exc:
             reasons.append(str(exc))
             continue
-        except (IOError, OSError, ValueError, IndexError) as exc:
+        except (OSError, ValueError, IndexError) as exc:
             reasons.append("%s: reading failed (%s)" % (name, exc))
             continue
         if rail:

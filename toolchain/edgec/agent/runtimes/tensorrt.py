@@ -42,10 +42,10 @@ def read_bundle(path):
     try:
         with open(build_json) as fh:
             spec = json.load(fh)
-    except (IOError, OSError) as exc:
-        raise AgentError("cannot read %s: %s" % (build_json, exc))
+    except OSError as exc:
+        raise AgentError("cannot read %s: %s" % (build_json, exc)) from exc
     except ValueError as exc:
-        raise AgentError("%s is not valid JSON: %s" % (build_json, exc))
+        raise AgentError("%s is not valid JSON: %s" % (build_json, exc)) from exc
     if not isinstance(spec, dict) or spec.get("format") != BUNDLE_FORMAT:
         raise AgentError("%s is not an edgec TensorRT bundle: format %r, expected %r"
                          % (build_json, spec.get("format") if isinstance(spec, dict) else None, BUNDLE_FORMAT))
@@ -145,7 +145,7 @@ def import_tensorrt():
     except ImportError as exc:
         raise Unavailable("TensorRT absent: cannot import the Python module 'tensorrt' (%s); on a Jetson it comes "
                           "with JetPack (apt install python3-libnvinfer), on other NVIDIA GPUs from NVIDIA's "
-                          "TensorRT packages" % exc)
+                          "TensorRT packages" % exc) from exc
     return tensorrt
 
 

@@ -16,6 +16,7 @@ Standard library only, Python 3.6 syntax, like the rest of the agent.
 """
 
 import hashlib
+import http.client as http_client
 import json
 import logging
 import os
@@ -29,14 +30,12 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error as urllib_error
+import urllib.request as urllib_request
 import uuid
 
 from . import __version__, device, schema
 from .errors import AgentError
-
-import http.client as http_client
-import urllib.error as urllib_error
-import urllib.request as urllib_request
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class Refused(AgentError):
     """The collector refused the agent itself (token, schema version, another agent's name)."""
 
 
-class Answer(object):
+class Answer:
     def __init__(self, status, data):
         self.status = status
         self.data = data
@@ -85,7 +84,7 @@ class Answer(object):
         return (self.data or b"").decode("utf-8", "replace")[:300]
 
 
-class Api(object):
+class Api:
     """The collector's HTTP API with urllib (bearer token on every request)."""
 
     def __init__(self, url, token, timeout=30.0, cafile=None):
@@ -111,7 +110,7 @@ class Api(object):
         except urllib_error.HTTPError as exc:
             return exc
         except (urllib_error.URLError, socket.timeout, http_client.HTTPException, OSError) as exc:
-            raise Unreachable("%s %s: %s" % (method, path, getattr(exc, "reason", None) or exc))
+            raise Unreachable("%s %s: %s" % (method, path, getattr(exc, "reason", None) or exc)) from exc
 
     def call(self, method, path, body=None, timeout=None):
         """One request -> :class:`Answer`; 401 raises :class:`Refused`, 5xx/no answer :class:`Unreachable`."""
@@ -120,7 +119,7 @@ class Api(object):
             status = response.getcode()
             data = response.read()
         except (socket.timeout, http_client.HTTPException, OSError) as exc:
-            raise Unreachable("%s %s: reading the answer failed: %s" % (method, path, exc))
+            raise Unreachable("%s %s: reading the answer failed: %s" % (method, path, exc)) from exc
         finally:
             response.close()
         answer = Answer(status, data)
@@ -148,13 +147,13 @@ class Api(object):
                     digest.update(chunk)
                     fh.write(chunk)
         except (socket.timeout, http_client.HTTPException, OSError) as exc:
-            raise Unreachable("download of %s failed: %s" % (sha256, exc))
+            raise Unreachable("download of %s failed: %s" % (sha256, exc)) from exc
         finally:
             response.close()
         return digest.hexdigest()
 
 
-class Backoff(object):
+class Backoff:
     """Exponential backoff with full jitter: 0.5 s doubling up to ``cap``."""
 
     def __init__(self, base=0.5, cap=30.0):
@@ -330,14 +329,14 @@ def _death_signal():
 
 class JobFailed(Exception):
     def __init__(self, message, retry):
-        super(JobFailed, self).__init__(message)
+        super().__init__(message)
         self.retry = retry
 
 
 # ---------------------------------------------------------------------- the daemon
 
 
-class Daemon(object):
+class Daemon:
     """One agent serving one collector.
 
     Args:
@@ -554,12 +553,12 @@ class Daemon(object):
                 return self.api.download(sha, dest, timeout=max(60.0, self.api.timeout))
             except Unreachable as exc:
                 if self.stopping or self._lost.is_set():
-                    raise JobFailed("download of %s interrupted: %s" % (sha[:12], exc), retry=True)
+                    raise JobFailed("download of %s interrupted: %s" % (sha[:12], exc), retry=True) from exc
                 delay = backoff.next()
                 log.warning("%s; retrying in %.1f s", exc, delay)
                 time.sleep(delay)
             except AgentError as exc:
-                raise JobFailed(str(exc), retry=True)
+                raise JobFailed(str(exc), retry=True) from exc
 
     def bench_argv(self, job, target, out):
         package, _ = _package_location()
@@ -593,7 +592,7 @@ class Daemon(object):
             child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=job_dir, env=env,
                                      universal_newlines=True, preexec_fn=_death_signal())
         except OSError as exc:
-            raise JobFailed("cannot start the benchmark: %s" % exc, retry=True)
+            raise JobFailed("cannot start the benchmark: %s" % exc, retry=True) from exc
         self._child = child
         deadline = time.time() + timeout
         try:
@@ -605,7 +604,7 @@ class Daemon(object):
                     if time.time() > deadline:
                         child.kill()
                         child.communicate()
-                        raise JobFailed("the benchmark did not finish within %g s" % timeout, retry=False)
+                        raise JobFailed("the benchmark did not finish within %g s" % timeout, retry=False) from None
         finally:
             self._child = None
         if self._lost.is_set():
@@ -622,10 +621,10 @@ class Daemon(object):
             with open(out) as fh:
                 report = json.load(fh)
             return schema.check(report)
-        except (IOError, OSError, ValueError) as exc:
-            raise JobFailed("the benchmark wrote no readable report: %s" % exc, retry=True)
+        except (OSError, ValueError) as exc:
+            raise JobFailed("the benchmark wrote no readable report: %s" % exc, retry=True) from exc
         except schema.SchemaError as exc:
-            raise JobFailed(str(exc), retry=False)
+            raise JobFailed(str(exc), retry=False) from exc
 
     # ------------------------------------------------------------------ delivery
 
@@ -648,7 +647,7 @@ class Daemon(object):
             except Unreachable as exc:
                 if self.stopping:
                     log.warning("result of job %d kept in %s: it is sent on the next start", entry["job_id"], path)
-                    raise _Stop()
+                    raise _Stop() from exc
                 delay = backoff.next()
                 log.warning("posting the result of job %d failed (%s); retrying in %.1f s", entry["job_id"], exc,
                             delay)
@@ -672,7 +671,7 @@ class Daemon(object):
             try:
                 with open(path) as fh:
                     entry = json.load(fh)
-            except (IOError, OSError, ValueError) as exc:
+            except (OSError, ValueError) as exc:
                 log.error("unreadable spooled result %s (%s); moved aside", path, exc)
                 os.rename(path, path + ".bad")
                 continue
@@ -708,8 +707,8 @@ def main(args):
         try:
             with open(args.token_file) as fh:
                 token = fh.read().strip()
-        except (IOError, OSError) as exc:
-            raise AgentError("cannot read --token-file %s: %s" % (args.token_file, exc))
+        except OSError as exc:
+            raise AgentError("cannot read --token-file %s: %s" % (args.token_file, exc)) from exc
     if not token:
         raise AgentError("no token: pass --token-file FILE (a copy of the token file 'edgec serve' wrote), "
                          "--token TOKEN or set EDGEC_TOKEN")

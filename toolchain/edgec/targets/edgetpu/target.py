@@ -1,0 +1,140 @@
+"""Edge TPU target: a full-integer TFLite model, an op-by-op Edge TPU map, and the compiler.
+
+The build reuses the TFLite target's int8 conversion with a static batch of 1, then reads the
+artifact itself to decide, op by op, whether the Edge TPU can run it (:mod:`.analysis`, with the
+rules of :mod:`.rules`). When ``edgetpu_compiler`` is on PATH of an x86-64 host it is run with
+the profile's options (:mod:`.compiler`); its log is kept, parsed (:mod:`.compiler_log`) and
+compared with the analysis. When it is not, the EdgeTPU-ready ``model_int8.tflite`` is the
+artifact and the manifest gives the exact command that finishes the compile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from edgec.config import BuildOptions, Precision
+from edgec.errors import CheckFailed, EdgecError
+from edgec.profiles import Profile
+from edgec.targets.base import Artifact, BuildContext, Target
+from edgec.targets.edgetpu.analysis import analyze, summary_lines
+from edgec.targets.edgetpu.compiler import (
+    COMPILER_STDOUT,
+    compile_model,
+    compiler_command,
+    unavailable_reason,
+)
+from edgec.targets.edgetpu.compiler_log import compare_with_analysis, compiler_totals
+from edgec.targets.edgetpu.rules import EdgeTPUSettings
+
+log = logging.getLogger(__name__)
+
+INT8_MODEL = "model_int8.tflite"
+REPORT_FILE = "edgetpu_report.json"
+
+# --------------------------------------------------------------------------------------------
+# the target
+
+
+class EdgeTPUTarget(Target):
+    """Coral devices (USB Accelerator, Dev Board, M.2 and Dual M.2 cards) running the Edge TPU."""
+
+    kind = "edgetpu"
+    runtime = "edgetpu"
+
+    def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
+        if precision is not Precision.INT8:
+            raise EdgecError(
+                f"the Edge TPU runs only full-integer 8-bit models, so profile '{profile.id}' ({profile.device}) "
+                f"cannot build precision '{precision.value}'; use --precision int8 (its default) with --calib DATA, "
+                "or a CPU profile (x86-cpu, rpi5) for float artifacts"
+            )
+        if not options.has_representative_data:
+            raise EdgecError(
+                f"the Edge TPU needs a full-integer model calibrated on representative data: pass --calib DATA "
+                f"(.npz, .npy, image folder or module:function), or --qat with --fine-tune DATA, "
+                f"for profile '{profile.id}'"
+            )
+        if getattr(options, "require_compiler", False):
+            problem = unavailable_reason()
+            if problem:
+                out = Path(options.out) / profile.id
+                cmd = shlex.join(compiler_command(out / INT8_MODEL, out, EdgeTPUSettings.from_profile(profile)))
+                raise CheckFailed(f"--require-compiler: {problem}; without --require-compiler edgec writes the "
+                                  f"EdgeTPU-ready {INT8_MODEL} and the op map, then compile with: {cmd}")
+
+    def build(self, ctx: BuildContext) -> list[Artifact]:
+        from edgec.targets.tflite import artifact_info, convert
+
+        settings = EdgeTPUSettings.from_profile(ctx.profile)
+        content = convert(ctx.model, Precision.INT8, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
+                          progress=ctx.progress, batch_size=1)
+        int8 = ctx.workdir / INT8_MODEL
+        int8.write_bytes(content)
+        with ctx.progress.task("analyze: Edge TPU op map"):
+            report = analyze(int8, settings)
+        report["file"] = INT8_MODEL
+        with ctx.progress.task("compile: edgetpu_compiler"):
+            compiled = compile_model(int8, settings, user_out_dir=Path(ctx.options.out) / ctx.profile.id)
+        compiler: dict[str, Any] = {k: compiled.get(k) for k in ("status", "reason", "command", "invocation",
+                                                                  "returncode", "version", "install") if
+                                    compiled.get(k) is not None}
+        if compiled.get("parsed") is not None:
+            parsed = compiled["parsed"]
+            compiler.update(parsed=parsed, totals=compiler_totals(parsed), log=COMPILER_STDOUT)
+            if compiled["status"] == "compiled":
+                compiler["disagreements"] = compare_with_analysis(report, parsed)
+        report["compiler"] = compiler
+        (ctx.workdir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+
+        for line in summary_lines(report):
+            log.info("%s", line)
+        if compiled["status"] != "compiled":
+            log.warning("%s: %s%s", compiled["status"].replace("_", " "), compiled["reason"],
+                        f"; compile with: {compiled['command']}" if compiled.get("command") else "")
+        if getattr(ctx.options, "require_compiler", False) and compiled["status"] != "compiled":
+            raise CheckFailed(f"--require-compiler: {compiled['reason']}; rerun without --require-compiler to keep "
+                              f"{INT8_MODEL}, {REPORT_FILE} and the compiler log")
+
+        int8_art = Artifact(file=INT8_MODEL, role="model", format="tflite", precision="int8", verify_with="litert",
+                            info=artifact_info(int8))
+        report_art = Artifact(file=REPORT_FILE, role="report", format="json")
+        extra_files = [Artifact(file=f, role="log", format="text") for f in compiled.get("files", [])
+                       if not f.endswith(".tflite")]
+        tpu_models = [Artifact(file=f, role="edgetpu_model", format="tflite", precision="int8", verify_with=None,
+                               info={"segment": _segment(f), "runs_on": "Edge TPU (needs libedgetpu)"})
+                      for f in compiled.get("models", [])]
+        t = report["totals"]
+        ctx.extra["edgetpu"] = {
+            "compiled": compiled["status"] == "compiled",
+            "compiler": {k: v for k, v in compiler.items() if k != "parsed"},
+            "analysis": {"report": REPORT_FILE, "first_cpu_op": report["first_cpu_op"], "warnings": report["warnings"],
+                         **{k: t[k] for k in ("ops", "ops_on_tpu", "op_share", "macs", "macs_on_tpu", "mac_share",
+                                              "param_bytes_on_tpu", "cache_bytes", "off_chip_bytes_estimate")},
+                         "float_tensors": len(report["float_tensors"])},
+            "settings": dataclasses.asdict(settings),
+            "summary": summary_lines(report),
+        }
+        if compiled["status"] != "compiled":
+            ctx.extra["edgetpu"]["not_compiled"] = f"{compiled['status'].replace('_', ' ')}: {compiled['reason']}"
+        # the device runs the compiled model when there is one; LiteRT verifies the int8 model on the host
+        return [*tpu_models, int8_art, report_art, *extra_files]
+
+    def runner(self, path: Path, ctx: BuildContext | None = None):
+        from edgec.targets.tflite import LiteRTRunner
+
+        if Path(path).name != INT8_MODEL:
+            raise EdgecError(f"'{Path(path).name}' runs only on an Edge TPU; the host verifies {INT8_MODEL}")
+        threads = ctx.profile.threads if ctx is not None and ctx.profile.threads else None
+        return LiteRTRunner(path, threads=min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
+
+
+def _segment(name: str) -> dict[str, int] | None:
+    m = re.search(r"_segment_(\d+)_of_(\d+)_edgetpu\.tflite$", name)
+    return {"index": int(m.group(1)), "of": int(m.group(2))} if m else None

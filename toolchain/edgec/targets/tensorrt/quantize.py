@@ -1,0 +1,258 @@
+"""Symmetric int8 Q/DQ in TensorRT's explicit-quantization form, with ONNX Runtime's quantizer.
+
+Placement follows what TensorRT fuses best: Q/DQ on the activation input and the weights of every
+Conv/Gemm/MatMul, on both inputs of a residual Add, none on the outputs of Conv/Gemm/Add, ReLU kept
+as its own node (TensorRT fuses Conv+bias+ReLU(+Add) and re-quantizes once). Activations are
+symmetric int8 (zero point 0, scale = amax/127), weights symmetric per output channel in
+[-127, 127], kept as float initializers behind a QuantizeLinear -> DequantizeLinear pair (TensorRT
+8.x accepts INT8 only through quantization of a float tensor), biases stay float. The ranges come
+from QAT where the model was trained with the target's scheme, else from calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import EdgecError
+from edgec.targets.tensorrt.onnx_io import _quiet, _require, match_tensors, run_all_tensors
+
+log = logging.getLogger(__name__)
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+#: ONNX Runtime quantizer options that give TensorRT's explicit-quantization layout (see module doc).
+TENSORRT_QDQ_OPTIONS: dict[str, Any] = {
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    "OpTypesToExcludeOutputQuantization": ["Conv", "ConvTranspose", "Gemm", "MatMul", "Add"],
+    "AddQDQPairToWeight": True,
+    "QuantizeBias": False,
+}
+
+
+@dataclasses.dataclass
+class QuantResult:
+    model: Any  # onnx.ModelProto with Q/DQ
+    report: dict[str, Any]
+
+
+def _reader(x: np.ndarray, input_name: str, batch: int = 32):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter([{input_name: x[i:i + batch]} for i in range(0, len(x), batch)])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    return Reader()
+
+
+def _gemm_weights_transposed(model) -> None:
+    """Store Gemm weights as [out, in] (transB=1) so per-channel scales run along axis 0."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    users: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    for node in model.graph.node:
+        if node.op_type != "Gemm" or len(node.input) < 2 or node.input[1] not in inits or users[node.input[1]] != 1:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("transB", 0):
+            continue
+        init = inits[node.input[1]]
+        init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(init).T), init.name))
+        kept = [a for a in node.attribute if a.name != "transB"]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute("transB", 1)])
+
+
+def prepare_for_quantization(model):
+    """ORT's pre-processing (shape inference, MatMul+Add -> Gemm, BN folding) and Gemm layout."""
+    onnx = _require("onnx", "onnx", "quantization")
+    _require("onnxruntime", "onnxruntime", "quantization")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="edgec-onnx-") as tmp, _quiet():
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx"
+        onnx.save(model, src)
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        pre = onnx.load(dst)
+    _gemm_weights_transposed(pre)
+    return pre
+
+
+def quantize_qdq(model, calib_x: np.ndarray, *, overrides: dict[str, float] | None = None,
+                 method: str = "minmax") -> QuantResult:
+    """Symmetric int8 Q/DQ for TensorRT with ONNX Runtime's static quantizer.
+
+    Args:
+        model: float ONNX ModelProto (from :func:`prepare_for_quantization`).
+        calib_x: representative inputs; ranges of tensors not in ``overrides`` come from them.
+        overrides: tensor name -> scale (zero point 0), e.g. ranges learned by QAT.
+        method: "minmax", "percentile" or "entropy" calibration.
+
+    Raises:
+        EdgecError: the quantized model breaks TensorRT's rules (zero points, per-channel weights).
+    """
+    onnx = _require("onnx", "onnx", "quantization")
+    _require("onnxruntime", "onnxruntime", "quantization")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise EdgecError(f"unknown calibration method '{method}'; valid: {', '.join(methods)}")
+    extra = dict(TENSORRT_QDQ_OPTIONS)
+    if overrides:
+        extra["TensorQuantOverrides"] = {
+            name: [{"scale": np.array(scale, np.float32), "zero_point": np.array(0, np.int8)}]
+            for name, scale in overrides.items()}
+    input_name = model.graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="edgec-qdq-") as tmp, _quiet():
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
+        onnx.save(model, src)
+        quantize_static(str(src), str(dst), _reader(np.asarray(calib_x, np.float32), input_name),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=methods[method], extra_options=extra)
+        qmodel = onnx.load(dst)
+    report = qdq_report(qmodel)
+    report.update(calibration=method, calibration_samples=int(len(calib_x)),
+                  overridden_tensors=len(overrides or {}))
+    if not report["zero_points_all_zero"]:
+        raise EdgecError("internal: the quantizer produced non-zero zero points, which TensorRT rejects")
+    missing = [n for n, ok in report["weights_per_channel"].items() if not ok]
+    if missing:
+        raise EdgecError(f"internal: weights of {', '.join(missing)} are not quantized per channel")
+    return QuantResult(qmodel, report)
+
+
+def _zero_points(model) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type in QDQ_OPS:
+            zp = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            out[node.name or node.output[0]] = (numpy_helper.to_array(inits[zp]) if zp in inits
+                                                else np.zeros(1, np.int8))
+    return out
+
+
+def _producers(model) -> dict[str, Any]:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _weight_quant(model, node, producers, inits) -> dict[str, Any] | None:
+    """How the weight input of a Conv/Gemm/MatMul node is quantized, or None when it is float."""
+    from onnx import helper, numpy_helper
+
+    if len(node.input) < 2:
+        return None
+    dq = producers.get(node.input[1])
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    scale = numpy_helper.to_array(inits[dq.input[1]]) if dq.input[1] in inits else None
+    axis = next((helper.get_attribute_value(a) for a in dq.attribute if a.name == "axis"), 1)
+    src = producers.get(dq.input[0])
+    weight_name = src.input[0] if src is not None and src.op_type == "QuantizeLinear" else dq.input[0]
+    weight = numpy_helper.to_array(inits[weight_name]) if weight_name in inits else None
+    if weight is None:
+        return None
+    out_axis = 0
+    if node.op_type == "MatMul":
+        out_axis = weight.ndim - 1
+    elif node.op_type == "Gemm":
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        out_axis = 0 if attrs.get("transB", 0) else 1
+    elif node.op_type == "ConvTranspose":
+        out_axis = 1
+    per_channel = (scale is not None and scale.ndim == 1 and scale.size == weight.shape[out_axis] and scale.size > 1
+                   and axis % weight.ndim == out_axis)
+    return {"weight": weight_name, "shape": list(weight.shape), "channels": int(weight.shape[out_axis]),
+            "scales": int(scale.size) if scale is not None else 0, "axis": int(axis), "per_channel": bool(per_channel),
+            "stored_as": numpy_helper.to_array(inits[weight_name]).dtype.name}
+
+
+def qdq_report(model) -> dict[str, Any]:
+    """Where the Q/DQ nodes are and whether they satisfy TensorRT's explicit-quantization rules."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = _producers(model)
+    zps = _zero_points(model)
+    q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    weights = {}
+    quantized_inputs = {}
+    for node in model.graph.node:
+        if node.op_type in WEIGHTED_OPS:
+            w = _weight_quant(model, node, producers, inits)
+            weights[node.name or node.output[0]] = bool(w and w["per_channel"])
+            src = producers.get(node.input[0])
+            quantized_inputs[node.name or node.output[0]] = bool(src is not None and src.op_type == "DequantizeLinear")
+    act_dtypes = sorted({numpy_helper.to_array(inits[n.input[2]]).dtype.name for n in q_nodes
+                         if len(n.input) > 2 and n.input[2] in inits})
+    return {
+        "quantize_nodes": len(q_nodes),
+        "dequantize_nodes": sum(n.op_type == "DequantizeLinear" for n in model.graph.node),
+        "zero_points_all_zero": bool(all(np.all(z == 0) for z in zps.values())),
+        "qdq_dtypes": act_dtypes,
+        "weights_per_channel": weights,
+        "weighted_inputs_quantized": quantized_inputs,
+    }
+
+
+
+
+def quantize_model(model, float_proto, ranges: dict[str, tuple[float, float]], calib, progress):
+    """Q/DQ ONNX of ``float_proto``: QAT ranges where QAT learned them (``model`` is the QAT model's float
+    twin, ``ranges`` its layers' learned ranges), calibration on ``calib`` for the rest."""
+    if calib is None:  # check() guarantees it; a direct API caller may skip check()
+        raise EdgecError("precision int8 needs --calib data (or --qat with --fine-tune DATA)")
+    with progress.task("quantize: prepare ONNX"):
+        pre = prepare_for_quantization(float_proto)
+    overrides: dict[str, float] = {}
+    qat_info: dict[str, Any] = {}
+    if ranges:
+        from edgec.targets.tensorrt.qat import symmetric_scale
+        from edgec.tfcompat import tf_and_keras
+
+        _, keras = tf_and_keras()
+        names = [n for n in ranges if n in {layer.name for layer in model.layers}]
+        x = calib.x[:16]
+        sub = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+        outs = sub(x, training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        values = run_all_tensors(pre, x)
+        values[pre.graph.input[0].name] = x
+        matches = match_tensors({n: np.asarray(o) for n, o in zip(names, outs, strict=True)}, values)
+        asymmetric = []
+        for name, tensors in matches.items():
+            scale, symmetric = symmetric_scale(*ranges[name])
+            if not symmetric:
+                asymmetric.append(name)
+            for tensor in tensors:
+                overrides[tensor] = scale
+        qat_info = {"qat_ranges": len(ranges), "qat_ranges_mapped": sum(bool(t) for t in matches.values()),
+                    "unmapped_layers": sorted(n for n, t in matches.items() if not t),
+                    "asymmetric_ranges_widened": sorted(asymmetric)}
+        if asymmetric:
+            log.warning("QAT ranges of %s are asymmetric (TF-MOT default scheme?); widened to symmetric for TensorRT; "
+                        "train with the target's qat_scheme for ranges TensorRT uses as learned", ", ".join(asymmetric))
+    with progress.task("quantize: symmetric int8 Q/DQ (ONNX Runtime)"):
+        result = quantize_qdq(pre, calib.x, overrides=overrides)
+    report = dict(result.report)
+    report.update(source="qat" if ranges else "ptq", **qat_info)
+    return result.model, report

@@ -1,0 +1,169 @@
+"""TensorRT target (Jetson): ONNX with explicit symmetric Q/DQ, engine built where it runs.
+
+The host exports the (optimized) Keras model to ONNX with tf2onnx at the profile's opset, checks it
+(ONNX checker, ops against the profile's TensorRT ONNX parser), verifies it with ONNX Runtime and,
+for int8, inserts TensorRT-style symmetric Q/DQ (from QAT ranges, or PTQ on --calib). An engine is
+tied to the GPU architecture and TensorRT version, so ``model.engine`` is built here only when the
+``tensorrt`` package imports and a CUDA GPU of the profile's compute capability is present;
+otherwise the build is deferred: ``model.onnx`` + ``build.json`` (+ the equivalent trtexec line),
+which the device agent builds on first run.
+
+fp16: the ONNX stays fp32 and TensorRT picks fp16 kernels (``--fp16``), the usual approach; the
+host verifies the fp32 graph, fp16 rounding is measured on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.config import BuildOptions, Precision
+from edgec.errors import EdgecError
+from edgec.profiles import Profile
+from edgec.targets.base import Artifact, BuildContext, Target
+from edgec.targets.tensorrt.engine import (
+    BUILD_SPEC,
+    TensorRTRunner,
+    build_engine,
+    build_spec,
+    engine_available,
+)
+
+log = logging.getLogger(__name__)
+
+PARITY_SAMPLES = 64
+
+
+def _fastest(profile: Profile) -> str:
+    return next(p for p in ("int8", "fp16", "fp32") if p in profile.precisions)
+
+
+class TensorRTTarget(Target):
+    """NVIDIA Jetson boards: ONNX + TensorRT."""
+
+    kind = "tensorrt"
+    runtime = "tensorrt"
+
+    def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
+        trt = profile.tensorrt or {}
+        if precision is Precision.DYNAMIC:
+            raise EdgecError(f"TensorRT has no dynamic-range precision; choose one of {', '.join(profile.precisions)} "
+                             f"for '{profile.id}'")
+        if precision is Precision.INT8 and not profile.supports("int8"):
+            raise EdgecError(
+                f"'{profile.id}' ({profile.device}, {trt.get('gpu_arch', '?')}, compute capability "
+                f"{trt.get('compute_capability', '?')}) has no INT8 in TensorRT; {_fastest(profile)} is the fastest "
+                f"precision it has: pass --precision {_fastest(profile)}")
+        if precision is Precision.INT8 and not options.has_representative_data:
+            raise EdgecError("precision int8 needs representative data to set the activation ranges: pass --calib DATA "
+                             "(with a QAT model it only ranges the tensors QAT did not), or --qat with --fine-tune "
+                             "DATA; or choose one of "
+                             f"{', '.join(p for p in profile.precisions if p != 'int8')}")
+
+    def qat_scheme(self, profile: Profile):
+        """Symmetric activations (zero point 0), per-channel symmetric Conv/Dense weights."""
+        if not profile.supports("int8"):
+            raise EdgecError(f"'{profile.id}' ({profile.device}) has no INT8, so quantization-aware training has "
+                             f"nothing to run there; {_fastest(profile)} is the fastest precision it has")
+        from edgec.targets.tensorrt.qat import TensorRTQuantizeScheme
+
+        return TensorRTQuantizeScheme()
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, ctx: BuildContext) -> list[Artifact]:
+        from edgec.targets.tensorrt import export as onnx_export
+        from edgec.targets.tensorrt.onnx_io import OrtRunner, keras_vs_onnx
+
+        trt = dict(ctx.profile.tensorrt or {})
+        opset = int(trt["onnx_opset"])
+        model, ranges, qat = _float_model(ctx)
+        with ctx.progress.task(f"export: ONNX opset {opset} (tf2onnx)"):
+            float_proto = onnx_export.export_keras(model, opset)
+        checks = onnx_export.check_for_tensorrt(float_proto, trt["tensorrt"])
+        sample = _parity_sample(ctx)
+        export: dict[str, Any] = {"tool": "tf2onnx", "opset": opset, "from_qat_model": qat}
+        if sample is not None:
+            from edgec.verify import keras_predict
+
+            runner = OrtRunner(float_proto.SerializeToString())
+            export["float_max_abs_diff"] = keras_vs_onnx(keras_predict(model), runner, sample)
+            export["float_parity_samples"] = int(len(sample))
+        quant = None
+        proto = float_proto
+        if ctx.precision is Precision.INT8:
+            from edgec.targets.tensorrt.quantize import quantize_model
+
+            proto, quant = quantize_model(model, float_proto, ranges, ctx.calib, ctx.progress)
+            checks = onnx_export.check_for_tensorrt(proto, trt["tensorrt"])
+        elif qat:
+            log.warning("QAT model built at %s: its fake-quant is dropped and the float weights exported",
+                        ctx.precision.value)
+
+        import onnx
+
+        path = ctx.workdir / "model.onnx"
+        onnx.save(proto, path)
+        spec = build_spec(path, proto, ctx.profile, ctx.precision)
+        (ctx.workdir / BUILD_SPEC).write_text(json.dumps(spec, indent=2) + "\n")
+        inputs, outputs = spec["inputs"], spec["outputs"]
+        info = {"inputs": inputs, "outputs": outputs, "opset": checks["opset"], "op_counts": checks["op_counts"],
+                "num_ops": sum(checks["op_counts"].values())}
+        if quant is not None:
+            info["quantization"] = {k: v for k, v in quant.items() if k not in ("weights_per_channel", "weighted_inputs_quantized")}
+        artifacts = [
+            Artifact(file=path.name, role="model", format="onnx", precision=ctx.precision.value,
+                     verify_with="onnxruntime", info=info),
+            Artifact(file=BUILD_SPEC, role="build_spec", format="json", precision=ctx.precision.value,
+                     info={"trtexec": spec["trtexec"]}),
+        ]
+        available, reason = engine_available(ctx.profile)
+        engine: dict[str, Any] = {"built": False, "reason": reason}
+        if available:
+            with ctx.progress.task("build: TensorRT engine"):
+                engine = build_engine(path, spec, ctx.workdir)
+            artifacts.append(Artifact(file="model.engine", role="engine", format="engine", precision=ctx.precision.value,
+                                      verify_with="tensorrt", info={k: v for k, v in engine.items() if k != "built"}))
+        ctx.extra["tensorrt"] = {
+            "engine": "built" if engine["built"] else "deferred",
+            "engine_reason": None if engine["built"] else reason,
+            "build_spec": BUILD_SPEC, "trtexec": spec["trtexec"],
+            "export": export, "checks": checks, "quantization": quant,
+            "host_runtime_note": "ONNX Runtime CPU with session.x64quantprecision=1 (exact int8 accumulation, as TensorRT)",
+        }
+        return artifacts
+
+    def runner(self, path: Path, ctx: BuildContext | None = None):
+        import os
+
+        from edgec.targets.tensorrt.onnx_io import OrtRunner
+
+        path = Path(path)
+        if path.suffix == ".engine":
+            return TensorRTRunner(path)
+        return OrtRunner(path, threads=os.cpu_count())
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _float_model(ctx: BuildContext):
+    """The model to export, the QAT ranges (layer name -> (min, max)) and whether it was QAT."""
+    if not any(type(layer).__name__ in ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
+               for layer in ctx.model.layers):
+        return ctx.model, {}, False
+    from edgec.targets.tensorrt.qat import float_twin
+
+    twin, ranges = float_twin(ctx.model)
+    return twin, ranges, True
+
+
+def _parity_sample(ctx: BuildContext) -> np.ndarray | None:
+    for data in (ctx.eval, ctx.calib):
+        if data is not None and len(data):
+            return data.x[:PARITY_SAMPLES]
+    return None
