@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from edgec.errors import EdgecError
-from edgec.profiling import parse_report, plan
+from edgec.measure import parse_report, plan
 from edgec.results import ResultsStore, default_path
 from tests.conftest import run_cli
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgec.optimize import models, qat
+from edgec.optimize import graph, qat
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def test_fold_batchnorm_keeps_the_function_and_drops_the_layers(residual, arch_p
     from edgec.tfcompat import tf_and_keras
 
     _, keras = tf_and_keras()
-    folded, names = models.fold_batchnorm(residual)
+    folded, names = graph.fold_batchnorm(residual)
     assert len(names) == 5
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
     assert len(folded.layers) == len(residual.layers) - 5
@@ -30,7 +30,7 @@ def test_fold_batchnorm_keeps_the_function_and_drops_the_layers(residual, arch_p
     first = next(layer.name for layer in residual.layers if isinstance(layer, keras.layers.Conv2D))
     assert folded.get_layer(first).use_bias and not residual.get_layer(first).use_bias
     separable = keras.models.load_model(arch_paths["separable"], compile=False)
-    folded_sep, names_sep = models.fold_batchnorm(separable)  # depthwise (in x multiplier) channels too
+    folded_sep, names_sep = graph.fold_batchnorm(separable)  # depthwise (in x multiplier) channels too
     assert any("depthwise" in layer.name for layer in folded_sep.layers) and len(names_sep) == 9
     np.testing.assert_allclose(folded_sep(x, training=False).numpy(), separable(x, training=False).numpy(),
                                atol=1e-4)
@@ -41,7 +41,7 @@ def test_fold_batchnorm_leaves_a_model_without_foldable_pairs(arch_paths):
 
     _, keras = tf_and_keras()
     cnn = keras.models.load_model(arch_paths["cnn"], compile=False)
-    same, names = models.fold_batchnorm(cnn)
+    same, names = graph.fold_batchnorm(cnn)
     assert same is cnn and names == []
 
 
@@ -52,9 +52,9 @@ def test_conv_before_relu_layer_keeps_its_weight_quantizer(residual, pruned, clu
     from edgec.tfcompat import tf_and_keras
 
     _, keras = tf_and_keras()
-    folded, _ = models.fold_batchnorm(residual)  # conv2d -> ReLU layer, no BatchNormalization between
+    folded, _ = graph.fold_batchnorm(residual)  # conv2d -> ReLU layer, no BatchNormalization between
     scheme, name, _ = qat.choose_scheme(None, pruned=pruned, clustered=clustered)
-    q = qat._apply(models.private_copy(folded), scheme, name, {}, keras, tfmot)  # noqa: SLF001
+    q = qat._apply(graph.private_copy(folded), scheme, name, {}, keras, tfmot)  # noqa: SLF001
     convs = [layer.name for layer in folded.layers if isinstance(layer, keras.layers.Conv2D)]
     relus = [layer.name for layer in folded.layers if isinstance(layer, keras.layers.ReLU)]
     assert len(convs) == 6 and relus

@@ -88,7 +88,7 @@ def test_int8_without_calib_is_fine_for_qat_only(digits_dir):
     """The TFLite target asks for --calib for int8 unless QAT has fine-tune inputs to calibrate with."""
     from edgec import profiles, targets
 
-    target = targets.get("tflite", "rpi5")
+    target = targets.get("tflite")
     profile = profiles.get("rpi5")
     with pytest.raises(EdgecError, match="or --qat with --fine-tune DATA"):
         target.check(profile, Precision.INT8, BuildOptions())

@@ -7,14 +7,16 @@ import enum
 from pathlib import Path
 from typing import Any
 
+from edgec.agent import vocab
+
 
 class Precision(enum.StrEnum):
     """Numeric precision of an artifact."""
 
-    FP32 = "fp32"
-    FP16 = "fp16"
-    DYNAMIC = "dynamic"  # int8 weights, float activations (dynamic-range quantization)
-    INT8 = "int8"  # full-integer: weights and activations int8, calibrated
+    FP32 = vocab.FP32
+    FP16 = vocab.FP16
+    DYNAMIC = vocab.DYNAMIC  # int8 weights, float activations (dynamic-range quantization)
+    INT8 = vocab.INT8  # full-integer: weights and activations int8, calibrated
 
     @property
     def needs_calibration(self) -> bool:

@@ -46,10 +46,6 @@ def read(directory_or_file: Path) -> dict[str, Any]:
         raise EdgecError(f"cannot read '{path}': {exc}") from exc
 
 
-def primary_artifact(manifest: dict[str, Any]) -> dict[str, Any]:
-    return manifest["artifacts"][0]
-
-
 def _json_default(value: Any):
     import numpy as np
 

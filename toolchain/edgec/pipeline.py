@@ -91,7 +91,7 @@ def build(model: Any, target: str, *, progress: Progress | None = None, **kwargs
     from edgec.optimize import resolve as resolve_optimization
 
     spec = resolve_optimization(options, precision)
-    target_impl = targets.get(profile.target, profile.id)
+    target_impl = targets.get(profile.target)
     target_impl.check(profile, precision, options)
     if not profile.supports(precision.value):
         raise EdgecError(

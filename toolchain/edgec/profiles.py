@@ -15,15 +15,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from edgec.agent import vocab
 from edgec.errors import EdgecError, choices
 from edgec.resources import data_dir
 
 PROFILE_DIR = data_dir("profiles")
 
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
-TARGET_KINDS = ("tflite", "edgetpu", "tensorrt")
-RUNTIMES = ("litert", "edgetpu", "tensorrt", "onnxruntime")
-POWER_SENSORS = ("none", "ina3221", "tegrastats", "nvml", "rapl", "hwmon", "command")
+PRECISIONS = vocab.PRECISIONS
+TARGET_KINDS = vocab.TARGET_KINDS
+RUNTIMES = vocab.RUNTIMES
+POWER_SENSORS = ("none", *vocab.SENSORS)
 
 
 def _one_of(values):

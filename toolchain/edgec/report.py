@@ -3,7 +3,8 @@ artifact and device, with speed-up and compression against the float artifact of
 
 The float baseline of a result is the fp32 artifact built from the same source model (same
 source sha256 in the manifest): its latency on the same device gives the speed-up (same
-artifact format preferred, then same runtime), its file size the compression rate.
+artifact format preferred, then same runtime, then same thread count; :func:`fp32_baseline`, the
+rule ``edgec profile`` uses too), its file size the compression rate.
 """
 
 from __future__ import annotations
@@ -46,21 +47,39 @@ TABLE_KEYS = ("model", "device", "file", "precision", "size_kib", "compression_v
 
 
 def _pick(candidates: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
-    """Prefer the same format, then the same runtime."""
+    """Prefer the same format, then the same runtime, then the same thread count, then the newest."""
     if not candidates:
         return None
-    candidates = sorted(candidates, key=lambda c: (c.get("format") != row.get("format"),
-                                                   c.get("runtime") != row.get("runtime"), -c.get("id", 0)))
-    return candidates[0]
+    return min(candidates, key=lambda c: (c.get("format") != row.get("format"), c.get("runtime") != row.get("runtime"),
+                                          c.get("threads") != row.get("threads"), -(c.get("id") or 0)))
+
+
+def fp32_baseline(row: dict[str, Any], candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The fp32 result ``row`` is compared with: itself when it is fp32, else an fp32 result of the
+    same source model (sha256) on the same device, chosen by :func:`_pick`. Rows and candidates are
+    results-store rows (or :meth:`edgec.measure.Measurement.row`)."""
+    if row.get("precision") == FLOAT:
+        return row
+    return _pick([c for c in candidates if c.get("source_sha256") and c["source_sha256"] == row.get("source_sha256")
+                  and c.get("precision") == FLOAT and c.get("device") == row.get("device")], row)
+
+
+def select_results(store, *, device: str | None = None, model: str | None = None,
+                   every_run: bool = False) -> list[dict[str, Any]]:
+    """The results-store rows a report shows: the latest run per artifact and device (every run
+    with ``every_run``), of one device, of the models whose name contains ``model`` or whose source
+    sha256 starts with it."""
+    rows = store.rows(device=device, latest=not every_run)
+    if model:
+        rows = [r for r in rows if model in (r["source_name"] or "") or (r["source_sha256"] or "").startswith(model)]
+    return rows
 
 
 def build_rows(results: list[dict[str, Any]], artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Report rows from store rows: baselines, speed-up, compression and display fields."""
     out = []
     for r in results:
-        same_model = [x for x in results if x["source_sha256"] and x["source_sha256"] == r["source_sha256"]
-                      and x["precision"] == FLOAT and x["device"] == r["device"]]
-        base = _pick(same_model, r)
+        base = fp32_baseline(r, results)
         base_art = _pick([a for a in artifacts if a["source_sha256"] and a["source_sha256"] == r["source_sha256"]
                           and a["precision"] == FLOAT], r)
         row = {
@@ -97,6 +116,7 @@ def build_rows(results: list[dict[str, Any]], artifacts: list[dict[str, Any]]) -
             "energy_mj": r["energy_mj"],
             "energy_above_idle_mj": r["energy_above_idle_mj"],
             "baseline_result_id": base["id"] if base else None,
+            "baseline_threads": base["threads"] if base else None,
             "speedup_vs_fp32": (base["latency_median_ms"] / r["latency_median_ms"]
                                 if base and r["latency_median_ms"] else None),
             "compression_vs_fp32": (base_art["bytes"] / r["bytes"] if base_art and base_art["bytes"] and r["bytes"] else None),
@@ -111,10 +131,7 @@ def load_rows(db: str | Path | None = None, *, device: str | None = None, model:
     from edgec.results import ResultsStore
 
     store = ResultsStore(db)
-    results = store.rows(device=device, latest=not every_run)
-    if model:
-        results = [r for r in results if model in (r["source_name"] or "") or (r["source_sha256"] or "").startswith(model)]
-    rows = build_rows(results, store.artifacts())
+    rows = build_rows(select_results(store, device=device, model=model, every_run=every_run), store.artifacts())
     if not rows:
         where = f" for device {device}" if device else ""
         where += f" for model {model}" if model else ""
@@ -161,6 +178,14 @@ def to_table(rows: list[dict[str, Any]]):
     for row in rows:
         table.add_row(*[escape(_cell(row, k, f)) for k, _, f in columns])
     return table
+
+
+def threads_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """A line for each speed-up whose fp32 baseline ran with another thread count."""
+    return [f"{r['model']} {r['file']} on {r['device']}: the fp32 baseline ran with {r['baseline_threads'] or 'default'} "
+            f"threads, this artifact with {r['threads'] or 'default'}; the speed-up is not like for like"
+            for r in rows if r.get("baseline_result_id") is not None and r["baseline_result_id"] != r["result_id"]
+            and r.get("baseline_threads") != r.get("threads")]
 
 
 def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

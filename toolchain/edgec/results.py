@@ -167,14 +167,6 @@ class ResultsStore:
             return [dict(row) for row in conn.execute(
                 "SELECT sha256, file, format, precision, bytes, source_sha256, source_name, profile FROM artifacts")]
 
-    def result(self, result_id: int) -> dict[str, Any]:
-        with self.connect(create=False) as conn:
-            row = conn.execute("SELECT * FROM results WHERE id = ?", (result_id,)).fetchone()
-        if row is None:
-            raise EdgecError(f"no result {result_id} in '{self.path}'")
-        return dict(row)
-
-
 def insert_artifact(conn: sqlite3.Connection, manifest: dict[str, Any], record: dict[str, Any],
                     build_dir: Path | str | None) -> None:
     """Insert (or refresh) the artifact ``record`` of ``manifest`` in an open transaction."""

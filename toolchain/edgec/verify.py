@@ -7,9 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from edgec.calibration import Dataset
-from edgec.progress import Progress
-
 Predict = Callable[[np.ndarray], list[np.ndarray]]
 
 
@@ -58,14 +55,3 @@ def compare(float_outs: list[np.ndarray], art_outs: list[np.ndarray], y: np.ndar
     return result
 
 
-def verify(float_predict: Predict, artifact_predict: Predict, data: Dataset,
-           progress: Progress | None = None, batch_size: int = 64, label: str = "artifact") -> dict[str, Any]:
-    """Run both on ``data`` and compare; see :func:`compare` for the fields."""
-    progress = progress or Progress(enabled=False)
-    with progress.task("verify: float model", total=len(data)) as task:
-        float_outs = run_batched(float_predict, data.x, batch_size, task)
-    with progress.task(f"verify: {label}", total=len(data)) as task:
-        art_outs = run_batched(artifact_predict, data.x, batch_size, task)
-    result = compare(float_outs, art_outs, data.y)
-    result["data"] = data.source
-    return result

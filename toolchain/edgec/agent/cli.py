@@ -17,14 +17,10 @@ import sys
 
 from . import __version__
 from .errors import AgentError
-
-SENSOR_CHOICES = ("auto", "none", "ina3221", "ina3221x", "tegrastats", "nvml", "nvidia-smi", "rapl", "hwmon",
-                  "command")
+from .vocab import RUNTIME_CHOICES, SENSOR_CHOICES
 
 
 def _parser():
-    from .runtimes import RUNTIMES
-
     parser = argparse.ArgumentParser(prog="edgec-agent", description="edgec device agent: latency and power "
                                      "of a model measured where it runs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
@@ -32,7 +28,7 @@ def _parser():
 
     bench = sub.add_parser("bench", help="measure an artifact's latency (and power when a sensor exists)")
     bench.add_argument("artifact", help=".tflite, .onnx, .engine/.plan, or an edgec TensorRT bundle directory")
-    bench.add_argument("--runtime", default="auto", choices=("auto",) + RUNTIMES,
+    bench.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
                        help="runtime (default: from the artifact; .tflite with an Edge TPU op -> edgetpu)")
     bench.add_argument("--threads", type=int, help="CPU threads for the runtime (default: the runtime's)")
     bench.add_argument("--warmup", type=int, default=10, help="untimed inferences after the cold one (default 10)")

@@ -36,14 +36,15 @@ import uuid
 
 from . import __version__, device, schema
 from .errors import AgentError
+from .vocab import NAME_PATTERN, RUNTIMES
+from .vocab import parse_labels as _parse_labels
 
 log = logging.getLogger(__name__)
 
 API = "/v1"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME = re.compile(NAME_PATTERN)
 FILE = re.compile(r"^(bundle/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-RUNTIMES = ("litert", "tflite", "edgetpu", "onnxruntime", "tensorrt")
 # Bench options a job may set. An external power command is not one of them: a collector must not
 # be able to run commands on the device; only the device's own --power-command is used.
 OPTION_FLAGS = (("runs", "--runs"), ("min_seconds", "--min-seconds"), ("warmup", "--warmup"),
@@ -58,7 +59,7 @@ class Unreachable(Exception):
     """The collector did not answer (refused, reset, timed out, 5xx): try again later."""
 
 
-class Refused(AgentError):
+class AgentRefused(AgentError):
     """The collector refused the agent itself (token, schema version, another agent's name)."""
 
 
@@ -113,7 +114,7 @@ class Api:
             raise Unreachable("%s %s: %s" % (method, path, getattr(exc, "reason", None) or exc)) from exc
 
     def call(self, method, path, body=None, timeout=None):
-        """One request -> :class:`Answer`; 401 raises :class:`Refused`, 5xx/no answer :class:`Unreachable`."""
+        """One request -> :class:`Answer`; 401 raises :class:`AgentRefused`, 5xx/no answer :class:`Unreachable`."""
         response = self._open(method, path, body, timeout)
         try:
             status = response.getcode()
@@ -124,7 +125,7 @@ class Api:
             response.close()
         answer = Answer(status, data)
         if status == 401:
-            raise Refused("the collector at %s refused the token (401): %s" % (self.url, answer.detail()))
+            raise AgentRefused("the collector at %s refused the token (401): %s" % (self.url, answer.detail()))
         if status >= 500:
             raise Unreachable("%s %s: %d %s" % (method, path, status, answer.detail()))
         return answer
@@ -136,7 +137,7 @@ class Api:
         try:
             status = response.getcode()
             if status == 401:
-                raise Refused("the collector at %s refused the token (401)" % self.url)
+                raise AgentRefused("the collector at %s refused the token (401)" % self.url)
             if status != 200:
                 answer = Answer(status, response.read())
                 if status >= 500:
@@ -259,21 +260,15 @@ def guess_profile(info):
 
 
 def parse_labels(text):
-    """``k=v,k2=v2`` -> dict.
+    """``k=v,k2=v2`` -> dict (:func:`edgec.agent.vocab.parse_labels`).
 
     Raises:
         AgentError: a malformed pair or key.
     """
-    labels = {}
-    for pair in (text or "").split(","):
-        if not pair.strip():
-            continue
-        key, sep, value = pair.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not NAME.match(key) or not value:
-            raise AgentError("label '%s': expected KEY=VALUE with KEY of letters, digits, '.', '_' or '-'" % pair)
-        labels[key] = value
-    return labels
+    try:
+        return _parse_labels(text)
+    except ValueError as exc:
+        raise AgentError(str(exc)) from None
 
 
 def power_summary(root, command=None):
@@ -445,7 +440,7 @@ class Daemon:
                 "schema_version": schema.SCHEMA_VERSION}
         answer = self.api.call("POST", "/devices/register", body)
         if answer.status != 200:
-            raise Refused("the collector refused to register '%s' (%d): %s" % (self.name, answer.status,
+            raise AgentRefused("the collector refused to register '%s' (%d): %s" % (self.name, answer.status,
                                                                                  answer.detail()))
         self.registered = True
         runtimes = ", ".join("%s %s" % (k, v or "") for k, v in sorted(self.description["runtimes"].items()))
@@ -468,9 +463,9 @@ class Daemon:
             self.registered = False  # the collector lost its record (new database): register again
             return None
         if answer.status == 409:
-            raise Refused("the collector refused '%s': %s" % (self.name, answer.detail()))
+            raise AgentRefused("the collector refused '%s': %s" % (self.name, answer.detail()))
         if answer.status != 200:
-            raise Refused("unexpected answer to a lease request (%d): %s" % (answer.status, answer.detail()))
+            raise AgentRefused("unexpected answer to a lease request (%d): %s" % (answer.status, answer.detail()))
         return answer.json()
 
     # ------------------------------------------------------------------ one job
@@ -507,7 +502,7 @@ class Daemon:
             try:
                 answer = self.api.call("POST", "/devices/%s/heartbeat" % self.name,
                                        {"instance": self.instance, "leases": [lease_id]}, timeout=max(5.0, interval))
-            except (Unreachable, Refused) as exc:
+            except (Unreachable, AgentRefused) as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
             doc = answer.json() or {}

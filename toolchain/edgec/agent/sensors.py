@@ -33,6 +33,7 @@ import time
 
 from .errors import Unavailable
 from .fs import Root
+from .vocab import AUTO_SENSORS, SENSORS
 
 # Rails that measure a Jetson module's whole input (the others are subsets of it).
 MODULE_INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
@@ -539,8 +540,6 @@ def _stop_process(proc):
                 pass
 
 
-SENSORS = ("ina3221", "ina3221x", "tegrastats", "nvml", "nvidia-smi", "rapl", "hwmon", "command")
-AUTO_ORDER = ("ina3221", "ina3221x", "tegrastats", "nvml", "nvidia-smi", "rapl", "hwmon")
 
 
 def open_sensor(kind="auto", root=None, command=None, rail=None, tegrastats=None):
@@ -571,7 +570,7 @@ def open_sensor(kind="auto", root=None, command=None, rail=None, tegrastats=None
         "hwmon": lambda: Hwmon(root),
         "command": lambda: Command(root, command),
     }
-    order = [kind] if kind != "auto" else (["command"] if command else []) + list(AUTO_ORDER)
+    order = [kind] if kind != "auto" else (["command"] if command else []) + list(AUTO_SENSORS)
     reasons = []
     for name in order:
         try:

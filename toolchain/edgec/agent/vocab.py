@@ -48,7 +48,7 @@ def parse_labels(text):
             continue
         key, sep, value = (x.strip() for x in pair.partition("="))
         if not sep or not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
-            raise ValueError("--labels '%s': expected KEY=VALUE pairs separated by commas, KEY of letters, digits, "
+            raise ValueError("label '%s': expected KEY=VALUE pairs separated by commas, KEY of letters, digits, "
                              "'.', '_' or '-' (at most 64), VALUE of at most 128 characters without ',' or '='"
                              % pair.strip())
         labels[key] = value

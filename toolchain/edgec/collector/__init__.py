@@ -8,7 +8,7 @@ directory of uploaded files:
 
 - :mod:`edgec.collector.storage`: the record, written by one thread that commits (and syncs)
   before any request is answered;
-- :mod:`edgec.collector.models`: the request bodies, validated with pydantic;
+- :mod:`edgec.collector.messages`: the request bodies, validated with pydantic;
 - :mod:`edgec.collector.server`: the FastAPI application, the bearer-token and body-size guard,
   the lease reaper;
 - :mod:`edgec.collector.client`: the host side's HTTP client;

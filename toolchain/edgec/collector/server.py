@@ -4,7 +4,7 @@ Every request passes the :class:`Guard` first: a bearer token compared in consta
 every path, the OpenAPI schema included: it describes the fleet's API to whoever can read it,
 and a 401 for unknown paths does not tell which paths exist), then a cap on the body size (a
 larger one for artifact uploads) enforced on the declared length and on the bytes actually
-received. Bodies are validated by pydantic models (:mod:`edgec.collector.models`), agent
+received. Bodies are validated by pydantic models (:mod:`edgec.collector.messages`), agent
 reports by the one report validator. Changes are committed by the store's writer before the
 answer is sent. Agents long-poll for jobs; a reaper re-queues the jobs whose lease expired.
 """
@@ -31,7 +31,7 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException
 
 from edgec.collector import API, storage, tokens
-from edgec.collector.models import (
+from edgec.collector.messages import (
     NAME_PATTERN,
     SHA256_PATTERN,
     BlobStored,
@@ -58,7 +58,7 @@ MAX_JSON_DEPTH = 64
 UPLOAD_PREFIX = API + "/blobs/"
 
 
-class Settings:
+class ServerSettings:
     """What a running collector needs besides its store."""
 
     def __init__(self, token: str, blobs_dir: Path, *, max_body: int = DEFAULT_MAX_BODY,
@@ -218,7 +218,7 @@ def _canonical_sha256(value: Any) -> str:
 # ---------------------------------------------------------------------- the application
 
 
-def create_app(store: storage.Store, settings: Settings):
+def create_app(store: storage.Store, settings: ServerSettings):
     """The collector as an ASGI application: :class:`Guard` around the FastAPI app."""
     from edgec import __version__
     from edgec.agent import schema as report_schema
@@ -270,8 +270,8 @@ def create_app(store: storage.Store, settings: Settings):
                   dependencies=[Depends(HTTPBearer(auto_error=False, description="the token of 'edgec serve'"))],
                   responses=errors)
 
-    @app.exception_handler(storage.Refused)
-    async def refused(request: Request, exc: storage.Refused):
+    @app.exception_handler(storage.RecordRefused)
+    async def refused(request: Request, exc: storage.RecordRefused):
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
     DeviceId = Annotated[str, PathParam(pattern=NAME_PATTERN, description="device id")]
@@ -311,9 +311,9 @@ def create_app(store: storage.Store, settings: Settings):
                 await anyio.to_thread.run_sync(os.fsync, fh.fileno())
             got = digest.hexdigest()
             if n == 0:
-                raise storage.Refused(422, "empty body: upload the file's bytes (application/octet-stream)")
+                raise storage.RecordRefused(422, "empty body: upload the file's bytes (application/octet-stream)")
             if got != sha256:
-                raise storage.Refused(422, f"the body has sha256 {got}, not {sha256} as the URL says; the upload "
+                raise storage.RecordRefused(422, f"the body has sha256 {got}, not {sha256} as the URL says; the upload "
                                            "is incomplete or the URL names another file")
             await anyio.to_thread.run_sync(blobs.commit, temp, sha256)
         finally:
@@ -478,10 +478,8 @@ def _report_rows(db: Path, device: str | None, model: str | None, every_run: boo
     from edgec.results import ResultsStore
 
     results = ResultsStore(db)
-    rows = results.rows(device=device, latest=not every_run)
-    if model:
-        rows = [r for r in rows if model in (r["source_name"] or "") or (r["source_sha256"] or "").startswith(model)]
-    return report.build_rows(rows, results.artifacts())
+    return report.build_rows(report.select_results(results, device=device, model=model, every_run=every_run),
+                             results.artifacts())
 
 
 # ---------------------------------------------------------------------- running it

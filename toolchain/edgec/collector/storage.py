@@ -106,7 +106,7 @@ CREATE TABLE IF NOT EXISTS submissions (
 """
 
 
-class Refused(Exception):
+class RecordRefused(Exception):
     """A request the record cannot take; ``status`` and ``message`` go back to the client."""
 
     def __init__(self, status: int, message: str):
@@ -381,11 +381,11 @@ def create_job(conn: sqlite3.Connection, spec: dict[str, Any], default_lease: fl
     """Queue a job; its files must have been uploaded.
 
     Raises:
-        Refused: 409 when a file is missing.
+        RecordRefused: 409 when a file is missing.
     """
     missing = sorted(name for name, sha in spec["files"].items() if blob_size(conn, sha) is None)
     if missing:
-        raise Refused(409, f"files not uploaded yet: {', '.join(missing)}; upload each first with "
+        raise RecordRefused(409, f"files not uploaded yet: {', '.join(missing)}; upload each first with "
                            "PUT /v1/blobs/<sha256> (edgec profile --server does this)")
     record = spec["artifact"]
     results_mod.insert_artifact(conn, spec["manifest"], record, spec.get("build_dir"))
@@ -428,9 +428,9 @@ def register(conn: sqlite3.Connection, body: dict[str, Any], address: str | None
 def _check_device(conn: sqlite3.Connection, device: str, instance: str) -> sqlite3.Row:
     row = conn.execute("SELECT * FROM devices WHERE id = ?", (device,)).fetchone()
     if row is None:
-        raise Refused(404, f"device '{device}' is not registered; register first (POST /v1/devices/register)")
+        raise RecordRefused(404, f"device '{device}' is not registered; register first (POST /v1/devices/register)")
     if row["instance"] != instance:
-        raise Refused(409, f"device '{device}' was registered by another agent since (instance {row['instance'][:8]}); "
+        raise RecordRefused(409, f"device '{device}' was registered by another agent since (instance {row['instance'][:8]}); "
                            "give every agent its own --name")
     return row
 
@@ -439,7 +439,7 @@ def lease(conn: sqlite3.Connection, device: str, instance: str) -> dict[str, Any
     """Lease the oldest queued job this device can run; None when there is none.
 
     Raises:
-        Refused: 404 unknown device, 409 another agent instance holds the id.
+        RecordRefused: 404 unknown device, 409 another agent instance holds the id.
     """
     now = time.time()
     dev = _device_dict(_check_device(conn, device, instance))
@@ -540,32 +540,32 @@ def post_result(conn: sqlite3.Connection, uid: str, body_sha256: str, job_id: in
     has none yet; any later one is refused).
 
     Raises:
-        Refused: 404 unknown job, 409 reused id / foreign lease / job already done or cancelled,
+        RecordRefused: 404 unknown job, 409 reused id / foreign lease / job already done or cancelled,
             422 a report of another artifact.
     """
     now = time.time()
     sub = conn.execute("SELECT * FROM submissions WHERE uid = ?", (uid,)).fetchone()
     if sub is not None:
         if sub["body_sha256"] != body_sha256:
-            raise Refused(409, f"result id '{uid}' was already used for a different result (job {sub['job_id']}); "
+            raise RecordRefused(409, f"result id '{uid}' was already used for a different result (job {sub['job_id']}); "
                                "an agent generates a new id for every job attempt")
         return {"result_id": sub["result_id"], "job_id": sub["job_id"], "duplicate": True}
     job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if job is None:
-        raise Refused(404, f"no job {job_id}")
+        raise RecordRefused(404, f"no job {job_id}")
     held = conn.execute("SELECT * FROM leases WHERE id = ? AND job_id = ?", (lease_id, job_id)).fetchone()
     if held is None:
-        raise Refused(409, f"lease '{lease_id}' was never issued for job {job_id}")
+        raise RecordRefused(409, f"lease '{lease_id}' was never issued for job {job_id}")
     if held["device"] != device:
-        raise Refused(409, f"lease '{lease_id}' of job {job_id} belongs to device '{held['device']}', not '{device}'")
+        raise RecordRefused(409, f"lease '{lease_id}' of job {job_id} belongs to device '{held['device']}', not '{device}'")
     if job["state"] == "done":
-        raise Refused(409, f"job {job_id} already has result {job['result_id']}; this result (attempt "
+        raise RecordRefused(409, f"job {job_id} already has result {job['result_id']}; this result (attempt "
                            f"{held['attempt']}) is not stored")
     if job["state"] == "cancelled":
-        raise Refused(409, f"job {job_id} was cancelled; its result is not stored")
+        raise RecordRefused(409, f"job {job_id} was cancelled; its result is not stored")
     measured = report["artifact"]["sha256"]
     if measured != job["artifact_sha256"]:
-        raise Refused(422, f"the report measured an artifact with sha256 {measured}, but job {job_id} is for "
+        raise RecordRefused(422, f"the report measured an artifact with sha256 {measured}, but job {job_id} is for "
                            f"{job['artifact_sha256']}")
     result_id = results_mod.insert_result(conn, job["artifact_sha256"], device, report)
     conn.execute("INSERT INTO submissions (uid, body_sha256, result_id, job_id, lease_id, device, received) "
@@ -586,14 +586,14 @@ def fail_job(conn: sqlite3.Connection, job_id: int, lease_id: str, device: str, 
     """An agent could not run its job: re-queue it (``retry``, attempts left) or fail it.
 
     Raises:
-        Refused: 404 unknown job, 409 the lease is not the job's current one.
+        RecordRefused: 404 unknown job, 409 the lease is not the job's current one.
     """
     now = time.time()
     job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if job is None:
-        raise Refused(404, f"no job {job_id}")
+        raise RecordRefused(404, f"no job {job_id}")
     if job["state"] != "leased" or job["lease_id"] != lease_id or job["leased_to"] != device:
-        raise Refused(409, f"lease '{lease_id}' is not the current lease of job {job_id} (state {job['state']}); "
+        raise RecordRefused(409, f"lease '{lease_id}' is not the current lease of job {job_id} (state {job['state']}); "
                            "the failure is not recorded")
     _end_lease(conn, lease_id, now, "failed", error)
     state = _retry_or_fail(conn, job, now, retry)
@@ -604,9 +604,9 @@ def cancel_job(conn: sqlite3.Connection, job_id: int) -> dict[str, Any]:
     now = time.time()
     job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if job is None:
-        raise Refused(404, f"no job {job_id}")
+        raise RecordRefused(404, f"no job {job_id}")
     if job["state"] in TERMINAL:
-        raise Refused(409, f"job {job_id} is already {job['state']}")
+        raise RecordRefused(409, f"job {job_id} is already {job['state']}")
     _end_lease(conn, job["lease_id"], now, "cancelled", "job cancelled")
     conn.execute("UPDATE jobs SET state = 'cancelled', lease_id = NULL, leased_to = NULL, lease_expires = NULL, "
                  "updated = ? WHERE id = ?", (now, job_id))
@@ -690,6 +690,3 @@ def result_doc(conn: sqlite3.Connection, result_id: int) -> dict[str, Any] | Non
     return doc
 
 
-def count_results(conn: sqlite3.Connection) -> dict[str, int]:
-    return {"results": conn.execute("SELECT COUNT(*) FROM results").fetchone()[0],
-            "submissions": conn.execute("SELECT COUNT(*) FROM submissions").fetchone()[0]}

@@ -1,4 +1,4 @@
-"""edgec profile: measure build artifacts on a device with the edgec agent."""
+"""edgec profile: measure build artifacts on a device with the edgec agent (:mod:`edgec.measure`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-SENSORS = ["auto", "none", "ina3221", "ina3221x", "tegrastats", "nvml", "nvidia-smi", "rapl", "hwmon", "command"]
-RUNTIMES = ["litert", "tflite", "edgetpu", "onnxruntime", "tensorrt"]
+from edgec.agent.vocab import RUNTIMES, SENSOR_CHOICES
 
 
 @click.command()
@@ -37,7 +36,7 @@ RUNTIMES = ["litert", "tflite", "edgetpu", "onnxruntime", "tensorrt"]
 @click.option("--threads", type=click.IntRange(min=1), help="Runtime CPU threads (default: the profile's threads).")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size (models with a dynamic batch axis).")
 @click.option("--runtime", type=click.Choice(RUNTIMES), help="Agent runtime (default: the build's runtime).")
-@click.option("--power", type=click.Choice(SENSORS), help="Power sensor on the device (default: auto).")
+@click.option("--power", type=click.Choice(SENSOR_CHOICES), help="Power sensor on the device (default: auto).")
 @click.option("--power-command", metavar="CMD", help="Command on the device that prints watts, one number per line.")
 @click.option("--power-rail", metavar="RAIL", help="Rail to report as the total (default: module input, else sum).")
 @click.option("--idle-seconds", type=click.FloatRange(min=0), help="Idle power window before loading (default 1).")
@@ -71,11 +70,14 @@ def profile(build_dirs: tuple[Path, ...], device: str | None, server: str | None
       edgec profile dist/rpi5 --server http://host:8750 --wait
       edgec profile dist/rpi5 --server http://host:8750 --device bench-pi-3 --labels lab=a
     """
+    from edgec import measure
+    from edgec.agent.vocab import parse_labels
     from edgec.errors import EdgecError
-    from edgec.profiling import profile as run_profile
 
     if runs is not None and min_seconds is not None:
         raise EdgecError("give --runs or --min-seconds, not both")
+    bench = dict(runs=runs, min_seconds=min_seconds, warmup=warmup, threads=threads, batch=batch, power=power,
+                 power_rail=power_rail, idle_seconds=idle_seconds)
     if server:
         given = [flag for flag, value in (("--python", python), ("--identity", identity), ("--ssh-option", ssh_options),
                                           ("--db", db), ("--no-store", no_store), ("--power-command", power_command))
@@ -83,23 +85,25 @@ def profile(build_dirs: tuple[Path, ...], device: str | None, server: str | None
         if given:
             raise EdgecError(f"{', '.join(given)} do(es) not apply with --server: the collector keeps the results and "
                              "each agent has its own settings (edgec-agent run --power-command)")
-        options = dict(runs=runs, min_seconds=min_seconds, warmup=warmup, threads=threads, batch=batch, power=power,
-                       power_rail=power_rail, idle_seconds=idle_seconds)
-        _profile_on_server(build_dirs, server, token_file, target_profile, device, labels, runtime, attempts,
-                           lease_seconds, timeout, wait, wait_timeout, as_json, options)
+        try:
+            label_dict = parse_labels(labels)
+        except ValueError as exc:
+            raise EdgecError(str(exc)) from None
+        request = measure.FleetRequest(server=server, token_file=token_file, profile=target_profile, device=device,
+                                       labels=label_dict, runtime=runtime, attempts=attempts,
+                                       lease_seconds=lease_seconds, timeout=timeout, bench=bench)
+        _profile_on_fleet(build_dirs, request, wait, wait_timeout, as_json)
         return
     given = [flag for flag, value in (("--target", target_profile), ("--labels", labels), ("--wait", wait),
                                       ("--lease-seconds", lease_seconds), ("--token-file", token_file)) if value]
     if given:
         raise EdgecError(f"{', '.join(given)} need(s) --server URL (a collector started with 'edgec serve')")
     device = device or "local"
-    options = dict(runs=runs, min_seconds=min_seconds, warmup=warmup, threads=threads, batch=batch, power=power,
-                   power_command=power_command, power_rail=power_rail, idle_seconds=idle_seconds)
-    results = []
-    for build_dir in build_dirs:
-        results.append(run_profile(build_dir, device, runtime=runtime, python=python, identity=identity,
-                                   ssh_options=ssh_options, timeout=timeout, db=db, store=not no_store, **options))
-    comparison = compare(results, db if not no_store else None)
+    results = [measure.measure(build_dir, device, runtime=runtime, python=python, identity=identity,
+                               ssh_options=ssh_options, timeout=timeout, db=db, store=not no_store,
+                               power_command=power_command, **bench)
+               for build_dir in build_dirs]
+    comparison = measure.baselines(results, db if not no_store else None)
     if as_json:
         click.echo(json.dumps({"results": [
             {"build_dir": str(r.build_dir), "device": r.device, "result_id": r.result_id,
@@ -111,42 +115,20 @@ def profile(build_dirs: tuple[Path, ...], device: str | None, server: str | None
     print_comparison(results, comparison)
 
 
-def parse_labels(text: str | None) -> dict[str, str]:
-    """``k=v,k2=v2`` -> dict (the agent's ``--labels`` syntax)."""
-    import re
-
-    from edgec.errors import EdgecError
-
-    labels: dict[str, str] = {}
-    for pair in (text or "").split(","):
-        if not pair.strip():
-            continue
-        key, sep, value = (x.strip() for x in pair.partition("="))
-        if not sep or not value or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", key):
-            raise EdgecError(f"--labels '{pair}': expected KEY=VALUE pairs separated by commas, KEY of letters, "
-                             "digits, '.', '_' or '-'")
-        labels[key] = value
-    return labels
-
-
-def _profile_on_server(build_dirs, server, token_file, target_profile, device, labels, runtime, attempts,
-                       lease_seconds, timeout, wait, wait_timeout, as_json, options) -> None:
-    """Upload each build and queue its job on a collector; with ``wait``, print the results."""
-    from edgec.collector.client import Client, submit
+def _profile_on_fleet(build_dirs, request, wait: bool, wait_timeout: float, as_json: bool) -> None:
+    """Queue each build on the collector; with ``wait``, print the results like a local run."""
+    from edgec import measure
+    from edgec.collector.client import Client
     from edgec.collector.tokens import client_token
     from edgec.errors import EdgecError
-    from edgec.profiling import ProfileResult
 
-    label_dict = parse_labels(labels)
-    with Client(server, client_token(token_file)) as client:
-        queued = []
-        for build_dir in build_dirs:
-            job = submit(client, build_dir, profile=target_profile, device=device, labels=label_dict, runtime=runtime,
-                         max_attempts=attempts, lease_seconds=lease_seconds, timeout=timeout, **options)
-            queued.append(job)
+    with Client(request.server, client_token(request.token_file)) as client:
+        queued = measure.queue_on_fleet(client, build_dirs, request)
+        for job in queued:
             where = f"device {job['device']}" if job["device"] else f"profile {job['profile']}"
-            click.echo(f"queued job {job['id']}: {build_dir}/{job['record']['file']} on {where}", err=True)
+            click.echo(f"queued job {job['id']}: {job['build_dir']}/{job['record']['file']} on {where}", err=True)
             if not job["matching_devices"]:
+                labels = ",".join(f"{k}={v}" for k, v in request.labels.items())
                 click.echo(f"warning: no registered device can run job {job['id']} ({where}"
                            f"{', labels ' + labels if labels else ''}, runtime {job['runtime']}); it waits until "
                            "one registers ('edgec devices' lists them)", err=True)
@@ -157,20 +139,8 @@ def _profile_on_server(build_dirs, server, token_file, target_profile, device, l
             else:
                 click.echo(f"follow them with: edgec jobs --server {client.url}", err=True)
             return
-        results, failures = [], []
-        for job in queued:
-            doc = client.wait_job(job["id"], wait_timeout)
-            if doc["state"] != "done":
-                failures.append(f"job {doc['id']} ({job['build_dir']}) {doc['state']}: {doc['error'] or 'cancelled'}")
-                continue
-            stored = client.result(doc["result_id"])
-            report = stored["report"]
-            report["warnings"] = list(doc.get("warnings") or []) + report["warnings"]
-            result = ProfileResult(job["build_dir"], stored["device"], job["manifest"], job["record"], report,
-                                   doc["result_id"], None)
-            result.job_id = doc["id"]
-            results.append(result)
-    comparison = compare(results, None)
+        results, failures = measure.collect_from_fleet(client, queued, wait_timeout)
+    comparison = measure.baselines(results, None)
     if as_json:
         click.echo(json.dumps({"server": client.url, "results": [
             {"build_dir": str(r.build_dir), "device": r.device, "job_id": r.job_id, "result_id": r.result_id,
@@ -184,44 +154,6 @@ def _profile_on_server(build_dirs, server, token_file, target_profile, device, l
         raise EdgecError("; ".join(failures))
 
 
-def compare(results, db) -> dict[int, dict]:
-    """Speed-up and compression of each result against the fp32 artifact of the same model.
-
-    The baseline is looked up among the results just measured, then in the results database.
-    """
-    out: dict[int, dict] = {}
-    stored = []
-    if db is not None or any(r.db for r in results):
-        from edgec.results import ResultsStore
-
-        path = db or next(r.db for r in results if r.db)
-        stored = ResultsStore(path).rows(latest=True)
-    for r in results:
-        source = (r.manifest.get("source") or {}).get("sha256")
-        base_lat = base_bytes = None
-        base_from = None
-        if (r.artifact.get("precision") or r.manifest.get("precision")) == "fp32":
-            base_lat, base_bytes, base_from = r.report["latency_ms"]["median"], r.artifact.get("bytes"), "itself"
-        for other in ([] if base_lat else results):
-            if other is not r and (other.manifest.get("source") or {}).get("sha256") == source and \
-                    (other.artifact.get("precision") or other.manifest.get("precision")) == "fp32" and \
-                    other.device == r.device:
-                base_lat, base_bytes, base_from = other.report["latency_ms"]["median"], other.artifact.get("bytes"), "this run"
-                break
-        if base_lat is None:
-            for row in sorted(stored, key=lambda x: -x["id"]):
-                if row["source_sha256"] == source and row["precision"] == "fp32" and row["device"] == r.device:
-                    base_lat, base_bytes, base_from = row["latency_median_ms"], row["bytes"], f"result {row['id']}"
-                    break
-        median = r.report["latency_ms"]["median"]
-        out[id(r)] = {
-            "speedup_vs_fp32": base_lat / median if base_lat and median else None,
-            "compression_vs_fp32": base_bytes / r.artifact["bytes"] if base_bytes and r.artifact.get("bytes") else None,
-            "baseline": base_from,
-        }
-    return out
-
-
 def print_result(r) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -231,7 +163,7 @@ def print_result(r) -> None:
     out = console()
     rep = r.report
     rt, dev, lat, thr = rep["runtime"], rep["device"], rep["latency_ms"], rep["throughput"]
-    precision = r.artifact.get("precision") or r.manifest.get("precision")
+    precision = r.precision
     out.print(f"[bold]{escape(str(r.build_dir))}[/] {escape(r.artifact['file'])} ({precision}, "
               f"{human_bytes(rep['artifact']['bytes'])}) on {escape(r.device)}: {escape(dev['model'])} "
               f"({escape(dev['kind'])})")
@@ -278,9 +210,16 @@ def print_comparison(results, comparison) -> None:
     for r in results:
         c = comparison[id(r)]
         lat = r.report["latency_ms"]
-        table.add_row(escape(f"{r.build_dir}/{r.artifact['file']}"), r.artifact.get("precision") or r.manifest.get("precision"),
+        table.add_row(escape(f"{r.build_dir}/{r.artifact['file']}"), r.precision,
                       f"{lat['median']:.4f}", f"{lat['p90']:.4f}", f"{lat['p99']:.4f}",
                       f"{c['speedup_vs_fp32']:.2f}" if c["speedup_vs_fp32"] is not None else "-",
                       f"{c['compression_vs_fp32']:.2f}" if c["compression_vs_fp32"] is not None else "-",
                       escape(c["baseline"] or "-"))
-    console().print(table)
+    out = console()
+    out.print(table)
+    for r in results:
+        c = comparison[id(r)]
+        if c["threads_differ"]:
+            out.print(escape(f"note: {r.build_dir}/{r.artifact['file']} ran with {r.report['runtime']['threads'] or 'default'} "
+                             f"threads, its fp32 baseline ({c['baseline']}) with {c['baseline_threads'] or 'default'}: "
+                             "the speed-up is not like for like; pass the same --threads to both"))

@@ -47,7 +47,10 @@ def report(fmt: str, plot: Path | None, device: str | None, model: str | None, e
     if fmt == "table":
         from edgec.util import console
 
-        console().print(rep.to_table(rows))
+        out = console()
+        out.print(rep.to_table(rows))
+        for note in rep.threads_notes(rows):
+            out.print(f"[yellow]note:[/] {note}")
     else:
         click.echo({"json": rep.to_json, "csv": rep.to_csv, "markdown": rep.to_markdown}[fmt](rows), nl=False)
         if fmt == "json":

@@ -56,7 +56,7 @@ def serve(host: str, port: int, db: Path | None, token_file: Path | None, lease_
     sock = server.listen(host, port)
     store = storage.Store(db).open()
     try:
-        settings = server.Settings(token, db.parent / "blobs", max_body=int(max_body_mb * server.MiB),
+        settings = server.ServerSettings(token, db.parent / "blobs", max_body=int(max_body_mb * server.MiB),
                                    max_upload=int(max_upload_mb * server.MiB), lease_seconds=lease_seconds,
                                    offline_after=offline_after, max_poll=max_poll_seconds)
         app = server.create_app(store, settings)

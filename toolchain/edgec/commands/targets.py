@@ -12,12 +12,10 @@ import click
 def targets(as_json: bool) -> None:
     """List device profiles: id, device, target kind, precisions, runtime."""
     from edgec import profiles
-    from edgec import targets as target_registry
 
     items = profiles.all_profiles()
-    available = set(target_registry.available())
     if as_json:
-        click.echo(json.dumps([dict(p.to_json(), available=p.target in available) for p in items], indent=2))
+        click.echo(json.dumps([p.to_json() for p in items], indent=2))
         return
     from rich.table import Table
 
@@ -28,6 +26,5 @@ def targets(as_json: bool) -> None:
         table.add_column(col)
     for p in items:
         precisions = [p.default_precision] + [x for x in p.precisions if x != p.default_precision]
-        target = p.target if p.target in available else f"{p.target} (not available yet)"
-        table.add_row(p.id, p.device, target, ", ".join(precisions), p.runtime, p.power.get("sensor", "none"))
+        table.add_row(p.id, p.device, p.target, ", ".join(precisions), p.runtime, p.power.get("sensor", "none"))
     console().print(table)

@@ -81,12 +81,12 @@ def optimize(model, fine_tune: Dataset, spec: OptimizeSpec, *, target, profile, 
 
 def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> OptimizeResult:
     from edgec.optimize import cluster as cluster_step
-    from edgec.optimize import models, train
+    from edgec.optimize import graph, train
     from edgec.optimize import prune as prune_step
     from edgec.optimize import qat as qat_step
 
     t0 = time.perf_counter()
-    models.check_rebuildable(model)
+    graph.check_rebuildable(model)
     if spec.qat:
         qat_step.check_skip(model, spec.qat_skip)
     data = train.prepare(model, fine_tune, spec)
@@ -101,7 +101,7 @@ def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> O
     steps: list[dict[str, Any]] = [{"step": "float", "accuracy": accuracy(model)}]
     current, folded = model, []
     if spec.cluster is not None:  # share the values of the kernels the artifact will store
-        current, folded = models.fold_batchnorm(model)
+        current, folded = graph.fold_batchnorm(model)
     if spec.pruning:
         current, info = prune_step.prune(current, data, spec, progress)
         steps.append({"step": "prune", "accuracy": accuracy(current), **info})

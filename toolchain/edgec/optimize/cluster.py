@@ -9,7 +9,7 @@ emptied. After pruning, clustering preserves the zeros (``preserve_sparsity``). 
 cluster DepthwiseConv2D kernels (by design: the accuracy loss does not recover); they are listed.
 
 A BatchNormalization after a Conv2D/DepthwiseConv2D/Dense is folded into its kernel before any
-step runs (:func:`edgec.optimize.models.fold_batchnorm`): the converter would fold it anyway,
+step runs (:func:`edgec.optimize.graph.fold_batchnorm`): the converter would fold it anyway,
 scaling each output channel by its own factor, and the shared values would not survive. Conv2D
 kernels are then quantized per tensor during QAT (:mod:`edgec.optimize.qat`), so each clustered
 kernel holds at most N distinct int8 values in the artifact.
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.optimize import models
+from edgec.optimize import graph
 from edgec.optimize.spec import OptimizeSpec
 from edgec.optimize.train import FineTuneData, fine_tune
 from edgec.progress import Progress
@@ -69,7 +69,7 @@ def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *
             if reason:
                 layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": False, "reason": reason})
             return layer
-        kernel = models.kernel_of(layer)
+        kernel = graph.kernel_of(layer)
         size = int(np.prod(kernel.shape)) if kernel is not None else None
         if size is not None and size <= spec.cluster:
             layers.append({"layer": layer.name, "type": type(layer).__name__, "clustered": False,
@@ -85,7 +85,7 @@ def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *
         return wrapped
 
     try:
-        wrapped = keras.models.clone_model(models.private_copy(model), clone_function=wrap)
+        wrapped = keras.models.clone_model(graph.private_copy(model), clone_function=wrap)
     except (ValueError, tf.errors.InvalidArgumentError) as exc:  # TF-MOT's own checks on the kernels
         raise EdgecError(f"clustering to {spec.cluster} values failed: {str(exc).strip().splitlines()[0][:300]}; "
                          "choose a smaller --cluster, or drop --cluster") from exc
@@ -94,10 +94,10 @@ def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *
         raise EdgecError(f"model '{model.name}' has no layer TF-MOT can cluster ({reasons}); drop --cluster")
     # layers left unclustered keep their pruned zeros by hand (TF-MOT only guards the ones it wraps)
     unclustered = [e["layer"] for e in layers if not e["clustered"]]
-    keeper, _ = models.structure_keeper(wrapped, model, unclustered, zeros=preserve_sparsity, clusters=None)
+    keeper, _ = graph.structure_keeper(wrapped, model, unclustered, zeros=preserve_sparsity, clusters=None)
     fit = fine_tune(wrapped, data, spec, step="cluster", progress=progress, callbacks=[keeper] if keeper else [])
     stripped = tfmot.clustering.keras.strip_clustering(wrapped)
-    stats = models.kernel_stats(stripped)
+    stats = graph.kernel_stats(stripped)
     for entry in layers:
         s = stats.get(entry["layer"])
         if s:

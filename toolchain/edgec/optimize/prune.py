@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from edgec.errors import EdgecError
-from edgec.optimize import models
+from edgec.optimize import graph
 from edgec.optimize.spec import OptimizeSpec, PruneSchedule
 from edgec.optimize.train import FineTuneData, fine_tune
 from edgec.progress import Progress
@@ -81,14 +81,14 @@ def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> 
             layers.append({"layer": layer.name, "type": type(layer).__name__, "pruned": False, "reason": reason})
         return layer
 
-    wrapped = keras.models.clone_model(models.private_copy(model), clone_function=wrap)
+    wrapped = keras.models.clone_model(graph.private_copy(model), clone_function=wrap)
     if not any(entry["pruned"] for entry in layers):
         reasons = "; ".join(f"{e['layer']}: {e['reason']}" for e in layers) or "no layer has weights"
         raise EdgecError(f"model '{model.name}' has no layer TF-MOT can prune ({reasons}); drop --prune")
     fit = fine_tune(wrapped, data, spec, step="prune", progress=progress,
                     callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], select_from_epoch=full_from_epoch)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
-    stats = models.kernel_stats(stripped)
+    stats = graph.kernel_stats(stripped)
     for entry in layers:
         entry.update({k: stats[entry["layer"]][k] for k in ("params", "zero_share")} if entry["layer"] in stats else {})
     info = {"sparsity": spec.prune, "schedule": schedule_info, "layers": layers, "fine_tune": fit}

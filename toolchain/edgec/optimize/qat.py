@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.optimize import models
+from edgec.optimize import graph
 from edgec.optimize.spec import OptimizeSpec
 from edgec.optimize.train import FineTuneData, fine_tune
 from edgec.progress import Progress
@@ -129,7 +129,7 @@ def _apply(model, scheme, scheme_name: str, left: dict[str, str], keras, tfmot):
 
         annotated = keras.models.clone_model(model, clone_function=annotate)
         try:
-            with tfmot.quantization.keras.quantize_scope(custom), models.rebuilding_in_memory():
+            with tfmot.quantization.keras.quantize_scope(custom), graph.rebuilding_in_memory():
                 return tfmot.quantization.keras.quantize_apply(annotated, scheme)
         except (RuntimeError, ValueError, TypeError, KeyError) as exc:
             text = str(exc)
@@ -254,7 +254,7 @@ def qat(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *, ta
 
     _, keras = tf_and_keras()
     scheme, scheme_name, preserve = choose_scheme(target_scheme, pruned=pruned, clustered=clustered)
-    base = models.private_copy(model)
+    base = graph.private_copy(model)
     left = _annotation_plan(base, scheme.get_quantize_registry(), spec.qat_skip, keras)
     qmodel = _apply(base, scheme, scheme_name, left, keras, tfmot)
     ranges = _init_activation_ranges(qmodel, base, data.x_train[:_RANGE_CALIBRATION_SAMPLES], keras)
@@ -263,7 +263,7 @@ def qat(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *, ta
     wrapped = {getattr(layer, "layer", layer).name for layer in qmodel.layers
                if type(layer).__name__.startswith("QuantizeWrapper")}
     keep = [layer.name for layer in base.layers if target_scheme is not None or layer.name not in wrapped]
-    keeper, kept = models.structure_keeper(qmodel, base, keep, zeros=pruned, clusters=spec.cluster if clustered else None)
+    keeper, kept = graph.structure_keeper(qmodel, base, keep, zeros=pruned, clusters=spec.cluster if clustered else None)
     fit = fine_tune(qmodel, data, spec, step="qat", progress=progress, callbacks=[keeper] if keeper else [])
     if target_scheme is None and clustered:
         qmodel = tfmot.experimental.combine.strip_clustering_cqat(qmodel)

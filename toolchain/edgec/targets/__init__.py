@@ -1,7 +1,8 @@
-"""Target kinds: one module per kind, looked up through a plain dict (no import side effects).
+"""Target kinds: one module (or package) per kind, looked up through a plain dict (no import side effects).
 
 A target turns the (optimized) Keras model into the artifact files a device runs, and names
-the runtime the host verifies them with and the device agent runs them with.
+the runtime the host verifies them with and the device agent runs them with. The kinds are
+:data:`edgec.agent.vocab.TARGET_KINDS`; a device profile names one of them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import importlib
 
 from edgec.errors import EdgecError, choices
 
-#: target kind -> "module:Class"
+#: target kind -> "module:Class", one entry per kind of TARGET_KINDS
 REGISTRY: dict[str, str] = {
     "tflite": "edgec.targets.tflite:TFLiteTarget",
     "edgetpu": "edgec.targets.edgetpu.target:EdgeTPUTarget",
@@ -18,21 +19,13 @@ REGISTRY: dict[str, str] = {
 }
 
 
-def available() -> list[str]:
-    return sorted(REGISTRY)
-
-
-def get(kind: str, profile_id: str | None = None):
-    """Instantiate the target for a kind.
+def get(kind: str):
+    """Instantiate the target of a kind.
 
     Raises:
-        EdgecError: the kind has no implementation in this version.
+        EdgecError: ``kind`` is not a target kind.
     """
     if kind not in REGISTRY:
-        who = f" (profile '{profile_id}')" if profile_id else ""
-        raise EdgecError(
-            f"target kind '{kind}'{who} is not available yet in this version of edgec; "
-            f"available target kinds: {choices(REGISTRY)}"
-        )
+        raise EdgecError(f"unknown target kind '{kind}'; valid: {choices(REGISTRY)}")
     module_name, cls_name = REGISTRY[kind].split(":")
     return getattr(importlib.import_module(module_name), cls_name)()

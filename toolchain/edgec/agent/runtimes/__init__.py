@@ -18,8 +18,8 @@ import importlib
 import os
 
 from ..errors import AgentError
+from ..vocab import RUNTIMES
 
-RUNTIMES = ("litert", "tflite", "edgetpu", "onnxruntime", "tensorrt")
 _ADAPTERS = {
     "litert": ("tflite", "TFLiteRuntime"),
     "tflite": ("tflite", "TFLiteRuntime"),

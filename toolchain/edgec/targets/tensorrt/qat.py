@@ -126,18 +126,7 @@ class TensorRTQuantizeScheme(tfmot.quantization.keras.QuantizeScheme):
         return TensorRTQuantizeRegistry()
 
 
-def custom_objects() -> dict[str, Any]:
-    """What ``keras.models.load_model`` needs (inside ``quantize_scope``) for a saved QAT model."""
-    return {"TensorRTQuantizeConfig": TensorRTQuantizeConfig}
-
-
 # --------------------------------------------------------------------------- reading a QAT model
-
-
-def is_qat_model(model) -> bool:
-    """True when the model carries TF-MOT fake-quant layers."""
-    return any(isinstance(layer, (quantize_wrapper.QuantizeWrapper, quantize_layer.QuantizeLayer))
-               for layer in model.layers)
 
 
 _RANGE = re.compile(r"(?:^|/)(output|post_activation)_(min|max)(?::\d+)?$")

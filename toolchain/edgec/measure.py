@@ -1,4 +1,5 @@
-"""``edgec profile``: run the device agent on a build's artifact and keep its report.
+"""Measuring a build's artifact on a device (the ``edgec profile`` command): run the device agent,
+here, over ssh or through a fleet collector, keep its report, and compare with the fp32 artifact.
 
 The artifact comes from ``OUT/PROFILE/manifest.json`` (``artifacts[0]`` is the primary one). A
 TensorRT build ships its bundle (``build.json`` + ``model.onnx`` + ``model.engine`` when built);
@@ -26,7 +27,7 @@ AGENT_NAME = "edgec-agent.pyz"
 
 
 @dataclasses.dataclass
-class ProfileResult:
+class Measurement:
     """One artifact measured on one device."""
 
     build_dir: Path
@@ -36,6 +37,18 @@ class ProfileResult:
     report: dict[str, Any]  # the agent's report document
     result_id: int | None  # row in the results store (None with store=False)
     db: Path | None
+    job_id: int | None = None  # the collector's job, when measured by a fleet
+
+    @property
+    def precision(self) -> str | None:
+        return self.artifact.get("precision") or self.manifest.get("precision")
+
+    def row(self) -> dict[str, Any]:
+        """The fields :func:`edgec.report.fp32_baseline` compares, as a results-store row has them."""
+        return {"id": None, "source_sha256": (self.manifest.get("source") or {}).get("sha256"),
+                "precision": self.precision, "device": self.device, "format": self.artifact.get("format"),
+                "runtime": self.report["runtime"]["name"], "threads": self.report["runtime"]["threads"],
+                "latency_median_ms": self.report["latency_ms"]["median"], "bytes": self.artifact.get("bytes")}
 
 
 @dataclasses.dataclass
@@ -152,10 +165,10 @@ def parse_report(stdout: str) -> dict[str, Any]:
         raise EdgecError(f"the agent's report is not valid JSON ({exc}); output ends with: {text[-300:]!r}") from exc
 
 
-def profile(build_dir: str | Path, device: str = "local", *, runtime: str | None = None,
+def measure(build_dir: str | Path, device: str = "local", *, runtime: str | None = None,
             python: str | None = None, identity: Path | None = None, ssh_options: tuple[str, ...] = (),
             timeout: float = 600, db: str | Path | None = None, store: bool = True,
-            **options: Any) -> ProfileResult:
+            **options: Any) -> Measurement:
     """Measure a build's artifact on ``device`` with the agent; keep the report in the results store.
 
     Args:
@@ -208,4 +221,96 @@ def profile(build_dir: str | Path, device: str = "local", *, runtime: str | None
         results = ResultsStore(db)
         result_id = results.add(manifest, ship.record, build_dir.resolve(), device, report)
         db_path = results.path
-    return ProfileResult(build_dir, device, manifest, ship.record, report, result_id, db_path)
+    return Measurement(build_dir, device, manifest, ship.record, report, result_id, db_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetRequest:
+    """What ``edgec profile --server`` asks of a fleet collector.
+
+    Attributes:
+        server: the collector's URL.
+        token_file: the collector's token file (default: ``$EDGEC_TOKEN``, else a local collector's).
+        profile: any device of this profile may run the jobs (default: each build's profile).
+        device: only this registered device may run them.
+        labels: the device must carry every one of these labels.
+        runtime: agent runtime (default: each build's).
+        attempts: leases before a job is failed.
+        lease_seconds: a job's lease without a heartbeat (default: the collector's).
+        timeout: seconds the agent allows a measurement.
+        bench: agent bench options (runs, min_seconds, warmup, threads, batch, power, power_rail,
+            idle_seconds).
+    """
+
+    server: str
+    token_file: Path | None = None
+    profile: str | None = None
+    device: str | None = None
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    runtime: str | None = None
+    attempts: int = 3
+    lease_seconds: float | None = None
+    timeout: float = 600
+    bench: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def queue_on_fleet(client, build_dirs, request: FleetRequest) -> list[dict[str, Any]]:
+    """Upload each build and queue a job measuring its artifact; returns the queued jobs."""
+    from edgec.collector.client import submit
+
+    return [submit(client, build_dir, profile=request.profile, device=request.device, labels=request.labels,
+                   runtime=request.runtime, max_attempts=request.attempts, lease_seconds=request.lease_seconds,
+                   timeout=request.timeout, **request.bench) for build_dir in build_dirs]
+
+
+def collect_from_fleet(client, jobs: list[dict[str, Any]], wait_timeout: float) -> tuple[list[Measurement], list[str]]:
+    """Wait for each job; the measurements of the finished ones and a line for each that is not."""
+    results, failures = [], []
+    for job in jobs:
+        doc = client.wait_job(job["id"], wait_timeout)
+        if doc["state"] != "done":
+            failures.append(f"job {doc['id']} ({job['build_dir']}) {doc['state']}: {doc['error'] or 'cancelled'}")
+            continue
+        stored = client.result(doc["result_id"])
+        report = stored["report"]
+        report["warnings"] = list(doc.get("warnings") or []) + report["warnings"]
+        results.append(Measurement(job["build_dir"], stored["device"], job["manifest"], job["record"], report,
+                                   doc["result_id"], None, job_id=doc["id"]))
+    return results, failures
+
+
+def baselines(measurements: list[Measurement], db: str | Path | None) -> dict[int, dict[str, Any]]:
+    """Speed-up and compression of each measurement against its fp32 baseline, by ``id()``.
+
+    The baseline is chosen by :func:`edgec.report.fp32_baseline` (the rule ``edgec report`` uses)
+    among the measurements just taken, then the results database's latest rows. ``threads`` says
+    when the baseline ran with another thread count, which makes the speed-up no like-for-like.
+    """
+    from edgec.report import fp32_baseline
+
+    stored: list[dict[str, Any]] = []
+    path = db or next((m.db for m in measurements if m.db), None)
+    if path is not None:
+        from edgec.results import ResultsStore
+
+        stored = ResultsStore(path).rows(latest=True)
+    taken = [m.row() for m in measurements]
+    # the measurements of this run rank above every stored row
+    newest = max((r["id"] for r in stored), default=0)
+    for i, row in enumerate(taken):
+        row["id"] = newest + 1 + i
+    out: dict[int, dict[str, Any]] = {}
+    for m, row in zip(measurements, taken, strict=True):
+        base = fp32_baseline(row, taken + stored)
+        where = None
+        if base is not None:
+            where = "itself" if base is row else ("this run" if any(base is t for t in taken) else f"result {base['id']}")
+        out[id(m)] = {
+            "speedup_vs_fp32": (base["latency_median_ms"] / row["latency_median_ms"]
+                                if base and row["latency_median_ms"] else None),
+            "compression_vs_fp32": (base["bytes"] / row["bytes"] if base and base["bytes"] and row["bytes"] else None),
+            "baseline": where,
+            "baseline_threads": base["threads"] if base else None,
+            "threads_differ": bool(base) and base["threads"] != row["threads"],
+        }
+    return out

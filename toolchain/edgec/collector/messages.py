@@ -19,21 +19,21 @@ from pydantic import (
 )
 
 from edgec.agent.schema import SCHEMA_VERSION
+from edgec.agent.vocab import LABEL_VALUE_PATTERN, NAME_PATTERN, RUNTIME_CHOICES, SENSOR_CHOICES
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 # Shipment file names: one plain name, or 'bundle/NAME' for a TensorRT bundle.
 FILE_PATTERN = r"^(bundle/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 UID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 LEASE_PATTERN = r"^[0-9a-f]{32}$"
-RUNTIMES = ("auto", "litert", "tflite", "edgetpu", "onnxruntime", "tensorrt")
-SENSORS = ("auto", "none", "ina3221", "ina3221x", "tegrastats", "nvml", "nvidia-smi", "rapl", "hwmon")
+# a job names a sensor, never the external meter command: that is the device's own --power-command
+JOB_SENSORS = tuple(s for s in SENSOR_CHOICES if s != "command")
 JOB_STATES = ("queued", "leased", "done", "failed", "cancelled")
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]
 FileName = Annotated[str, StringConstraints(pattern=FILE_PATTERN)]
-LabelValue = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f,=]+$")]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE_PATTERN)]
 Text = Annotated[str, StringConstraints(max_length=4000)]
 Labels = Annotated[dict[Name, LabelValue], Field(max_length=32)]
 
@@ -51,7 +51,7 @@ class BenchOptions(Closed):
     warmup: int | None = Field(None, ge=0, le=1_000_000)
     threads: int | None = Field(None, ge=1, le=1024)
     batch: int | None = Field(None, ge=1, le=65536)
-    power: Literal[SENSORS] | None = None  # type: ignore[valid-type]
+    power: Literal[JOB_SENSORS] | None = None  # type: ignore[valid-type]
     power_rail: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")] | None = None
     idle_seconds: float | None = Field(None, ge=0, le=600)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
@@ -123,7 +123,7 @@ class JobCreate(Closed):
 
     files: Annotated[dict[FileName, Sha256], Field(min_length=1, max_length=16)]
     target: FileName | Literal["bundle"]
-    runtime: Literal[RUNTIMES] = "auto"  # type: ignore[valid-type]
+    runtime: Literal[RUNTIME_CHOICES] = "auto"  # type: ignore[valid-type]
     artifact: ArtifactRecord
     manifest: Manifest
     build_dir: Annotated[str, StringConstraints(max_length=4096)] | None = None
@@ -157,7 +157,7 @@ class Register(Closed):
     instance: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
     profile: Name | None = None
     labels: Labels = {}
-    runtimes: Annotated[dict[Literal[RUNTIMES[1:]], Annotated[str, StringConstraints(max_length=64)] | None],  # type: ignore[valid-type]
+    runtimes: Annotated[dict[Literal[RUNTIME_CHOICES[1:]], Annotated[str, StringConstraints(max_length=64)] | None],  # type: ignore[valid-type]
                         Field(max_length=8)] = {}
     power: dict[str, Any] = {}
     detected: dict[str, Any] = {}
