@@ -6,6 +6,7 @@ EDGEC := $(VENV)/bin/edgec
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,onnx,search
 DEMO := build/demo
+SEED ?= 0
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-fast lint bench clean
@@ -19,12 +20,12 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m edgec.examples --out $(DEMO) --arch cnn --epochs 30
-	$(EDGEC) build $(DEMO)/digits_cnn.keras --target rpi5 --precision int8 \
+	$(PY) -m edgec.examples --out $(DEMO) --arch cnn --epochs 30 --seed $(SEED)
+	$(EDGEC) build $(DEMO)/digits_cnn.keras --target rpi5 --precision int8 --seed $(SEED) \
 		--calib $(DEMO)/calib.npz --eval $(DEMO)/eval.npz --max-accuracy-drop 1.0 --out $(DEMO)/dist
 	$(EDGEC) inspect $(DEMO)/dist/rpi5/model.tflite
-	$(EDGEC) build $(DEMO)/digits_cnn.keras --target rpi5 --fine-tune $(DEMO)/train.npz --prune 0.8 --qat \
-		--eval $(DEMO)/eval.npz --max-accuracy-drop 1.5 --out $(DEMO)/dist-compressed
+	$(EDGEC) build $(DEMO)/digits_cnn.keras --target rpi5 --seed $(SEED) --fine-tune $(DEMO)/train.npz --prune 0.8 --qat \
+		--eval $(DEMO)/eval.npz --max-accuracy-drop 1.0 --out $(DEMO)/dist-compressed
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

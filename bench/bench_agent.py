@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("EDGEC_PROGRESS", "0")
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 BARE = textwrap.dedent("""
     import os, sys

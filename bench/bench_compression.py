@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("EDGEC_PROGRESS", "0")
 
 METHODS = {

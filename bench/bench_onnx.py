@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
@@ -100,7 +100,7 @@ def main() -> None:
     for arch in args.archs:
         model = make_model(arch)
         keras_acc = train(model, split, epochs=args.epochs, seed=0) * 100
-        proto = export.export_keras(model, args.opset)
+        proto = export.export_onnx(model, args.opset)
         float_bytes = proto.SerializeToString()
         diff = float(np.abs(np.asarray(model(x, training=False)) - onnx_io.OrtRunner(float_bytes)(x)[0]).max())
         pre = quantize.prepare_for_quantization(proto)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("EDGEC_PROGRESS", "0")
 
 import edgec  # noqa: E402  (sets the Keras environment before TensorFlow loads)

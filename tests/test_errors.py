@@ -102,11 +102,30 @@ def test_accuracy_budget_exceeded_exits_1(digits_model_path, digits_dir, tmp_pat
     assert line
 
 
-def test_debug_shows_traceback(tmp_path):
+def test_debug_shows_traceback_and_keeps_the_exit_code(tmp_path):
     bad = tmp_path / "broken.keras"
     bad.write_bytes(b"not a zip")
     proc = run_cli("--debug", "build", bad, "--target", "x86-cpu", "--precision", "fp32", "--out", tmp_path)
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("Error: cannot read model")
+
+
+def test_debug_keeps_exit_3_for_internal_errors(monkeypatch, cli_runner):
+    """An unexpected exception is exit 3 with --debug too (the traceback is printed)."""
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("edgec.profiles.all_profiles", broken)
+    code, _, err = cli_runner("--debug", "targets")
+    assert code == 3 and "Traceback" in err and "RuntimeError: boom" in err
+    code, _, err = cli_runner("targets")
+    assert code == 3 and "internal error (RuntimeError: boom)" in err and "Traceback" not in err
+
+
+def test_require_compiler_is_for_targets_with_a_compiler(digits_model_path, cli_runner):
+    code, _, err = cli_runner("build", digits_model_path, "--target", "rpi5", "--precision", "fp32",
+                              "--require-compiler")
+    assert code == 2 and "--require-compiler applies to targets with a device compiler" in err
 
 
 def test_keras3_file_says_how_to_resave(tmp_path, cli_runner):

@@ -242,3 +242,27 @@ def test_energy_reaches_the_report_and_the_plot(digits_builds, tmp_path):
     png = plot(rows, tmp_path / "energy.png")
     with Image.open(png) as image:
         assert image.width > 1.4 * 1100  # three panels: accuracy/latency, latency/size, accuracy/energy
+
+
+def test_profile_and_report_pick_one_baseline_and_say_when_threads_differ(digits_builds, tmp_path):
+    """fp32 with 1 thread, int8 with 2: both commands compare int8 with the same fp32 result, and
+    both say the speed-up is not like for like."""
+    db = tmp_path / "results.db"
+    fp32 = run_cli("profile", digits_builds["fp32"], "--device", "local", "--runs", "50", "--threads", "1", "--db", db)
+    assert fp32.returncode == 0, fp32.stderr
+    int8 = run_cli("profile", digits_builds["int8"], "--device", "local", "--runs", "50", "--threads", "2", "--db", db,
+                   "--json")
+    assert int8.returncode == 0, int8.stderr
+    doc = json.loads(int8.stdout)["results"][0]
+    assert doc["threads_differ"] and doc["baseline_threads"] == 1
+    rows = ResultsStore(db).rows()
+    fp32_row = next(r for r in rows if r["precision"] == "fp32")
+    assert doc["baseline"] == f"result {fp32_row['id']}"
+    report = run_cli("report", "--db", db, "--format", "json")
+    int8_row = next(r for r in json.loads(report.stdout)["rows"] if r["precision"] == "int8")
+    assert int8_row["baseline_result_id"] == fp32_row["id"] and int8_row["baseline_threads"] == 1
+    assert int8_row["speedup_vs_fp32"] == pytest.approx(doc["speedup_vs_fp32"])
+    table = run_cli("report", "--db", db)
+    assert "note:" in table.stdout and "not like for like" in table.stdout
+    again = run_cli("profile", digits_builds["int8"], "--device", "local", "--runs", "50", "--threads", "2", "--db", db)
+    assert "not like for like" in again.stdout and "--threads" in again.stdout

@@ -18,7 +18,7 @@ def test_float_onnx_matches_keras(arch, opset, trained_models, digits_split):
     from edgec.targets.tensorrt import export, onnx_io
 
     model = trained_models[arch]
-    proto = export.export_keras(model, opset)
+    proto = export.export_onnx(model, opset)
     assert onnx_io.opset_of(proto) == opset
     report = export.check_for_tensorrt(proto, "8.2" if opset == 13 else "8.5")
     assert report["onnx_checker"] == "passed" and not report["unknown_ops"]

@@ -51,7 +51,7 @@ def test_ptq_symmetric_keeps_accuracy(arch, trained_models, digits_split):
     from edgec.targets.tensorrt import export, onnx_io, quantize
 
     model = trained_models[arch]
-    pre = quantize.prepare_for_quantization(export.export_keras(model, 17))
+    pre = quantize.prepare_for_quantization(export.export_onnx(model, 17))
     result = quantize.quantize_qdq(pre, digits_split.x_train[:200])
     float_acc = accuracy(onnx_io.OrtRunner(pre.SerializeToString())(digits_split.x_test), digits_split.y_test)
     int8_acc = accuracy(onnx_io.OrtRunner(result.model.SerializeToString())(digits_split.x_test), digits_split.y_test)
@@ -111,9 +111,12 @@ def test_qat_build_exports_learned_ranges(qat_cnn, trained_models, digits_dir, d
     assert q["overridden_tensors"] >= q["qat_ranges"]
     assert result.manifest["tensorrt"]["export"]["from_qat_model"] is True
     _assert_tensorrt_qdq(result.out_dir / "model.onnx")
+    # the int8 ONNX computes what the QAT model learned (its fake-quant accuracy), and stays near float
     float_acc = accuracy([np.asarray(trained_models["cnn"](digits_split.x_test))], digits_split.y_test)
+    learned_acc = accuracy([np.asarray(qat_cnn(digits_split.x_test, training=False))], digits_split.y_test)
     qat_acc = accuracy(onnx_io.OrtRunner(result.out_dir / "model.onnx")(digits_split.x_test), digits_split.y_test)
-    assert (float_acc - qat_acc) * 100 <= 1.0, (float_acc, qat_acc)
+    assert abs(learned_acc - qat_acc) * 100 <= 0.6, (learned_acc, qat_acc)
+    assert (float_acc - qat_acc) * 100 <= 2.0, (float_acc, qat_acc)
     # the exported activation scales are the QAT ones: max / 127 of a learned symmetric range
     report = inspect.inspect_onnx(result.out_dir / "model.onnx")
     by_layer: dict[str, dict[str, float]] = {}

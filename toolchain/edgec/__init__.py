@@ -13,7 +13,9 @@ import os
 
 # TF-MOT and tf2onnx need Keras 2 (tf-keras); this must be set before TensorFlow is imported.
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's native log: fatal lines only (its other lines are start-up chatter and version-skew
+# notices; real failures raise). `edgec --debug` shows everything.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 
 import click
 
@@ -44,8 +45,8 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except EdgecError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
+            if ctx.obj and ctx.obj.get("debug"):  # the traceback, and the same exit code as without --debug
+                traceback.print_exc()
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -55,7 +56,8 @@ class LazyGroup(click.Group):
             ctx.exit(130)
         except Exception as exc:  # a bug, not a user error: one line unless --debug
             if ctx.obj and ctx.obj.get("debug"):
-                raise
+                traceback.print_exc()
+                ctx.exit(EXIT_INTERNAL)
             click.echo(
                 f"Error: internal error ({type(exc).__name__}: {exc}); "
                 "rerun with --debug for the traceback",
@@ -83,6 +85,7 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
 
     if debug:
         os.environ["EDGEC_DEBUG"] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow loads later, inside the command
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     level = logging.DEBUG if (debug or verbose > 1) else logging.INFO if verbose else logging.WARNING

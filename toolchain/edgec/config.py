@@ -32,8 +32,16 @@ class BuildOptions:
         calib: representative data for int8 calibration (path or ``module:function``).
         calib_samples: how many calibration samples to draw.
         seed: seed for sampling and any training, so builds are reproducible.
-        eval: labelled data used to verify the artifact against the float model.
+        eval: data used to verify the artifact against the float model (labels give accuracy).
+        eval_output: the output the eval labels belong to; ``None`` means the single
+            classification output (an error asks which when there are several).
         max_accuracy_drop: budget in accuracy points; a larger drop fails the build (exit 1).
+        allow_float_ops: accept an int8 artifact that still computes some ops in float (they are
+            listed either way); without it such a build fails (exit 1).
+        input_range: the range pixels map onto ("0,1", "-1,1", "0,255"); see
+            :mod:`edgec.calibration.inputs` (``None``: inferred from the model, else [0, 1]).
+        normalize: a per-channel normalization preset ("imagenet", "caffe") instead of a range.
+        mean, std: per-channel normalization values instead of a range or a preset.
         out: output root; artifacts go to ``out/<profile id>``.
         require_compiler: fail (exit 1) when a target's device compiler (edgetpu_compiler) cannot
             run, instead of writing the compiler-ready artifact and the command to finish.
@@ -59,7 +67,13 @@ class BuildOptions:
     calib_samples: int = 200
     seed: int = 0
     eval: str | None = None
+    eval_output: str | None = None
     max_accuracy_drop: float | None = None
+    allow_float_ops: bool = False
+    input_range: str | None = None
+    normalize: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     out: Path = Path("dist")
     require_compiler: bool = False
     fine_tune: str | None = None

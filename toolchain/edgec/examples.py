@@ -36,16 +36,20 @@ def digits(seed: int = 0, test_size: float = 0.3) -> Split:
     return Split(x_tr, y_tr, x_te, y_te)
 
 
-def make_model(arch: str = "cnn", input_shape=(8, 8, 1), classes: int = 10):
-    """A small tf-keras classifier (logits out).
+def make_model(arch: str = "cnn", input_shape=(8, 8, 1), classes: int = 10, seed: int = 0):
+    """A small tf-keras classifier (logits out), its initial weights drawn from ``seed`` and its
+    layers named as in a fresh Keras session (``conv2d``, ``conv2d_1``, ...), whatever was built
+    before in this process.
 
     Args:
         arch: "cnn" (plain convs), "residual" (skip connections with Add) or "separable"
             (depthwise-separable convolutions, MobileNet style).
     """
-    from edgec.tfcompat import tf_and_keras
+    from edgec.tfcompat import set_seed, tf_and_keras
 
     _, keras = tf_and_keras()
+    set_seed(seed)
+    keras.backend.reset_uids()
     layers = keras.layers
     inp = keras.Input(input_shape, name="image")
     if arch == "cnn":
@@ -104,7 +108,7 @@ def write_example(out: Path, arch: str = "cnn", epochs: int = 30, seed: int = 0)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     split = digits(seed)
-    model = make_model(arch)
+    model = make_model(arch, seed=seed)
     acc = train(model, split, epochs=epochs, seed=seed)
     model_path = out / f"digits_{arch}.keras"
     model.save(model_path)

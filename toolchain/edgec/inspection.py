@@ -140,12 +140,31 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
         "file_bytes": len(raw),
         **{f"{k}_bytes": v for k, v in compressed_sizes(raw).items()},
     }
+    integer = any(t.dtype in ("int8", "uint8", "int16") and t.scale for t in m.tensors if not t.is_constant)
     return {
         "file": str(path),
         "format": "tflite",
         "inputs": [m.tensors[i].describe() for i in m.inputs],
-        "outputs": [m.tensors[i].describe() for i in m.outputs],
+        "outputs": [dict(m.tensors[i].describe(), name=n, index=k)
+                    for k, (i, n) in enumerate(zip(m.outputs, m.output_names(), strict=True))],
         "op_counts": m.op_counts(),
+        "float_ops": tflite_model.float_ops(m) if integer else None,
         "ops": rows,
         "totals": totals,
     }
+
+
+def float_ops(path: Path, fmt: str) -> list[dict[str, Any]]:
+    """The ops of an int8 artifact that still compute in float (empty when full-integer).
+
+    TFLite: every op with a float activation, besides the conversions of float model inputs and
+    outputs. ONNX (TensorRT's explicit quantization): every Conv/Gemm/MatMul whose input or weight
+    does not come through a DequantizeLinear (TensorRT runs it in fp16/fp32).
+    """
+    if fmt == "tflite":
+        return tflite_model.float_ops(tflite_model.load(path))
+    if fmt == "onnx":
+        from edgec.targets.tensorrt.quantize import unquantized_ops
+
+        return unquantized_ops(path)
+    raise ValueError(f"no float-op check for format {fmt}")

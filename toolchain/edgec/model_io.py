@@ -1,4 +1,16 @@
-"""Load a Keras model from .keras, .h5 or a SavedModel directory, with errors a user can act on."""
+"""Load a model from .keras, .h5 or a SavedModel directory, with errors a user can act on, and
+describe its outputs in one order with one name each.
+
+A SavedModel written by tf-keras loads as a Keras model. A SavedModel without Keras metadata (TF's
+``tf.saved_model.save``, Keras 3's ``model.export()``) loads as a :class:`SignatureModel`: its
+serving signature is built and verified like a Keras model, but the compression steps, which
+train Keras layers, need a Keras model.
+
+Outputs: a model's outputs are flattened the way Keras flattens them (``tf.nest``: lists in
+order, dicts by sorted key), and each gets a name: the output layer's name for a single tensor or
+a list, the key (``a/b`` for nested structures) for dicts. Every artifact keeps that order, and
+every comparison pairs outputs by those names.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +20,8 @@ import logging
 import zipfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgec.errors import EdgecError
 from edgec.util import sha256_file
@@ -27,19 +41,154 @@ LAMBDA_HINT = (
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class OutputSpec:
+    """One output of a model.
+
+    Attributes:
+        name: what users call it: the output layer's name (single tensor, list or tuple outputs)
+            or its key in a dict (``a/b`` when nested).
+        key: what the converters call it: the Keras output layer name (tf2onnx) or the
+            signature's output key.
+        shape: without the batch dimension (``None`` for unknown sizes).
+    """
+
+    name: str
+    key: str
+    shape: tuple[int | None, ...]
+
+
 @dataclasses.dataclass
 class LoadedModel:
-    """A Keras model with where it came from."""
+    """A model with where it came from."""
 
-    model: Any  # tf_keras.Model
+    model: Any  # tf_keras.Model or SignatureModel
     path: Path | None
-    format: str  # "keras", "h5", "savedmodel" or "object"
+    format: str  # "keras", "h5", "savedmodel", "signature" or "object"
     sha256: str | None
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path) if self.path else None, "format": self.format,
                 "sha256": self.sha256, "name": self.model.name,
-                "params": int(self.model.count_params())}
+                "params": int(self.model.count_params()),
+                "outputs": [{"name": o.name, "shape": list(o.shape)} for o in output_specs(self.model)]}
+
+
+class SignatureModel:
+    """The serving signature of a SavedModel without Keras metadata, shaped like what edgec uses of
+    a Keras model: ``name``, ``inputs``, ``count_params()`` and a call returning the outputs dict.
+
+    Raises:
+        EdgecError: no signature, or a signature with other than one input.
+    """
+
+    layers: list = []  # no Keras layers: nothing to compress
+
+    def __init__(self, path: Path, signature: str | None = None):
+        from edgec.tfcompat import tf_and_keras
+
+        tf, _ = tf_and_keras()
+        self.path = Path(path)
+        self.name = self.path.name
+        try:
+            self.loaded = tf.saved_model.load(str(path))
+        except Exception as exc:  # protobuf, OSError, ValueError...
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EdgecError(f"cannot read SavedModel '{path}': {reason[:300]}") from exc
+        signatures = dict(getattr(self.loaded, "signatures", {}) or {})
+        if not signatures:
+            raise EdgecError(f"SavedModel '{path}' has no Keras metadata and no signatures; export it with a "
+                             "serving signature (tf.saved_model.save(..., signatures=...) or Keras 3 model.export())")
+        key = signature or ("serving_default" if "serving_default" in signatures else sorted(signatures)[0])
+        if key not in signatures:
+            raise EdgecError(f"SavedModel '{path}' has no signature '{key}'; it has: {', '.join(sorted(signatures))}")
+        self.signature_key = key
+        self.function = signatures[key]
+        args, kwargs = self.function.structured_input_signature
+        specs = {**{str(i): a for i, a in enumerate(args)}, **kwargs}
+        if len(specs) != 1:
+            raise EdgecError(f"SavedModel '{path}' signature '{key}' has {len(specs)} inputs "
+                             f"({', '.join(sorted(specs))}); edgec supports single-input models")
+        (self.input_name, spec), = specs.items()
+        self.inputs = [spec]
+        outputs = self.function.structured_outputs
+        if not isinstance(outputs, dict) or not outputs:
+            raise EdgecError(f"SavedModel '{path}' signature '{key}' returns no named outputs")
+        self.output_keys = sorted(outputs)
+        self.output_shapes = {k: tuple(None if d is None else int(d) for d in outputs[k].shape[1:])
+                              for k in self.output_keys}
+
+    def count_params(self) -> int:
+        return int(sum(int(np.prod(v.shape)) for v in getattr(self.loaded, "variables", [])))
+
+    def __call__(self, x, training: bool = False):  # noqa: ARG002 - the Keras call's signature
+        from edgec.tfcompat import tf_and_keras
+
+        tf, _ = tf_and_keras()
+        return self.function(**{self.input_name: tf.convert_to_tensor(x, dtype=self.inputs[0].dtype)})
+
+
+def _paths(structure, prefix: tuple[str, ...] = ()):
+    """``a/b`` paths of the leaves of a nested structure, in ``tf.nest`` order (dict keys sorted)."""
+    if isinstance(structure, dict):
+        for key in sorted(structure):
+            yield from _paths(structure[key], (*prefix, str(key)))
+    elif isinstance(structure, (list, tuple)):
+        for i, value in enumerate(structure):
+            yield from _paths(value, (*prefix, str(i)))
+    else:
+        yield "/".join(prefix)
+
+
+def output_specs(model) -> list[OutputSpec]:
+    """The outputs of a Keras or signature model, in Keras' flattened order (see the module doc)."""
+    if isinstance(model, SignatureModel):
+        return [OutputSpec(k, k, model.output_shapes[k]) for k in model.output_keys]
+    from edgec.tfcompat import tf_and_keras
+
+    tf, _ = tf_and_keras()
+    structure = getattr(model, "_nested_outputs", None)
+    if structure is None:
+        structure = model.outputs if len(model.outputs) != 1 else model.outputs[0]
+    flat = model.outputs
+    layer_names = list(model.output_names)
+    if tf.is_tensor(structure) or (isinstance(structure, (list, tuple))
+                                   and all(tf.is_tensor(t) for t in structure)):
+        names = layer_names
+    else:
+        names = list(_paths(structure))
+    if len(names) != len(flat) or len(set(names)) != len(names):
+        names = [f"output_{i}" for i in range(len(flat))]
+    return [OutputSpec(name, key, tuple(None if d is None else int(d) for d in t.shape[1:]))
+            for name, key, t in zip(names, layer_names, flat, strict=True)]
+
+
+def predict(model, x: np.ndarray) -> list[np.ndarray]:
+    """Inference-mode outputs of a Keras or signature model on ``x``, flattened in output order."""
+    from edgec.tfcompat import tf_and_keras
+
+    tf, _ = tf_and_keras()
+    outs = model(x, training=False)
+    return [np.asarray(o, dtype=np.float32) for o in tf.nest.flatten(outs)]
+
+
+def named_function(model, batch: int | None = None, names: list[str] | None = None):
+    """A concrete TF function of the model returning a dict {output name: tensor} (``names`` in
+    output order, default the model's own), input named as the model's: what the TFLite converter
+    turns into a signature with those output names."""
+    from edgec.tfcompat import tf_and_keras
+
+    tf, _ = tf_and_keras()
+    names = names or [o.name for o in output_specs(model)]
+    inp = model.inputs[0]
+    input_name = model.input_name if isinstance(model, SignatureModel) else \
+        (model.input_names[0] if getattr(model, "input_names", None) else "input")
+
+    def call(x):
+        return dict(zip(names, tf.nest.flatten(model(x, training=False)), strict=True))
+
+    spec = tf.TensorSpec([batch, *inp.shape[1:]], inp.dtype, name=input_name)
+    return tf.function(call).get_concrete_function(spec)
 
 
 def detect_format(path: Path) -> str:
@@ -113,6 +262,8 @@ def load_model(source: Any) -> LoadedModel:
         version = _h5_keras_version(path)
         if version and version.startswith("3"):
             raise EdgecError(f"model '{path}' was saved by Keras {version}, which TF-MOT cannot use; {KERAS3_RESAVE_HINT}")
+    if fmt == "savedmodel" and not (path / "keras_metadata.pb").exists():
+        return LoadedModel(SignatureModel(path), path, "signature", sha256_file(path))
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # h5py, zipfile, protobuf and Keras all raise their own types
@@ -123,7 +274,7 @@ def load_model(source: Any) -> LoadedModel:
             raise EdgecError(f"cannot read model '{path}': {reason[:300]} (custom layers must be importable)") from exc
         raise EdgecError(f"cannot read model '{path}': {reason[:300]}") from exc
     if not isinstance(model, keras.Model):
-        raise EdgecError(f"'{path}' holds a SavedModel without Keras metadata; save it with model.save() from tf-keras")
+        return LoadedModel(SignatureModel(path), path, "signature", sha256_file(path))
     if len(model.inputs) != 1:
         raise EdgecError(f"model '{path}' has {len(model.inputs)} inputs; edgec supports single-input models")
     return LoadedModel(model, path, fmt, sha256_file(path))

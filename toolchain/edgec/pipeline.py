@@ -1,7 +1,8 @@
 """``edgec build``: load -> (optimize) -> target build -> verify -> manifest, atomically.
 
 Cheap checks (profile, precision, paths, out dir) run before TensorFlow is imported, so bad
-input fails in well under a second.
+input fails in well under a second. Training and sampling are seeded with TensorFlow's op
+determinism on, so the same model, data, options and seed give the same artifact bytes.
 """
 
 from __future__ import annotations
@@ -48,6 +49,22 @@ class BuildResult:
             raise CheckFailed("; ".join(c["message"] for c in failed))
 
 
+@dataclasses.dataclass
+class BuildPlan:
+    """A build request checked before TensorFlow loads: the model, the device profile, its target
+    kind, the options (precision resolved) and the compression steps (``None`` without any)."""
+
+    model: Any
+    profile: profiles.Profile
+    target: Any  # targets.base.Target
+    options: BuildOptions
+    spec: Any  # optimize.OptimizeSpec | None
+
+    @property
+    def precision(self) -> Precision:
+        return self.options.precision
+
+
 def parse_precision(value: str | Precision | None, profile: profiles.Profile) -> Precision:
     raw = value.value if isinstance(value, Precision) else (value or profile.default_precision)
     try:
@@ -55,6 +72,75 @@ def parse_precision(value: str | Precision | None, profile: profiles.Profile) ->
     except ValueError:
         raise EdgecError(f"unknown precision '{raw}'; valid: {choices(p.value for p in Precision)}") from None
     return precision
+
+
+def _tuple(value) -> tuple | None:
+    if value is None or isinstance(value, tuple):
+        return value
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
+    """Check a build request without importing TensorFlow.
+
+    Raises:
+        EdgecError: bad input (exit code 2).
+    """
+    profile = profiles.get(target)
+    if "precision" in kwargs:
+        kwargs["precision"] = parse_precision(kwargs["precision"], profile)
+    if "out" in kwargs and kwargs["out"] is not None:
+        kwargs["out"] = Path(kwargs["out"])
+    for name in ("qat_skip",):
+        if kwargs.get(name) is not None:
+            kwargs[name] = _tuple(kwargs[name])
+    for name in ("mean", "std"):
+        if kwargs.get(name) is not None:
+            from edgec.calibration.inputs import parse_numbers
+
+            kwargs[name] = parse_numbers(kwargs[name], f"--{name}")
+    unknown = set(kwargs) - {f.name for f in dataclasses.fields(BuildOptions)}
+    if unknown:
+        raise EdgecError(f"unknown build options {sorted(unknown)}; valid: {choices(f.name for f in dataclasses.fields(BuildOptions))}")
+    options = BuildOptions(**{k: v for k, v in kwargs.items() if v is not None})
+    options = dataclasses.replace(options, precision=parse_precision(options.precision, profile))
+    precision = options.precision
+
+    from edgec.optimize import resolve as resolve_optimization
+
+    spec = resolve_optimization(options, precision)
+    target_impl = targets.get(profile.target)
+    if options.require_compiler and not target_impl.device_compiler:
+        raise EdgecError(f"--require-compiler applies to targets with a device compiler (edgetpu); profile "
+                         f"'{profile.id}' is a {profile.target} target, which has none")
+    target_impl.check(profile, precision, options)
+    if not profile.supports(precision.value):
+        raise EdgecError(
+            f"profile '{profile.id}' ({profile.device}) does not support precision '{precision.value}'; "
+            f"supported: {', '.join(profile.precisions)}"
+        )
+    if options.calib_samples <= 0:
+        raise EdgecError(f"--calib-samples must be positive, got {options.calib_samples}")
+    if options.max_accuracy_drop is not None and options.max_accuracy_drop < 0:
+        raise EdgecError(f"--max-accuracy-drop must be >= 0 points, got {options.max_accuracy_drop}")
+    if options.max_accuracy_drop is not None and not options.eval:
+        raise EdgecError("--max-accuracy-drop needs labelled --eval data to measure the drop")
+    if options.eval_output is not None and not options.eval:
+        raise EdgecError("--eval-output names the output the --eval labels belong to; add --eval DATA")
+    if options.allow_float_ops and precision is not Precision.INT8:
+        raise EdgecError(f"--allow-float-ops applies to int8 builds; this build's precision is {precision.value}")
+    check_writable_dir(options.out)
+    if isinstance(model, (str, Path)):
+        from edgec.model_io import detect_format
+
+        detect_format(Path(model))
+    for name in ("calib", "eval", "fine_tune"):
+        data_spec = getattr(options, name)
+        if data_spec and ":" not in str(data_spec) and not Path(data_spec).exists():
+            raise EdgecError(f"--{name.replace('_', '-')} data '{data_spec}' does not exist")
+    return BuildPlan(model, profile, target_impl, options, spec)
 
 
 def build(model: Any, target: str, *, progress: Progress | None = None, **kwargs: Any) -> BuildResult:
@@ -72,88 +158,94 @@ def build(model: Any, target: str, *, progress: Progress | None = None, **kwargs
     Raises:
         EdgecError: bad input (exit code 2); nothing is written in that case.
     """
-    profile = profiles.get(target)
-    if "precision" in kwargs:
-        kwargs["precision"] = parse_precision(kwargs["precision"], profile)
-    if "out" in kwargs and kwargs["out"] is not None:
-        kwargs["out"] = Path(kwargs["out"])
-    if isinstance(kwargs.get("qat_skip"), str):
-        kwargs["qat_skip"] = (kwargs["qat_skip"],)
-    elif kwargs.get("qat_skip") is not None:
-        kwargs["qat_skip"] = tuple(kwargs["qat_skip"])
-    unknown = set(kwargs) - {f.name for f in dataclasses.fields(BuildOptions)}
-    if unknown:
-        raise EdgecError(f"unknown build options {sorted(unknown)}; valid: {choices(f.name for f in dataclasses.fields(BuildOptions))}")
-    options = BuildOptions(**{k: v for k, v in kwargs.items() if v is not None})
-    precision = parse_precision(options.precision, profile)
-    options = dataclasses.replace(options, precision=precision)
-
-    from edgec.optimize import resolve as resolve_optimization
-
-    spec = resolve_optimization(options, precision)
-    target_impl = targets.get(profile.target)
-    target_impl.check(profile, precision, options)
-    if not profile.supports(precision.value):
-        raise EdgecError(
-            f"profile '{profile.id}' ({profile.device}) does not support precision '{precision.value}'; "
-            f"supported: {', '.join(profile.precisions)}"
-        )
-    if options.calib_samples <= 0:
-        raise EdgecError(f"--calib-samples must be positive, got {options.calib_samples}")
-    if options.max_accuracy_drop is not None and options.max_accuracy_drop < 0:
-        raise EdgecError(f"--max-accuracy-drop must be >= 0 points, got {options.max_accuracy_drop}")
-    if options.max_accuracy_drop is not None and not options.eval:
-        raise EdgecError("--max-accuracy-drop needs labelled --eval data to measure the drop")
-    check_writable_dir(options.out)
-    if isinstance(model, (str, Path)):
-        from edgec.model_io import detect_format
-
-        detect_format(Path(model))
-    for name in ("calib", "eval", "fine_tune"):
-        data_spec = getattr(options, name)
-        if data_spec and ":" not in str(data_spec) and not Path(data_spec).exists():
-            raise EdgecError(f"--{name.replace('_', '-')} data '{data_spec}' does not exist")
-
+    request = plan(model, target, **kwargs)
     progress = progress or Progress(enabled=False)
-    timings: dict[str, float] = {}
     with progress:
-        return _run(model, profile, target_impl, options, precision, progress, timings, spec)
+        return _run(request, progress)
 
 
-def _run(model, profile, target_impl, options: BuildOptions, precision: Precision, progress: Progress,
-         timings: dict[str, float], spec=None) -> BuildResult:
+@dataclasses.dataclass
+class _Inputs:
+    """The loaded model and data of a build, and what was decided about them."""
+
+    loaded: Any  # model_io.LoadedModel
+    preprocessing: Any  # calibration.inputs.InputPreprocessing
+    calib: Any
+    eval: Any
+    fine_tune: Any
+    reference: Any  # verify.Reference | None
+    determinism: dict[str, Any]
+    warnings: list[str]
+
+
+def _prepare(request: BuildPlan, progress: Progress, timings: dict[str, float]) -> _Inputs:
     from edgec import calibration
-    from edgec.model_io import input_spec, load_model
-    from edgec.targets.base import BuildContext
-    from edgec.tfcompat import library_versions, set_seed
+    from edgec.calibration import inputs as input_prep
+    from edgec.model_io import SignatureModel, input_spec, load_model
+    from edgec.tfcompat import set_seed
+    from edgec.verify import reference
 
+    options = request.options
     t0 = time.perf_counter()
+    determinism = set_seed(options.seed)
     with progress.task("load model"):
-        loaded = load_model(model)
-    set_seed(options.seed)
+        loaded = load_model(request.model)
+    if request.spec is not None and isinstance(loaded.model, SignatureModel):
+        raise EdgecError(f"the compression steps train Keras layers, but '{loaded.path}' is a SavedModel without "
+                         "Keras metadata (its serving signature); save the model with tf-keras model.save(), or drop "
+                         "--prune/--cluster/--qat")
     shape, _ = input_spec(loaded.model)
-    calib = eval_data = None
-    if options.calib:
-        calib = calibration.load(options.calib, shape, purpose="calibration", limit=options.calib_samples,
-                                 seed=options.seed)
-    if options.eval:
-        eval_data = calibration.load(options.eval, shape, purpose="eval", seed=options.seed,
-                                     need_labels=options.max_accuracy_drop is not None)
-    fine_tune = None
-    if spec is not None:
-        fine_tune = calibration.load(options.fine_tune, shape, purpose="fine-tune", seed=options.seed,
-                                     need_labels=True)
-    timings["load"] = time.perf_counter() - t0
+    preprocessing, warnings = input_prep.resolve(loaded.model, input_range=options.input_range,
+                                                 normalize=options.normalize, mean=options.mean, std=options.std)
 
-    model_out, optimized, representative = loaded.model, None, None
-    if spec is not None:
+    def load(spec, purpose, **kw):
+        return calibration.load(spec, shape, purpose=purpose, seed=options.seed, preprocess=preprocessing, **kw)
+
+    calib = load(options.calib, "calibration", limit=options.calib_samples) if options.calib else None
+    eval_data = load(options.eval, "eval", need_labels=options.max_accuracy_drop is not None) if options.eval else None
+    fine_tune = load(options.fine_tune, "fine-tune", need_labels=True) if request.spec is not None else None
+    expected = preprocessing.expected()
+    for data, what in ((calib, "calibration data"), (eval_data, "eval data"), (fine_tune, "fine-tune data")):
+        if data is not None:
+            line = input_prep.range_warning(data.x, expected, f"{what} '{data.source}'")
+            if line:
+                warnings.append(line)
+    if calib is not None:
+        against = eval_data if eval_data is not None else fine_tune
+        if against is not None:
+            line = input_prep.mismatch_warning(calib.x, against.x, f"calibration data '{calib.source}'",
+                                               f"the {'eval' if against is eval_data else 'fine-tune'} data "
+                                               f"'{against.source}'")
+            if line:
+                warnings.append(line)
+    ref = reference(loaded.model, eval_data, options.eval_output, progress) if eval_data is not None else None
+    if options.max_accuracy_drop is not None and (ref is None or ref.labelled is None):
+        raise EdgecError("--max-accuracy-drop needs a classification output (batch, classes) for the --eval labels; "
+                         f"model '{loaded.model.name}' has none")
+    for line in warnings:
+        log.warning("%s", line)
+    timings["load"] = time.perf_counter() - t0
+    return _Inputs(loaded, preprocessing, calib, eval_data, fine_tune, ref, determinism, warnings)
+
+
+def _run(request: BuildPlan, progress: Progress) -> BuildResult:
+    from edgec.targets.base import BuildContext
+    from edgec.tfcompat import library_versions
+
+    options, profile, target_impl, precision = request.options, request.profile, request.target, request.precision
+    timings: dict[str, float] = {}
+    data = _prepare(request, progress, timings)
+    loaded = data.loaded
+
+    model_out, optimized, representative, calib = loaded.model, None, None, data.calib
+    if request.spec is not None:
         from edgec.optimize import optimize
 
         t0 = time.perf_counter()
-        optimized = optimize(loaded.model, fine_tune, spec, target=target_impl, profile=profile,
-                             eval_data=eval_data, progress=progress)
+        optimized = optimize(loaded.model, data.fine_tune, request.spec, target=target_impl, profile=profile,
+                             eval_data=data.eval, progress=progress)
         model_out = optimized.model
-        if spec.qat and calib is None:  # QAT learned the ranges; the fine-tune inputs calibrate the rest
+        if request.spec.qat and calib is None:  # QAT learned the ranges; the fine-tune inputs calibrate the rest
             calib = optimized.representative(options.calib_samples, options.seed)
             representative = calib.source
         timings["optimize"] = time.perf_counter() - t0
@@ -161,23 +253,17 @@ def _run(model, profile, target_impl, options: BuildOptions, precision: Precisio
     final_dir = Path(options.out) / profile.id
     with atomic_dir(final_dir) as work:
         ctx = BuildContext(profile=profile, options=options, precision=precision, model=model_out,
-                           float_model=loaded.model, calib=calib, eval=eval_data, workdir=work,
+                           float_model=loaded.model, calib=calib, eval=data.eval, workdir=work,
                            progress=progress)
         t0 = time.perf_counter()
         artifacts = target_impl.build(ctx)
         timings["build"] = time.perf_counter() - t0
-
-        records = []
-        for art in artifacts:
-            path = work / art.file
-            records.append({"file": art.file, "role": art.role, "format": art.format,
-                            "precision": art.precision, "sha256": sha256_file(path),
-                            "bytes": path.stat().st_size, **art.info})
+        records = [_record(work, art, precision) for art in artifacts]
 
         verification = None
-        if eval_data is not None:
+        if data.reference is not None:
             t0 = time.perf_counter()
-            verification = _verify_all(ctx, target_impl, artifacts, records)
+            verification = _verify_all(ctx, target_impl, artifacts, records, data.reference)
             timings["verify"] = time.perf_counter() - t0
 
         optimization = None
@@ -186,36 +272,96 @@ def _run(model, profile, target_impl, options: BuildOptions, precision: Precisio
             optimization = _optimization_report(ctx, target_impl, artifacts, records, optimized, representative)
             timings["report"] = time.perf_counter() - t0
 
-        checks = []
-        if options.max_accuracy_drop is not None and verification is not None:
-            drop = verification.get("accuracy_drop_points")
-            if drop is None:
-                raise EdgecError("--max-accuracy-drop needs a classifier output (batch, classes) and labels to measure accuracy")
-            ok = drop <= options.max_accuracy_drop
-            checks.append({
-                "name": "max_accuracy_drop", "limit": options.max_accuracy_drop, "value": drop, "passed": ok,
-                "message": (f"accuracy drop {drop:.2f} points is within the budget of {options.max_accuracy_drop:g}" if ok
-                            else f"accuracy drop {drop:.2f} points exceeds --max-accuracy-drop {options.max_accuracy_drop:g} "
-                                 f"(float {verification['float_accuracy']:.4f}, artifact {verification['artifact_accuracy']:.4f})"),
-            })
+        checks = _checks(options, verification, records)
         manifest = manifest_mod.new(
             profile=profile.to_json(), target=profile.target, runtime=target_impl.runtime,
             precision=precision.value, source=loaded.describe(), options=options.to_json(),
-            data={"calib": calib.describe() if calib else None, "eval": eval_data.describe() if eval_data else None},
+            reproducibility=data.determinism, input=data.preprocessing.describe(),
+            data={"calib": calib.describe() if calib else None,
+                  "eval": data.eval.describe() if data.eval else None},
             versions=library_versions(), artifacts=records, verification=verification, optimization=optimization,
-            checks=checks,
+            checks=checks, warnings=data.warnings,
             timings_s={k: round(v, 3) for k, v in timings.items()}, **ctx.extra,
         )
         manifest_mod.write(work, manifest)
     return BuildResult(out_dir=final_dir, manifest=manifest)
 
 
+def _record(work: Path, art, precision: Precision) -> dict[str, Any]:
+    """The manifest entry of one artifact; int8 model files list the ops that still compute in float."""
+    from edgec.inspection import float_ops
+
+    path = work / art.file
+    record = {"file": art.file, "role": art.role, "format": art.format, "precision": art.precision,
+              "sha256": sha256_file(path), "bytes": path.stat().st_size, **art.info}
+    if art.precision == Precision.INT8.value and art.format in ("tflite", "onnx") and art.role != "edgetpu_model":
+        record["float_ops"] = float_ops(path, art.format)
+    return record
+
+
+def _checks(options: BuildOptions, verification: dict[str, Any] | None,
+            records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    checks = []
+    if options.max_accuracy_drop is not None and verification is not None:
+        drop = verification["accuracy_drop_points"]
+        ok = drop <= options.max_accuracy_drop
+        where = f" on output '{verification['eval_output']}'" if len(verification["outputs"]) > 1 else ""
+        checks.append({
+            "name": "max_accuracy_drop", "limit": options.max_accuracy_drop, "value": drop, "passed": ok,
+            "message": (f"accuracy drop {drop:.2f} points{where} is within the budget of {options.max_accuracy_drop:g}" if ok
+                        else f"accuracy drop {drop:.2f} points{where} exceeds --max-accuracy-drop {options.max_accuracy_drop:g} "
+                             f"(float {verification['float_accuracy']:.4f}, artifact {verification['artifact_accuracy']:.4f})"),
+        })
+    for record in records:
+        ops = record.get("float_ops")
+        if ops is None:
+            continue
+        if not ops:
+            checks.append({"name": "full_integer", "artifact": record["file"], "value": 0, "passed": True,
+                           "message": f"{record['file']} is full-integer: no op computes in float"})
+            continue
+        listed = ", ".join(f"#{o['index']} {o['op']}" for o in ops[:12]) + (f", ... ({len(ops)} ops)" if len(ops) > 12 else "")
+        checks.append({
+            "name": "full_integer", "artifact": record["file"], "value": len(ops), "passed": options.allow_float_ops,
+            "message": (f"{record['file']} computes {len(ops)} ops in float: {listed}"
+                        + ("; accepted with --allow-float-ops" if options.allow_float_ops else
+                           "; those ops have no int8 kernel here (replace them, or pass --allow-float-ops to accept "
+                           "a partly float model, which the Edge TPU and int8-only accelerators cannot run)")),
+        })
+    return checks
+
+
+def _verify_all(ctx, target_impl, artifacts, records, ref) -> dict[str, Any] | None:
+    """Verify each artifact that has a host runtime against the float reference; return the primary
+    (first verified) one's result. Each verified record is marked ``verified``."""
+    from edgec.verify import compare, run_batched
+
+    primary = None
+    for art, record in zip(artifacts, records, strict=True):
+        if not art.verify_with:
+            continue
+        runner = target_impl.runner(ctx.workdir / art.file, ctx)
+        with ctx.progress.task(f"verify: {art.file} ({art.verify_with})", total=len(ref.data)) as task:
+            outs = run_batched(runner, ref.data.x, 64, task)
+        result = compare(ref, outs, runner.output_names)
+        result.update(runtime=art.verify_with, artifact=art.file)
+        record["verification"] = result
+        record["verified"] = True
+        if result["reordered_outputs"]:
+            log.warning("%s keeps its outputs in another order than the model: %s", art.file,
+                        ", ".join(f"{o['name']} -> index {o['index']}" for o in result["outputs"]))
+        primary = primary or result
+    return primary
+
+
 def _optimization_report(ctx, target_impl, artifacts, records, optimized, representative) -> dict[str, Any]:
-    """The manifest's ``optimization`` section, read from the first .tflite artifact."""
+    """The manifest's ``optimization`` section, read from the verified .tflite artifact."""
+    from edgec.model_io import output_specs
     from edgec.optimize import finish
     from edgec.verify import run_batched
 
-    index = next((i for i, a in enumerate(artifacts) if a.format == "tflite"), None)
+    index = next((i for i, (a, r) in enumerate(zip(artifacts, records, strict=True))
+                  if a.format == "tflite" and a.verify_with), None)
     path = ctx.workdir / artifacts[index].file if index is not None else None
     accuracy = None
     if path is not None:
@@ -223,31 +369,10 @@ def _optimization_report(ctx, target_impl, artifacts, records, optimized, repres
         if "artifact_accuracy" in verified and ctx.eval is not None and optimized.accuracy_x is ctx.eval.x:
             accuracy = verified["artifact_accuracy"]
         else:
-            try:
-                out = run_batched(target_impl.runner(path, ctx), optimized.accuracy_x, 64)[0]
-                accuracy = float((out.reshape(len(out), -1).argmax(axis=1) == optimized.accuracy_y).mean())
-            except Exception as exc:  # a target without a host runner for this file: report it unmeasured
-                log.warning("artifact accuracy not measured on %s: %s", optimized.accuracy_data, exc)
+            runner = target_impl.runner(path, ctx)
+            out = run_batched(runner, optimized.accuracy_x, 64)
+            name = output_specs(ctx.float_model)[0].name  # compression needs a single-output classifier
+            got = out[runner.output_names.index(name)]
+            accuracy = float((got.reshape(len(got), -1).argmax(axis=1) == optimized.accuracy_y).mean())
     return finish(optimized, ctx.float_model, path, artifact_accuracy=accuracy, artifact_precision=ctx.precision.value,
                   representative=representative, progress=ctx.progress)
-
-
-def _verify_all(ctx, target_impl, artifacts, records) -> dict[str, Any] | None:
-    """Verify each artifact that has a host runtime; return the primary one's result."""
-    from edgec.verify import compare, keras_predict, run_batched
-
-    data = ctx.eval
-    with ctx.progress.task("verify: float model", total=len(data)) as task:
-        float_outs = run_batched(keras_predict(ctx.float_model), data.x, 64, task)
-    primary = None
-    for art, record in zip(artifacts, records, strict=True):
-        if not art.verify_with:
-            continue
-        runner = target_impl.runner(ctx.workdir / art.file, ctx)
-        with ctx.progress.task(f"verify: {art.file} ({art.verify_with})", total=len(data)) as task:
-            outs = run_batched(runner, data.x, 64, task)
-        result = compare(float_outs, outs, data.y)
-        result.update(data=data.source, runtime=art.verify_with, artifact=art.file)
-        record["verification"] = result
-        primary = primary or result
-    return primary

@@ -26,7 +26,7 @@ def tf_and_keras():
         EdgecError: TensorFlow was already imported with Keras 3 as ``tf.keras``.
     """
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from edgec.util import capture_native_stderr
 
     # TensorFlow's native start-up chatter (CUDA probing on CPU hosts) goes to fd 2 directly.
@@ -53,8 +53,14 @@ def tf_and_keras():
     return tf, tf_keras
 
 
-def set_seed(seed: int) -> None:
-    """Seed Python, NumPy and TensorFlow so sampling and training repeat."""
+def set_seed(seed: int) -> dict[str, object]:
+    """Seed Python, NumPy and TensorFlow and turn TensorFlow's op determinism on, so sampling and
+    training give the same numbers on every run on one machine (seeds alone do not: parallel
+    reductions and some kernels change their order from run to run).
+
+    Returns:
+        What the manifest records: the seed and that op determinism was on.
+    """
     import random
 
     import numpy as np
@@ -63,6 +69,19 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    return {"seed": int(seed), "op_determinism": determinism_enabled()}
+
+
+def determinism_enabled() -> bool:
+    """Whether TensorFlow's op determinism is on in this process."""
+    tf, _ = tf_and_keras()
+    try:
+        from tensorflow.python.framework import config as tf_config
+
+        return bool(tf_config.is_op_determinism_enabled())
+    except (ImportError, AttributeError):  # a TensorFlow without the query: trust the call above
+        return True
 
 
 def library_versions() -> dict[str, str]:

@@ -105,6 +105,14 @@ class TFLiteModel:
     inputs: list[int]
     outputs: list[int]
     num_subgraphs: int
+    #: the first signature's input and output names -> tensor index ({} when the model has none)
+    signature_inputs: dict[str, int] = dataclasses.field(default_factory=dict)
+    signature_outputs: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def output_names(self) -> list[str]:
+        """The name of each output in the artifact's order: its signature name, else its tensor name."""
+        by_index = {i: n for n, i in self.signature_outputs.items()}
+        return [by_index.get(i, self.tensors[i].name) for i in self.outputs]
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -193,8 +201,78 @@ def load(source: str | Path | bytes) -> TFLiteModel:
                  outputs=[int(x) for x in (o.outputs if o.outputs is not None else [])])
         for i, o in enumerate(sub.operators or [])
     ]
+    sig_in: dict[str, int] = {}
+    sig_out: dict[str, int] = {}
+    for sig in (model.signatureDefs or [])[:1]:
+        if int(sig.subgraphIndex or 0) != 0:
+            continue
+        for maps, out in ((sig.inputs, sig_in), (sig.outputs, sig_out)):
+            for tm in maps or []:
+                out[tm.name.decode() if isinstance(tm.name, bytes) else tm.name] = int(tm.tensorIndex)
     return TFLiteModel(
         path=path, size=len(raw), tensors=tensors, operators=ops,
         inputs=[int(i) for i in sub.inputs], outputs=[int(i) for i in sub.outputs],
-        num_subgraphs=len(model.subgraphs),
+        num_subgraphs=len(model.subgraphs), signature_inputs=sig_in, signature_outputs=sig_out,
     )
+
+
+#: vtable slot of ``SubGraph.outputs`` in the TFLite schema (tensors 4, inputs 6, outputs 8)
+_SUBGRAPH_OUTPUTS_SLOT = 8
+
+
+def reorder_outputs(raw: bytes, names: list[str]) -> bytes:
+    """The same model with the main subgraph's outputs in the order of ``names`` (signature output
+    names). The converter orders outputs by name; a user's code indexes them by position, in the
+    Keras model's order.
+
+    The outputs vector is permuted in place: no byte other than its elements moves, so the
+    buffers keep the alignment the converter gave them.
+
+    Raises:
+        EdgecError: ``names`` is not a permutation of the model's signature outputs.
+    """
+    import flatbuffers
+
+    m = load(raw)
+    if sorted(names) != sorted(m.signature_outputs) or len(names) != len(m.outputs):
+        raise EdgecError(f"cannot order the TFLite outputs as {names}: its signature outputs are "
+                         f"{sorted(m.signature_outputs)}")
+    wanted = [m.signature_outputs[n] for n in names]
+    if sorted(wanted) != sorted(m.outputs):
+        raise EdgecError("the TFLite signature outputs are not the subgraph's outputs")
+    if wanted == m.outputs:
+        return bytes(raw)
+    schema = _schema()
+    sub = schema.Model.GetRootAs(raw, 0).Subgraphs(0)
+    slot = sub._tab.Offset(_SUBGRAPH_OUTPUTS_SLOT)  # noqa: SLF001 (the generated reader's own table)
+    start = sub._tab.Vector(slot)  # noqa: SLF001
+    out = bytearray(raw)
+    current = [int(np.frombuffer(out, dtype="<i4", count=1, offset=start + 4 * j)[0]) for j in range(len(m.outputs))]
+    if current != m.outputs:
+        raise EdgecError("unexpected TFLite layout: the subgraph outputs are not where the schema puts them")
+    for j, index in enumerate(wanted):
+        flatbuffers.encode.Write(flatbuffers.packer.int32, out, start + 4 * j, index)
+    return bytes(out)
+
+
+def float_ops(m: TFLiteModel) -> list[dict[str, Any]]:
+    """The ops of an integer model that still compute in float (float input or output tensors),
+    besides the QUANTIZE of a float model input and the DEQUANTIZE of a float model output.
+
+    Returns:
+        ``{"index", "op", "tensors"}`` per op, in graph order (empty when full-integer).
+    """
+    inputs, outputs = set(m.inputs), set(m.outputs)
+    found = []
+    for op in m.operators:
+        ins = [m.tensors[i] for i in op.inputs if i >= 0]
+        outs = [m.tensors[i] for i in op.outputs if i >= 0]
+        floats = [t for t in [*ins, *outs] if t.dtype.startswith(("float", "bfloat")) and not t.is_constant]
+        if not floats:
+            continue
+        if op.op == "QUANTIZE" and all(t.index in inputs for t in ins):
+            continue
+        if op.op == "DEQUANTIZE" and all(t.index in outputs for t in outs):
+            continue
+        found.append({"index": op.index, "op": op.op, "tensors": [t.name for t in floats][:4]})
+    return found

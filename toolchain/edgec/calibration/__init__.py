@@ -4,11 +4,14 @@ One entry point, :func:`load`, takes what a user passes on the command line:
 
 * ``data.npz``: array ``x`` (inputs) and optionally ``y`` (integer labels or one-hot);
 * ``data.npy``: inputs only;
-* a folder of images: resized to the model input and scaled to [0, 1]; when every image sits
-  in a sub-folder, the sorted sub-folder names are the class labels (as Keras'
-  ``image_dataset_from_directory`` does);
+* a folder of images: resized to the model input; when every image sits in a sub-folder, the
+  sorted sub-folder names are the class labels (as Keras' ``image_dataset_from_directory`` does);
 * ``module:function`` or ``path/to/file.py:function``: a callable returning an iterable of input
   batches, or of ``(x, y)`` batch pairs.
+
+Pixels (image folders, and uint8 arrays from any source) are turned into model input by the
+build's :class:`~edgec.calibration.inputs.InputPreprocessing` (``--input-range``, ``--normalize``,
+``--mean``/``--std``, or what the model's first layer implies); float arrays are taken as they are.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgec.calibration.inputs import InputPreprocessing
 from edgec.errors import EdgecError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -35,13 +39,17 @@ class Dataset:
     y: np.ndarray | None
     source: str
     total: int  # samples available before sub-sampling
+    pixels: bool = False  # loaded as 8-bit pixels and preprocessed into model input
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def describe(self) -> dict:
-        return {"source": self.source, "samples": len(self), "available": self.total,
-                "labelled": self.y is not None}
+        out = {"source": self.source, "samples": len(self), "available": self.total,
+               "labelled": self.y is not None, "preprocessed_pixels": self.pixels}
+        if self.x.size:
+            out["range"] = [round(float(self.x.min()), 6), round(float(self.x.max()), 6)]
+        return out
 
 
 def load(
@@ -52,6 +60,7 @@ def load(
     limit: int | None = None,
     seed: int = 0,
     need_labels: bool = False,
+    preprocess: InputPreprocessing | None = None,
 ) -> Dataset:
     """Load data and check it against the model input.
 
@@ -62,6 +71,8 @@ def load(
         limit: keep at most this many samples, drawn without replacement with ``seed``.
         seed: makes the sub-sample deterministic.
         need_labels: the data must carry labels.
+        preprocess: turns pixels (image folders, uint8 arrays) into model input; ``None``
+            scales them to [0, 1].
 
     Raises:
         EdgecError: unreadable data, a shape that does not match the model input, missing labels.
@@ -87,6 +98,9 @@ def load(
     x = _check_shape(np.asarray(x), input_shape, spec_str, purpose)
     if y is not None:
         y = _labels(np.asarray(y), len(x), spec_str, purpose)
+    pixels = path.is_dir() or np.asarray(x).dtype == np.uint8
+    if pixels:
+        x = (preprocess or InputPreprocessing((0.0, 1.0))).apply(x)
     if need_labels and y is None:
         raise EdgecError(f"{purpose} data '{spec_str}' has no labels; give an .npz with arrays 'x' and 'y', "
                          "or an image folder with one sub-folder per class")
@@ -97,7 +111,7 @@ def load(
         idx = np.sort(np.random.default_rng(seed).choice(total, size=limit, replace=False))
         x = x[idx]
         y = y[idx] if y is not None else None
-    return Dataset(x=np.ascontiguousarray(x, dtype=np.float32), y=y, source=spec_str, total=total)
+    return Dataset(x=np.ascontiguousarray(x, dtype=np.float32), y=y, source=spec_str, total=total, pixels=pixels)
 
 
 def _load_npz(path: Path, purpose: str):
@@ -141,7 +155,7 @@ def _load_image_folder(root: Path, input_shape, purpose: str):
         try:
             with Image.open(p) as im:
                 im = im.convert(mode).resize((width, height), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.float32) / 255.0
+                arr = np.asarray(im, dtype=np.float32)  # pixels 0..255; the build's preprocessing scales them
         except (UnidentifiedImageError, OSError) as exc:
             raise EdgecError(f"cannot read image '{p}': {exc}") from exc
         images.append(arr.reshape(height, width, channels))

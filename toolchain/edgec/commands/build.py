@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from edgec.calibration.inputs import range_names
 from edgec.config import Precision
 
 
@@ -20,9 +21,22 @@ from edgec.config import Precision
 @click.option("--calib-samples", type=click.IntRange(min=1), default=200, show_default=True,
               help="Calibration samples drawn from --calib.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for sampling and training.")
-@click.option("--eval", "eval_", metavar="DATA", help="Labelled data (.npz with x, y or class folders) to verify the artifact against the float model.")
+@click.option("--eval", "eval", metavar="DATA", help="Data to verify the artifact against the float model (.npz with x and "
+              "y labels, class folders, module:function); without labels: agreement and error per output.")
+@click.option("--eval-output", metavar="NAME", help="The model output the --eval labels belong to (default: the single "
+              "classification output).")
 @click.option("--max-accuracy-drop", type=float, metavar="POINTS",
               help="Fail (exit 1) when the artifact's accuracy is more than POINTS below the float model's.")
+@click.option("--allow-float-ops", is_flag=True, help="Accept an int8 artifact that still computes some ops in float "
+              "(listed either way); without it such a build fails (exit 1).")
+@click.option("--input-range", type=click.Choice(range_names()),
+              help="What pixels (image folders, uint8 arrays) map onto for this model. Default: from a Rescaling or "
+                   "Normalization input layer, else 0,1.")
+@click.option("--normalize", metavar="PRESET", help="Per-channel normalization preset for pixels (imagenet, caffe) "
+              "instead of --input-range.")
+@click.option("--mean", metavar="M1,M2,M3", help="Per-channel mean for pixels: (pixel / 255 - mean) / std "
+              "(values above 1: pixel units).")
+@click.option("--std", metavar="S1,S2,S3", help="Per-channel std, with --mean.")
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
               help="Output root; artifacts go to OUT/PROFILE.")
 @click.option("--require-compiler", is_flag=True,
@@ -48,11 +62,7 @@ from edgec.config import Precision
 @click.option("--temperature", type=float, metavar="T", help="Distillation temperature.  [default: 4]")
 @click.option("--distill-weight", type=float, default=0.5, show_default=True,
               help="Share of the loss from the teacher's soft targets.")
-def build(model: Path, target: str, precision: str | None, calib: str | None, calib_samples: int, seed: int,
-          eval_: str | None, max_accuracy_drop: float | None, out: Path, require_compiler: bool, as_json: bool, fine_tune: str | None,
-          epochs: int, batch_size: int, lr: float, prune: float | None, prune_schedule: str | None,
-          prune_structure: str | None, cluster: int | None, qat: bool, qat_skip: tuple[str, ...], distill: bool,
-          temperature: float | None, distill_weight: float) -> None:
+def build(model: Path, target: str, as_json: bool, **options) -> None:
     """Build and verify device artifacts for MODEL (.keras, .h5 or SavedModel dir).
 
     \b
@@ -62,14 +72,7 @@ def build(model: Path, target: str, precision: str | None, calib: str | None, ca
     from edgec.pipeline import build as run_build
     from edgec.progress import Progress
 
-    result = run_build(
-        model, target, precision=precision, calib=calib, calib_samples=calib_samples, seed=seed,
-        eval=eval_, max_accuracy_drop=max_accuracy_drop, out=out, require_compiler=require_compiler,
-        progress=Progress(),
-        fine_tune=fine_tune, epochs=epochs, batch_size=batch_size, lr=lr, prune=prune,
-        prune_schedule=prune_schedule, prune_structure=prune_structure, cluster=cluster, qat=qat,
-        qat_skip=qat_skip, distill=distill, temperature=temperature, distill_weight=distill_weight,
-    )
+    result = run_build(model, target, progress=Progress(), **options)
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
     else:
@@ -78,6 +81,7 @@ def build(model: Path, target: str, precision: str | None, calib: str | None, ca
 
 
 def print_summary(result) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from edgec.util import console, human_bytes
@@ -85,47 +89,74 @@ def print_summary(result) -> None:
     m = result.manifest
     out = console()
     out.print(f"[bold]{m['profile']['id']}[/] ({m['profile']['device']}): {m['target']} {m['precision']} "
-                  f"-> {result.out_dir}")
+              f"-> {result.out_dir}")
+    inp = m.get("input") or {}
+    if inp:
+        how = f"range [{inp['range'][0]:g}, {inp['range'][1]:g}]" if "range" in inp else f"normalized {inp['formula']}"
+        out.print(escape(f"input: pixels -> {how} ({inp['source']})"))
     arts = Table(title="artifacts", title_justify="left")
     for col in ("file", "role", "precision", "size", "sha256", "inputs", "outputs"):
         arts.add_column(col)
     for a in m["artifacts"]:
-        io = lambda ts: ", ".join(f"{t['dtype']}{t['shape']}" for t in ts) if ts else "-"  # noqa: E731
-        arts.add_row(a["file"], a["role"], a.get("precision") or "-", human_bytes(a["bytes"]), a["sha256"][:12],
-                     io(a.get("inputs")), io(a.get("outputs")))
+        io = lambda ts: ", ".join(f"{t.get('name', '') + ' ' if len(ts) > 1 else ''}{t['dtype']}{t['shape']}"  # noqa: E731
+                                  for t in ts) if ts else "-"
+        arts.add_row(escape(a["file"]), a["role"], a.get("precision") or "-", human_bytes(a["bytes"]), a["sha256"][:12],
+                     escape(io(a.get("inputs"))), escape(io(a.get("outputs"))))
     out.print(arts)
     v = m.get("verification")
     if v:
         out.print(verification_table(v, m["precision"]))
+        if v.get("reordered_outputs"):
+            out.print("[yellow]warning:[/] " + escape(
+                f"{v['artifact']} orders its outputs differently from the model; by name: "
+                + ", ".join(f"{o['name']} -> output {o['index']}" for o in v["outputs"])))
+    for a in m["artifacts"]:
+        if a.get("float_ops"):
+            ops = ", ".join(f"#{o['index']} {o['op']}" for o in a["float_ops"][:12])
+            out.print(escape(f"float ops in {a['file']}: {ops}{' ...' if len(a['float_ops']) > 12 else ''}"))
     for line in (m.get("edgetpu") or {}).get("summary", []):
-        out.print(line)
+        out.print(escape(line))
     if m.get("optimization"):
         print_optimization(out, m["optimization"])
+    for line in m.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {escape(line)}")
     for check in m.get("checks", []):
         mark = "[green]PASS[/]" if check["passed"] else "[red]FAIL[/]"
-        out.print(f"{mark} {check['message']}")
+        out.print(f"{mark} {escape(check['message'])}")
 
 
 def verification_table(v: dict, precision: str):
+    """One row per model output: its index in the artifact, accuracy where labelled, agreement
+    where a distribution, relative errors and SQNR."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"verification on {v['samples']} samples ({v.get('runtime', '')} vs Keras float)",
-                  title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    if "float_accuracy" in v:
-        table.add_row("float accuracy", f"{v['float_accuracy'] * 100:.2f} %")
-        table.add_row(f"{precision} accuracy", f"{v['artifact_accuracy'] * 100:.2f} %")
-        table.add_row("drop (points)", f"{v['accuracy_drop_points']:.2f}")
-    if "agreement" in v:
-        table.add_row("top-1 agreement", f"{v['agreement'] * 100:.2f} %")
-    table.add_row("max abs diff", f"{v['max_abs_diff']:.4g}")
-    table.add_row("mean abs diff", f"{v['mean_abs_diff']:.4g}")
+    labels = "labelled" if v.get("labelled") else "no labels: agreement and error only"
+    table = Table(title=f"verification on {v['samples']} samples of {v['data']} ({labels}; {v.get('runtime', '')} "
+                        f"vs float)", title_justify="left")
+    for col, justify in (("output", "left"), ("index", "right"), ("float acc", "right"), (f"{precision} acc", "right"),
+                         ("drop (pts)", "right"), ("top-1 agree", "right"), ("rel max err", "right"),
+                         ("rel mean err", "right"), ("SQNR dB", "right")):
+        table.add_column(col, justify=justify)
+
+    def pct(x):
+        return f"{x * 100:.2f} %" if x is not None else "-"
+
+    def num(x, fmt):
+        return fmt.format(x) if x is not None else "-"
+
+    for o in v["outputs"]:
+        name = o["name"] + (" (labels)" if o.get("labelled") else "")
+        sqnr = num(o["sqnr_db"], "{:.1f}") if o["sqnr_db"] is not None else ("exact" if o["max_abs_diff"] == 0 else "-")
+        table.add_row(escape(name), str(o["index"]), pct(o.get("float_accuracy")), pct(o.get("artifact_accuracy")),
+                      num(o.get("accuracy_drop_points"), "{:.2f}"), pct(o.get("agreement")),
+                      num(o["relative_max_abs_error"], "{:.4f}"), num(o["relative_mean_abs_error"], "{:.4f}"), sqnr)
     return table
 
 
 def print_optimization(out, o: dict) -> None:
     """The compression report: accuracy after each step, per-layer table, totals."""
+    from rich.markup import escape
     from rich.table import Table
 
     from edgec.util import human_bytes
@@ -143,6 +174,10 @@ def print_optimization(out, o: dict) -> None:
         steps.add_row(entry["stage"], f"{entry['accuracy'] * 100:.2f} %", f"{entry['drop_points']:.2f}", epochs,
                       _step_detail(step))
     out.print(steps)
+    for step in o["step_details"]:
+        for e in step.get("layers", []):
+            if e.get("pruned") is False or e.get("clustered") is False:
+                out.print(escape(f"{step['step']}: {e['layer']}: {e.get('reason', 'left as it is')}"))
     if not o.get("layers"):
         if o.get("artifact_unavailable"):
             out.print(f"per-layer table unavailable: {o['artifact_unavailable']}")

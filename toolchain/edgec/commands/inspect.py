@@ -38,10 +38,50 @@ def inspect(artifact: Path, as_json: bool, edgetpu: bool) -> None:
         from edgec.inspection import inspect_tflite
 
         report, show = inspect_tflite(artifact), print_tflite_report
+    if not edgetpu:
+        report["output_map"] = output_map(artifact, report["outputs"])
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         show(report)
+        print_output_map(report.get("output_map"), report.get("float_ops"))
+
+
+def output_map(artifact: Path, outputs: list[dict]) -> dict[str, Any]:
+    """The artifact's outputs by name and index, and, when the build's manifest.json sits beside
+    it, whether they follow the model's order."""
+    from edgec import manifest as manifest_mod
+    from edgec.errors import EdgecError
+
+    names = [o.get("name") for o in outputs]
+    out: dict[str, Any] = {"outputs": [{"index": i, "name": n} for i, n in enumerate(names)]}
+    beside = artifact.parent / manifest_mod.FILENAME
+    if beside.is_file():
+        try:
+            model_names = [o["name"] for o in (manifest_mod.read(beside).get("source") or {}).get("outputs", [])]
+        except (EdgecError, KeyError, TypeError):
+            model_names = []
+        if model_names and sorted(model_names) == sorted(n for n in names if n):
+            out["model_order"] = model_names
+            out["order_kept"] = model_names == names
+    return out
+
+
+def print_output_map(mapping: dict[str, Any] | None, float_ops: list[dict] | None) -> None:
+    from rich.markup import escape
+
+    from edgec.util import console
+
+    out = console()
+    if mapping and len(mapping["outputs"]) > 1:
+        out.print(escape("outputs by index: " + ", ".join(f"{o['index']} {o['name']}" for o in mapping["outputs"])))
+        if mapping.get("order_kept") is False:
+            out.print("[yellow]warning:[/] " + escape(
+                "the outputs are not in the model's order (" + ", ".join(mapping["model_order"]) + "): index them by "
+                "name, as mapped above"))
+    if float_ops:
+        out.print("[yellow]float ops:[/] " + escape(", ".join(f"#{o['index']} {o['op']}" for o in float_ops)
+                                                   + " compute in float in this integer model"))
 
 
 def print_tflite_report(report: dict) -> None:

@@ -160,5 +160,8 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
         return record
     float_bytes = convert(float_model, Precision.FP32, progress=progress)
     record["float_tflite"] = {"bytes": len(float_bytes), **{f"{k}_bytes": v for k, v in compressed_sizes(float_bytes).items()}}
-    record.update(artifact_report(artifact, len(float_bytes), {layer.name for layer in float_model.layers}))
+    from edgec.optimize.graph import kernels_of
+
+    kernels = {layer.name: [name for name, _ in kernels_of(layer)] for layer in float_model.layers}
+    record.update(artifact_report(artifact, len(float_bytes), kernels))
     return record

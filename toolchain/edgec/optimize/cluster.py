@@ -46,6 +46,14 @@ def _clusterable(layer, keras) -> tuple[bool, str | None]:
     return True, None
 
 
+def _clustered_weights(layer_type) -> list[str]:
+    """The kernels TF-MOT clusters in a layer of this type (SeparableConv2D: the pointwise one)."""
+    from tensorflow_model_optimization.python.core.clustering.keras import clustering_registry
+
+    names = clustering_registry.ClusteringRegistry._LAYERS_WEIGHTS_MAP.get(layer_type)  # noqa: SLF001
+    return [n for n in (names or []) if n in graph.KERNEL_NAMES]
+
+
 def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *,
             preserve_sparsity: bool) -> tuple[Any, dict[str, Any]]:
     """Cluster and fine-tune a private copy of ``model``; return it stripped, with what was done."""
@@ -97,11 +105,12 @@ def cluster(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *
     keeper, _ = graph.structure_keeper(wrapped, model, unclustered, zeros=preserve_sparsity, clusters=None)
     fit = fine_tune(wrapped, data, spec, step="cluster", progress=progress, callbacks=[keeper] if keeper else [])
     stripped = tfmot.clustering.keras.strip_clustering(wrapped)
-    stats = graph.kernel_stats(stripped)
+    clustered = {e["layer"]: _clustered_weights(type(model.get_layer(e["layer"]))) for e in layers if e["clustered"]}
+    stats = graph.kernel_stats(stripped, {k: v for k, v in clustered.items() if v})
     for entry in layers:
         s = stats.get(entry["layer"])
         if s:
             entry.update(params=s["params"], unique=s["unique"], unique_per_channel=s["unique_per_channel"],
-                         zero_share=s["zero_share"])
+                         zero_share=s["zero_share"], kernel_rows=s["kernels"])
     return stripped, {"clusters": spec.cluster, "init": "linear", "preserve_sparsity": preserve_sparsity,
                       "layers": layers, "fine_tune": fit}

@@ -73,34 +73,62 @@ def inner(layer):
     return getattr(layer, "layer", layer)
 
 
-def kernel_of(layer) -> Any | None:
-    """The main weight variable of a Conv/Dense-like layer (``kernel``/``depthwise_kernel``)."""
+#: the weight variables that are a layer's kernels (SeparableConv2D has two), in the order they run
+KERNEL_NAMES = ("depthwise_kernel", "kernel", "pointwise_kernel", "embeddings")
+
+
+def kernels_of(layer) -> list[tuple[str, Any]]:
+    """Every kernel variable of a Conv/Dense-like layer, ``(name, variable)`` in the order they run:
+    one for Conv2D/Dense/DepthwiseConv2D, two for SeparableConv2D (depthwise, pointwise)."""
     layer = inner(layer)
-    for name in ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings"):
+    found = []
+    for name in KERNEL_NAMES:
         var = getattr(layer, name, None)
         if var is not None and hasattr(var, "numpy"):
-            return var
-    return None
+            found.append((name, var))
+    return found
 
 
-def kernel_stats(model) -> dict[str, dict[str, Any]]:
-    """Per layer with a kernel: parameters, zero share, most unique values per output channel and
-    over the whole kernel, measured on the Keras weights (the artifact is measured separately)."""
+def kernel_of(layer) -> Any | None:
+    """The largest kernel variable of a layer (the one weight sharing and size checks consider)."""
+    found = kernels_of(layer)
+    return max((v for _, v in found), key=lambda v: int(np.prod(v.shape))) if found else None
+
+
+def _kernel_stats(name: str, k: np.ndarray) -> dict[str, Any]:
+    if name == "depthwise_kernel" and k.ndim == 4:  # (h, w, in, multiplier): in x multiplier channels
+        per_channel = k.reshape(k.shape[0] * k.shape[1], -1)
+    else:
+        per_channel = k.reshape(-1, k.shape[-1]) if k.ndim >= 2 else k.reshape(-1, 1)
+    return {
+        "kernel": name,
+        "params": int(k.size),
+        "zero_share": round(float((k == 0).mean()), 6),
+        "unique_per_channel": int(max(np.unique(per_channel[:, c]).size for c in range(per_channel.shape[1]))),
+        "unique": int(np.unique(k).size),
+    }
+
+
+def kernel_stats(model, which: dict[str, list[str]] | None = None) -> dict[str, dict[str, Any]]:
+    """Per layer with kernels: parameters, zero share, most unique values per output channel and
+    over the kernel, measured on the Keras weights (the artifact is measured separately), with one
+    row per kernel under ``kernels``. The totals count the kernels named in ``which`` (layer ->
+    kernel names a step acted on), else all of them."""
     stats = {}
     for layer in model.layers:
-        var = kernel_of(layer)
-        if var is None:
+        found = kernels_of(layer)
+        if not found:
             continue
-        k = np.asarray(var.numpy())
-        if "depthwise" in var.name and k.ndim == 4:  # (h, w, in, multiplier): in x multiplier channels
-            per_channel = k.reshape(k.shape[0] * k.shape[1], -1)
-        else:
-            per_channel = k.reshape(-1, k.shape[-1]) if k.ndim >= 2 else k.reshape(-1, 1)
-        stats[inner(layer).name] = {
-            "params": int(k.size),
-            "zero_share": round(float((k == 0).mean()), 6),
-            "unique_per_channel": int(max(np.unique(per_channel[:, c]).size for c in range(per_channel.shape[1]))),
-            "unique": int(np.unique(k).size),
+        name = inner(layer).name
+        rows = [_kernel_stats(kname, np.asarray(var.numpy())) for kname, var in found]
+        counted = [r for r in rows if which is None or r["kernel"] in which.get(name, [r["kernel"]])] or rows
+        params = sum(r["params"] for r in counted)
+        stats[name] = {
+            "params": params,
+            "zero_share": round(sum(r["zero_share"] * r["params"] for r in counted) / params, 6) if params else 0.0,
+            "unique_per_channel": max(r["unique_per_channel"] for r in counted),
+            "unique": max(r["unique"] for r in counted),
+            "kernels": rows,
         }
     return stats
 
@@ -109,9 +137,14 @@ def structure_keeper(model, reference, layer_names, *, zeros: bool, clusters: in
     """A Keras callback that puts the zeros and the shared values of ``reference``'s kernels back
     into ``model`` after every training batch, for the layers named in ``layer_names``.
 
-    Used where TF-MOT would not keep them: a layer a step does not wrap, and QAT with a target's
-    own scheme. Shared values are kept as in Deep Compression: each weight stays in its cluster
-    and a cluster's value moves to the mean of its weights. Zeros stay zero.
+    Used where TF-MOT would not keep them: a layer a step does not wrap, QAT with a target's own
+    scheme, and layers QAT rebuilds (SeparableConv2D becomes a DepthwiseConv2D and a Conv2D, whose
+    new variables TF-MOT's preserving schemes never saw). Every kernel of a layer is kept (both of
+    a SeparableConv2D). Shared values are kept as in Deep Compression: each weight stays in its
+    cluster and a cluster's value moves to the mean of its weights. Zeros stay zero.
+
+    ``model``'s variables are found by name, else by value: when the callback is made, a kernel
+    of ``model`` holds exactly the values of the reference kernel it came from.
 
     Returns:
         ``(callback, number of kernels it keeps)``; the callback is ``None`` when there is nothing
@@ -122,22 +155,29 @@ def structure_keeper(model, reference, layer_names, *, zeros: bool, clusters: in
     _, keras = tf_and_keras()
     names = set(layer_names)
     variables = {v.name: v for v in model.weights}
+    by_shape: dict[tuple, list] = {}
+    for v in model.weights:
+        by_shape.setdefault(tuple(v.shape), []).append(v)
     entries = []
     for layer in reference.layers:
-        kvar = kernel_of(layer)
-        if kvar is None or layer.name not in names:
+        if layer.name not in names:
             continue
-        k = np.asarray(kvar.numpy())
-        mask = (k != 0).astype(k.dtype) if zeros and (k == 0).any() else None
-        groups = None
-        if clusters:
-            uniq, inverse = np.unique(k, return_inverse=True)
-            groups = inverse.reshape(k.shape) if len(uniq) <= clusters else None  # None: the layer was not clustered
-        # a wrapper owns the kernel variable now; it keeps the layer's variable name
-        leaf = kvar.name.split("/")[-1]
-        target = variables.get(f"{layer.name}/{leaf}")
-        if target is not None and (mask is not None or groups is not None):
-            entries.append((target, mask, groups))
+        for _, kvar in kernels_of(layer):
+            k = np.asarray(kvar.numpy())
+            mask = (k != 0).astype(k.dtype) if zeros and (k == 0).any() else None
+            groups = None
+            if clusters:
+                uniq, inverse = np.unique(k, return_inverse=True)
+                groups = inverse.reshape(k.shape) if len(uniq) <= clusters else None  # None: not clustered
+            if mask is None and groups is None:
+                continue
+            # a wrapper owns the kernel variable now; it keeps the layer's variable name
+            target = variables.get(f"{layer.name}/{kvar.name.split('/')[-1]}")
+            if target is None:
+                same = [v for v in by_shape.get(tuple(k.shape), []) if np.array_equal(np.asarray(v.numpy()), k)]
+                target = same[0] if len(same) == 1 else None
+            if target is not None:
+                entries.append((target, mask, groups))
     if not entries:
         return None, 0
 

@@ -38,8 +38,11 @@ def _zstd_bits(data: np.ndarray) -> float | None:
     return round(8.0 * sizes["zstd"] / data.size, 3) if "zstd" in sizes and data.size else None
 
 
-def layer_table(path: Path, layer_names: set[str]) -> list[dict[str, Any]]:
-    """One row per op with a kernel (Conv/Dense-like) in the artifact."""
+def layer_table(path: Path, layer_kernels: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """One row per op with a kernel (Conv/Dense-like) in the artifact, named after the Keras layer
+    it came from (``layer_kernels``: layer name -> its kernels); a layer with several kernels
+    (SeparableConv2D) gets a row per kernel, e.g. ``sep (depthwise_kernel)``."""
+    layer_names = set(layer_kernels)
     m = tflite_model.load(path)
     rows = []
     for op in m.operators:
@@ -67,15 +70,20 @@ def layer_table(path: Path, layer_names: set[str]) -> list[dict[str, Any]]:
         }
         if op.op in inspection.INPUT_AXIS_LAST_OPS:
             row["sparsity_2_4"] = inspection.group_sparsity(kernel)["compliant_share"]
+        kernels = layer_kernels.get(row["layer"], [])
+        if len(kernels) > 1:
+            role = "depthwise_kernel" if op.op == "DEPTHWISE_CONV_2D" and "depthwise_kernel" in kernels else kernels[-1]
+            row["kernel"] = role
+            row["layer"] = f"{row['layer']} ({role})"
         rows.append(row)
     return rows
 
 
-def artifact_report(path: Path, float_tflite_bytes: int | None, layer_names: set[str]) -> dict[str, Any]:
+def artifact_report(path: Path, float_tflite_bytes: int | None, layer_kernels: dict[str, list[str]]) -> dict[str, Any]:
     """Per-layer rows and totals for a .tflite artifact."""
     details = inspection.inspect_tflite(path)
     totals = details["totals"]
-    rows = layer_table(path, layer_names)
+    rows = layer_table(path, layer_kernels)
     kernel_params = sum(r["params"] for r in rows)
     out: dict[str, Any] = {
         "artifact": Path(path).name,

@@ -30,6 +30,14 @@ class BuildContext:
     progress: Progress
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # target-specific manifest fields
 
+    @property
+    def output_names(self) -> list[str]:
+        """The model's output names, in its order: every artifact keeps both. Taken from the float
+        model (the compression steps wrap layers and rename them, not the outputs)."""
+        from edgec.model_io import output_specs
+
+        return [o.name for o in output_specs(self.float_model)]
+
 
 @dataclasses.dataclass
 class Artifact:
@@ -49,6 +57,8 @@ class Target:
     kind: ClassVar[str]
     #: runtime the device agent uses for the primary artifact
     runtime: ClassVar[str]
+    #: the device compiler a build runs when the host has it (``--require-compiler``), if any
+    device_compiler: ClassVar[str | None] = None
 
     def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
         """Reject an impossible request before any heavy work (raise EdgecError)."""
@@ -66,5 +76,6 @@ class Target:
         raise NotImplementedError
 
     def runner(self, path: Path, ctx: BuildContext | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
-        """A host function running the artifact on float inputs and returning float outputs."""
+        """A host callable running the artifact on float inputs and returning its float outputs in
+        the artifact's order; its ``output_names`` attribute names them in that order."""
         raise NotImplementedError

@@ -40,7 +40,7 @@ class TFLiteTarget(Target):
 
     def build(self, ctx: BuildContext) -> list[Artifact]:
         content = convert(ctx.model, ctx.precision, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
-                          progress=ctx.progress)
+                          progress=ctx.progress, output_names=ctx.output_names)
         path = ctx.workdir / "model.tflite"
         path.write_bytes(content)
         return [Artifact(file=path.name, role="model", format="tflite", precision=ctx.precision.value,
@@ -52,7 +52,8 @@ class TFLiteTarget(Target):
 
 
 def convert(model, precision: Precision, *, calib: Dataset | None = None, io_dtype: str = "int8",
-            progress: Progress | None = None, batch_size: int | None = None) -> bytes:
+            progress: Progress | None = None, batch_size: int | None = None,
+            output_names: list[str] | None = None) -> bytes:
     """Convert a tf-keras model to TFLite bytes.
 
     Args:
@@ -63,23 +64,26 @@ def convert(model, precision: Precision, *, calib: Dataset | None = None, io_dty
         io_dtype: "int8" or "uint8" input/output type for int8.
         progress: shows calibration and conversion progress.
         batch_size: fix the batch dimension (the Edge TPU needs 1); ``None`` keeps it dynamic.
+        output_names: the names the artifact's outputs get, in the model's output order (default:
+            the model's own, :func:`edgec.model_io.output_specs`).
 
     Raises:
         EdgecError: missing calibration data, or the converter rejected the model (the message
             carries the converter's own error lines, naming the op).
     """
+    from edgec import tflite_model
+    from edgec.model_io import SignatureModel, named_function, output_specs
     from edgec.tfcompat import tf_and_keras
     from edgec.util import capture_native_stderr
 
     tf, _ = tf_and_keras()
     progress = progress or Progress(enabled=False)
-    if batch_size is None:
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    else:
-        shape = [batch_size, *model.inputs[0].shape[1:]]
-        func = tf.function(lambda x: model(x, training=False))
-        concrete = func.get_concrete_function(tf.TensorSpec(shape, model.inputs[0].dtype))
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    # one signature whose outputs carry the model's output names (the converter sorts outputs by
+    # name; they are put back in the model's order below)
+    names = output_names or [o.name for o in output_specs(model)]
+    concrete = named_function(model, batch_size, names)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [concrete], model.loaded if isinstance(model, SignatureModel) else model)
     if precision is Precision.FP16:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
@@ -103,7 +107,7 @@ def convert(model, precision: Precision, *, calib: Dataset | None = None, io_dty
             error = None
     if error is not None:
         raise EdgecError(f"TFLite conversion ({precision.value}) failed: {_converter_reason(error, native)}") from error
-    return bytes(content)
+    return tflite_model.reorder_outputs(bytes(content), names)
 
 
 def _representative(calib: Dataset, progress: Progress):
@@ -147,6 +151,10 @@ class LiteRTRunner:
             else:
                 self.interpreter = Interpreter(model_path=str(model), **kwargs)
             self.interpreter.allocate_tensors()
+        from edgec import tflite_model
+
+        #: the artifact's output names, in its output order (what ``__call__`` returns)
+        self.output_names = tflite_model.load(model).output_names()
         self.input = self.interpreter.get_input_details()[0]
         sig = self.input.get("shape_signature")
         self.dynamic_batch = sig is not None and len(sig) > 0 and int(sig[0]) == -1
@@ -198,9 +206,10 @@ def artifact_info(path: Path) -> dict[str, Any]:
 
     m = tflite_model.load(path)
     consts = [t for t in m.tensors if t.is_parameter]
+    outputs = [dict(m.tensors[i].describe(), name=name) for i, name in zip(m.outputs, m.output_names(), strict=True)]
     return {
         "inputs": [m.tensors[i].describe() for i in m.inputs],
-        "outputs": [m.tensors[i].describe() for i in m.outputs],
+        "outputs": outputs,
         "op_counts": m.op_counts(),
         "num_ops": len(m.operators),
         "params": int(sum(t.num_params for t in consts)),

@@ -47,6 +47,7 @@ class EdgeTPUTarget(Target):
 
     kind = "edgetpu"
     runtime = "edgetpu"
+    device_compiler = "edgetpu_compiler"
 
     def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
         if precision is not Precision.INT8:
@@ -61,7 +62,7 @@ class EdgeTPUTarget(Target):
                 f"(.npz, .npy, image folder or module:function), or --qat with --fine-tune DATA, "
                 f"for profile '{profile.id}'"
             )
-        if getattr(options, "require_compiler", False):
+        if options.require_compiler:
             problem = unavailable_reason()
             if problem:
                 out = Path(options.out) / profile.id
@@ -74,7 +75,7 @@ class EdgeTPUTarget(Target):
 
         settings = EdgeTPUSettings.from_profile(ctx.profile)
         content = convert(ctx.model, Precision.INT8, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
-                          progress=ctx.progress, batch_size=1)
+                          progress=ctx.progress, batch_size=1, output_names=ctx.output_names)
         int8 = ctx.workdir / INT8_MODEL
         int8.write_bytes(content)
         with ctx.progress.task("analyze: Edge TPU op map"):
@@ -98,7 +99,7 @@ class EdgeTPUTarget(Target):
         if compiled["status"] != "compiled":
             log.warning("%s: %s%s", compiled["status"].replace("_", " "), compiled["reason"],
                         f"; compile with: {compiled['command']}" if compiled.get("command") else "")
-        if getattr(ctx.options, "require_compiler", False) and compiled["status"] != "compiled":
+        if ctx.options.require_compiler and compiled["status"] != "compiled":
             raise CheckFailed(f"--require-compiler: {compiled['reason']}; rerun without --require-compiler to keep "
                               f"{INT8_MODEL}, {REPORT_FILE} and the compiler log")
 
@@ -108,7 +109,8 @@ class EdgeTPUTarget(Target):
         extra_files = [Artifact(file=f, role="log", format="text") for f in compiled.get("files", [])
                        if not f.endswith(".tflite")]
         tpu_models = [Artifact(file=f, role="edgetpu_model", format="tflite", precision="int8", verify_with=None,
-                               info={"segment": _segment(f), "runs_on": "Edge TPU (needs libedgetpu)"})
+                               info={"segment": _segment(f), "runs_on": "Edge TPU (needs libedgetpu)",
+                                     "outputs": compiled_outputs(ctx.workdir / f, int8)})
                       for f in compiled.get("models", [])]
         t = report["totals"]
         ctx.extra["edgetpu"] = {
@@ -133,6 +135,21 @@ class EdgeTPUTarget(Target):
             raise EdgecError(f"'{Path(path).name}' runs only on an Edge TPU; the host verifies {INT8_MODEL}")
         threads = ctx.profile.threads if ctx is not None and ctx.profile.threads else None
         return LiteRTRunner(path, threads=min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
+
+
+def compiled_outputs(compiled: Path, int8: Path) -> list[dict[str, Any]]:
+    """The outputs of a compiled model, each named as in the int8 model it was compiled from.
+
+    The compiler keeps the model's output tensors (it replaces the ops between them by its custom
+    op); they are matched by tensor name, so the manifest maps every output name to its index even
+    if the compiled file dropped the signature.
+    """
+    from edgec import tflite_model
+
+    source, done = tflite_model.load(int8), tflite_model.load(compiled)
+    by_tensor = {source.tensors[i].name: n for i, n in zip(source.outputs, source.output_names(), strict=True)}
+    return [dict(done.tensors[i].describe(), name=by_tensor.get(done.tensors[i].name, done.tensors[i].name), index=k)
+            for k, i in enumerate(done.outputs)]
 
 
 def _segment(name: str) -> dict[str, int] | None:

@@ -214,6 +214,8 @@ class TensorRTRunner:
         n = self.engine.num_io_tensors
         self.names = [self.engine.get_tensor_name(i) for i in range(n)]
         self.is_input = [self.engine.get_tensor_mode(nm) == trt.TensorIOMode.INPUT for nm in self.names]
+        #: the engine's output tensor names (the ONNX outputs'), in the order ``__call__`` returns them
+        self.output_names = [nm for nm, is_in in zip(self.names, self.is_input, strict=True) if not is_in]
 
     def _malloc(self, nbytes: int) -> ctypes.c_void_p:
         ptr = ctypes.c_void_p()

@@ -24,29 +24,60 @@ log = logging.getLogger(__name__)
 OPS_TABLE = data_file("targets", "tensorrt_onnx_ops.json")
 
 
-def export_keras(model, opset: int):
-    """Export a tf-keras model to an ONNX ModelProto with tf2onnx (dynamic batch dimension).
+def export_onnx(model, opset: int, output_names: list[str] | None = None):
+    """Export a tf-keras or signature model to an ONNX ModelProto with tf2onnx (dynamic batch
+    dimension), its outputs in the model's order and named ``output_names`` (default: as the model
+    names them, :func:`edgec.model_io.output_specs`).
 
     Raises:
         EdgecError: tf2onnx cannot convert an op at this opset (the message names it).
     """
+    from edgec.model_io import SignatureModel, output_specs
     from edgec.tfcompat import tf_and_keras
 
     tf, _ = tf_and_keras()
     tf2onnx = _require("tf2onnx", "tf2onnx", "ONNX export")
     inp = model.inputs[0]
-    name = model.input_names[0] if getattr(model, "input_names", None) else "input"
-    spec = (tf.TensorSpec([None, *inp.shape[1:]], inp.dtype, name=name),)
+    specs = output_specs(model)
+    names = output_names or [o.name for o in specs]
     try:
         with _quiet():
-            proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+            if isinstance(model, SignatureModel):
+                spec = (tf.TensorSpec([None, *inp.shape[1:]], inp.dtype, name=model.input_name),)
+                func = tf.function(lambda x: [model(x)[o.key] for o in specs])
+                proto, _ = tf2onnx.convert.from_function(func, input_signature=spec, opset=opset)
+                produced = [o.name for o in proto.graph.output]  # the list above, in its order
+                renames = dict(zip(produced, names, strict=True))
+            else:
+                name = model.input_names[0] if getattr(model, "input_names", None) else "input"
+                spec = (tf.TensorSpec([None, *inp.shape[1:]], inp.dtype, name=name),)
+                proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+                renames = {o.key: n for o, n in zip(specs, names, strict=True)}  # tf2onnx: output layer names
     except Exception as exc:  # tf2onnx raises ValueError/RuntimeError/its own types
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EdgecError(f"ONNX export with tf2onnx at opset {opset} failed: {reason[:400]}") from exc
+    rename_outputs(proto, renames)
+    got = [o.name for o in proto.graph.output]
+    if got != names:
+        raise EdgecError(f"the ONNX export's outputs are {got}, expected the model's {names}")
     return proto
 
 
-# --------------------------------------------------------------------------- checks
+def rename_outputs(proto, renames: dict[str, str]) -> None:
+    """Rename graph outputs (and every reference to them) in place: ``{old name: new name}``."""
+    renames = {old: new for old, new in renames.items() if old != new}
+    if not renames:
+        return
+    for node in proto.graph.node:
+        for i, name in enumerate(node.output):
+            if name in renames:
+                node.output[i] = renames[name]
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    for value in [*proto.graph.output, *proto.graph.value_info]:
+        if value.name in renames:
+            value.name = renames[value.name]
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,7 +9,7 @@ import numpy as np
 
 from edgec.errors import EdgecError
 from edgec.targets.tensorrt.onnx_io import _require, io_spec, opset_of
-from edgec.targets.tensorrt.quantize import QDQ_OPS, WEIGHTED_OPS, _producers
+from edgec.targets.tensorrt.quantize import QDQ_OPS, WEIGHTED_OPS, _producers, unquantized_ops
 
 
 def inspect_onnx(path: Path) -> dict[str, Any]:
@@ -108,6 +108,7 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
     }
     return {"file": str(path), "format": "onnx", "opset": opset_of(model), "producer": model.producer_name,
             "inputs": inputs, "outputs": outputs, "op_counts": dict(sorted(counts.items())), "ops": ops,
+            "float_ops": unquantized_ops(model) if qdq else None,
             "qdq": qdq, "totals": totals}
 
 

@@ -74,6 +74,8 @@ class OrtRunner:
         source = bytes(model) if isinstance(model, (bytes, bytearray)) else str(model)
         self.session = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0]
+        #: the model's output names, in its output order (what ``__call__`` returns)
+        self.output_names = [o.name for o in self.session.get_outputs()]
         shape = self.input.shape
         self.dynamic_batch = not isinstance(shape[0], int)
 
@@ -153,9 +155,9 @@ def match_tensors(reference: dict[str, np.ndarray], onnx_values: dict[str, np.nd
 
 
 
-def keras_vs_onnx(predict: Callable[[np.ndarray], list[np.ndarray]], runner: Callable, x: np.ndarray) -> float:
-    """Max abs difference between two predictors' outputs on ``x``."""
+def keras_vs_onnx(predict: Callable[[np.ndarray], list[np.ndarray]], names: list[str], runner, x: np.ndarray) -> float:
+    """Max abs difference between a model's outputs (``predict``, named ``names``) and an ONNX
+    runner's, on ``x``, each output paired by name."""
     ref, got = predict(x), runner(x)
-    return float(max(np.abs(r.astype(np.float64) - g.reshape(r.shape)).max() for r, g in zip(ref, got, strict=True)))
-
-
+    by_name = dict(zip(runner.output_names, got, strict=True))
+    return float(max(np.abs(r.astype(np.float64) - by_name[n].reshape(r.shape)).max() for r, n in zip(ref, names, strict=True)))

@@ -256,3 +256,20 @@ def quantize_model(model, float_proto, ranges: dict[str, tuple[float, float]], c
     report = dict(result.report)
     report.update(source="qat" if ranges else "ptq", **qat_info)
     return result.model, report
+
+
+def unquantized_ops(source) -> list[dict[str, Any]]:
+    """Conv/Gemm/MatMul nodes of a Q/DQ model whose data input or weight is not dequantized from
+    int8: TensorRT runs them in floating point. ``source``: a path or a ModelProto."""
+    onnx = _require("onnx", "onnx", "ONNX inspection")
+    model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
+    producers = _producers(model)
+    found = []
+    for index, node in enumerate(model.graph.node):
+        if node.op_type not in WEIGHTED_OPS:
+            continue
+        plain = [name for name in node.input[:2]
+                 if name and (producers.get(name) is None or producers[name].op_type != "DequantizeLinear")]
+        if plain:
+            found.append({"index": index, "op": node.op_type, "node": node.name, "tensors": plain})
+    return found

@@ -83,7 +83,7 @@ class TensorRTTarget(Target):
         opset = int(trt["onnx_opset"])
         model, ranges, qat = _float_model(ctx)
         with ctx.progress.task(f"export: ONNX opset {opset} (tf2onnx)"):
-            float_proto = onnx_export.export_keras(model, opset)
+            float_proto = onnx_export.export_onnx(model, opset, ctx.output_names)
         checks = onnx_export.check_for_tensorrt(float_proto, trt["tensorrt"])
         sample = _parity_sample(ctx)
         export: dict[str, Any] = {"tool": "tf2onnx", "opset": opset, "from_qat_model": qat}
@@ -91,7 +91,7 @@ class TensorRTTarget(Target):
             from edgec.verify import keras_predict
 
             runner = OrtRunner(float_proto.SerializeToString())
-            export["float_max_abs_diff"] = keras_vs_onnx(keras_predict(model), runner, sample)
+            export["float_max_abs_diff"] = keras_vs_onnx(keras_predict(model), ctx.output_names, runner, sample)
             export["float_parity_samples"] = int(len(sample))
         quant = None
         proto = float_proto
