@@ -254,7 +254,7 @@ def _run(request: BuildPlan, progress: Progress) -> BuildResult:
     with atomic_dir(final_dir) as work:
         ctx = BuildContext(profile=profile, options=options, precision=precision, model=model_out,
                            float_model=loaded.model, calib=calib, eval=data.eval, workdir=work,
-                           progress=progress)
+                           progress=progress, reference=data.reference)
         t0 = time.perf_counter()
         artifacts = target_impl.build(ctx)
         timings["build"] = time.perf_counter() - t0

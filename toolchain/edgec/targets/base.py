@@ -28,6 +28,7 @@ class BuildContext:
     eval: Dataset | None
     workdir: Path
     progress: Progress
+    reference: Any = None  # verify.Reference: the float model's outputs on the eval data, when given
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # target-specific manifest fields
 
     @property
