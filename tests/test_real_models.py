@@ -233,3 +233,21 @@ def test_same_inputs_same_bytes_with_fine_tuning(digits_dir, tmp_path):
         shas.append(result.manifest["artifacts"][0]["sha256"])
         assert result.manifest["reproducibility"] == {"seed": 0, "op_determinism": True}
     assert shas[0] == shas[1]
+
+
+@pytest.mark.parametrize("kind", list(TARGETS))
+def test_nested_outputs_are_named_by_their_path(head, kind, tmp_path):
+    """{"face": softmax, "heads": [box, landmarks]}: outputs face, heads/0, heads/1 in that order."""
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    base = head["float"]
+    box, landmarks, face = base.outputs
+    nested = keras.Model(base.inputs, {"face": face, "heads": [box, landmarks]}, name="face_head_nested")
+    result = edgec.build(nested, target=TARGETS[kind], precision="int8", calib=str(head["calib"]),
+                         eval=str(head["eval"]), out=tmp_path)
+    v = result.verification
+    assert [o["name"] for o in v["outputs"]] == ["face", "heads/0", "heads/1"]
+    assert [o["index"] for o in v["outputs"]] == [0, 1, 2] and v["eval_output"] == "face"
+    assert [o["shape"] for o in v["outputs"]] == [[2], [4], [10]]
+    assert v["outputs"][1]["sqnr_db"] > 15
