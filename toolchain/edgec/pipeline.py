@@ -74,12 +74,8 @@ def parse_precision(value: str | Precision | None, profile: profiles.Profile) ->
     return precision
 
 
-def _tuple(value) -> tuple | None:
-    if value is None or isinstance(value, tuple):
-        return value
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
+def _tuple(value) -> tuple:
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
@@ -93,9 +89,8 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
         kwargs["precision"] = parse_precision(kwargs["precision"], profile)
     if "out" in kwargs and kwargs["out"] is not None:
         kwargs["out"] = Path(kwargs["out"])
-    for name in ("qat_skip",):
-        if kwargs.get(name) is not None:
-            kwargs[name] = _tuple(kwargs[name])
+    if kwargs.get("qat_skip") is not None:
+        kwargs["qat_skip"] = _tuple(kwargs["qat_skip"])
     for name in ("mean", "std"):
         if kwargs.get(name) is not None:
             from edgec.calibration.inputs import parse_numbers
