@@ -24,6 +24,7 @@ def _isolated(tmp_path, monkeypatch):
     """Results, agent caches and default token files stay in the test's tmp dir."""
     monkeypatch.setenv("EDGEC_RESULTS_DB", str(tmp_path / "results.db"))
     monkeypatch.setenv("EDGEC_AGENT_CACHE", str(tmp_path / "agent-cache"))
+    monkeypatch.setenv("EDGEC_AGENT_CONFIG", str(tmp_path / "agent-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.delenv("EDGEC_TOKEN", raising=False)
 
