@@ -58,7 +58,7 @@ def test_token_file_is_private_and_shown_once(tmp_path):
     finally:
         first.stop()
     left = tmp_path / "s" / "blobs" / "tmp" / "0123.part"  # as a server killed mid-upload leaves it
-    left.parent.mkdir(parents=True)
+    left.parent.mkdir(parents=True, exist_ok=True)  # created at start (0700)
     left.write_bytes(b"partial")
     second = Server(tmp_path / "s").start()
     try:

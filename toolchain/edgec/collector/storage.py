@@ -341,10 +341,13 @@ class Store:
             _private(path, 0o600)
         _private(path.parent, 0o700)
         conn = self._connect()
-        problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+        try:
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(5)").fetchall()]
+        except sqlite3.DatabaseError as exc:  # a damaged header or schema page fails the check itself
+            problems = [str(exc)]
         if problems != ["ok"]:
             conn.close()
-            raise EdgecError(f"'{path}' fails PRAGMA quick_check ({'; '.join(problems)[:300]}); it is damaged: "
+            raise EdgecError(f"'{path}' fails PRAGMA quick_check ({'; '.join(' '.join(p.split()) for p in problems)[:300]}); it is damaged: "
                              "restore it from a backup, or move it aside to start a new record")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
