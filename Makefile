@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EDGEC := $(VENV)/bin/edgec
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,onnx,search
+EXTRAS ?= dev,onnx,search,postgresql
 DEMO := build/demo
 PYTEST_ARGS ?=
 

@@ -68,6 +68,10 @@ class PostgresServer:
                          "--no-locale")
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed: {init.stderr.strip()[-500:]}")
+        return self.launch()
+
+    def launch(self) -> PostgresServer:
+        """Start the server on the cluster made by :meth:`start` (again after :meth:`halt`)."""
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200 "
                    "-c shared_buffers=32MB")
         started = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60",
@@ -88,6 +92,10 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
+
+    def halt(self) -> None:
+        """Stop the server, keep the cluster (``launch`` starts it again)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", timeout=60)
 
     def stop(self) -> None:
         if self.data.exists():

@@ -462,7 +462,10 @@ class Store:
             with self._readers_lock:
                 self._readers.append(conn)
         try:
-            conn.execute("BEGIN")
+            if conn.dialect == "sqlite":
+                conn.execute("BEGIN")
+            else:
+                self._begin(conn)
             try:
                 return fn(conn, *args)
             finally:
@@ -552,7 +555,7 @@ class Store:
             return
         for attempt in range(1, 9):
             try:
-                conn.execute("BEGIN")
+                self._begin(conn)
                 value = fn(conn, *args)
                 conn.execute("COMMIT")
             except Exception as exc:  # noqa: BLE001 - handed to the waiting request
@@ -573,6 +576,19 @@ class Store:
             self.commits += 1
             future.set_result(value)
             return
+
+    def _begin(self, conn) -> None:
+        """BEGIN; on a connection the server dropped while it was idle (a restart), reconnect once
+        first: nothing of the operation has run yet, so it is safe to go on with a new one."""
+        if conn.raw.closed:
+            self._reconnect(conn)
+        try:
+            conn.execute("BEGIN")
+        except self._errors:
+            if not conn.raw.closed:
+                raise
+            self._reconnect(conn)
+            conn.execute("BEGIN")
 
     def _reconnect(self, conn) -> None:
         try:
