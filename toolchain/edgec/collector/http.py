@@ -130,11 +130,14 @@ class GuardedProtocol(HttpToolsProtocol):
                 self._refuse_header()
                 return
             self.header_bytes += len(data)
-            if stage == IDLE and self.timer is None:  # first byte of a request on a kept-alive connection
-                self._arm(self.limits.header_timeout)
-        elif stage == BODY:
-            self._arm(self.limits.body_timeout)
         super().data_received(data)
+        # A request that came whole needs no timer; one still arriving gets its deadline (headers:
+        # from their first byte; a body: from its last byte).
+        if self.stage == HEADERS:
+            if self.timer is None:
+                self._arm(self.limits.header_timeout)
+        elif self.stage == BODY:
+            self._arm(self.limits.body_timeout)
 
     def _refuse_header(self) -> None:
         message = b"request headers larger than this collector accepts\n"
@@ -149,7 +152,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.stage = BODY
         self.header_bytes = 0
-        self._arm(self.limits.body_timeout)
+        self._disarm()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

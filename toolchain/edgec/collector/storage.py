@@ -17,9 +17,9 @@ insert functions), so ``edgec report`` reads the collector's file exactly as it 
 results store. Collector tables: ``blobs`` (uploaded files by sha256), ``devices``,
 ``credentials`` (enrollment tokens and device credentials, by the sha256 of their secret),
 ``jobs`` with ``job_labels`` (one row per label a job requires: the lease query matches labels
-in SQL), ``leases`` (one row per attempt, with the agent instance that holds it) and
-``submissions`` (the agent's id of each result: a posted result is stored once, and a job has at
-most one result -- both unique in the schema).
+in SQL) and its result's submission (the agent's id of the result, unique in the schema: a
+posted result is stored once; shown by the ``submissions`` view), and ``leases`` (one row per
+attempt, with the agent instance that holds it).
 """
 
 from __future__ import annotations
@@ -101,10 +101,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     leased_to       TEXT,
     lease_expires   REAL,
     result_id       INTEGER REFERENCES results (id),
-    error           TEXT
+    error           TEXT,
+    result_uid      TEXT,
+    result_digest   TEXT,
+    result_lease    TEXT
 );
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, lease_expires);
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, id);
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (id) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_leased ON jobs (lease_expires) WHERE state = 'leased';
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_result_uid ON jobs (result_uid) WHERE result_uid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_result ON jobs (result_id) WHERE result_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS job_labels (
     job_id      INTEGER NOT NULL REFERENCES jobs (id),
     label       TEXT NOT NULL,
@@ -123,15 +128,14 @@ CREATE TABLE IF NOT EXISTS leases (
     instance    TEXT
 );
 CREATE INDEX IF NOT EXISTS leases_job ON leases (job_id);
-CREATE TABLE IF NOT EXISTS submissions (
-    uid         TEXT PRIMARY KEY,
-    body_sha256 TEXT NOT NULL,
-    result_id   INTEGER NOT NULL UNIQUE REFERENCES results (id),
-    job_id      INTEGER NOT NULL UNIQUE REFERENCES jobs (id),
-    lease_id    TEXT NOT NULL,
-    device      TEXT NOT NULL,
-    received    REAL NOT NULL
-);
+"""
+# A stored result's submission (the agent's id of it, the digest of the post, the lease it came
+# from) lives in its job's row: one row and two small index entries written per result, not a
+# table with three unique indexes. The view shows it as a table.
+SUBMISSIONS_VIEW = """
+SELECT j.result_uid AS uid, j.result_digest AS body_sha256, j.result_id AS result_id, j.id AS job_id,
+       j.result_lease AS lease_id, l.device AS device, j.updated AS received
+FROM jobs j JOIN leases l ON l.id = j.result_lease WHERE j.result_uid IS NOT NULL
 """
 
 
@@ -282,6 +286,7 @@ class Store:
         self._readers: list[Any] = []
         self._readers_lock = threading.Lock()
         self._errors = _db_errors()
+        self._lock = threading.Lock()  # SQLite: the one write connection, used by one thread at a time
         self.commits = 0  # transactions committed (group commits), for the benchmark
         self.last_error: str | None = None
 
@@ -360,12 +365,11 @@ class Store:
                              f"({results_mod.STORE_VERSION}); update edgec or use another --db")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            old = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'leases'").fetchone()
-            if old is not None and "instance" not in [r[1] for r in conn.execute("PRAGMA table_info(leases)")]:
-                conn.execute("ALTER TABLE leases ADD COLUMN instance TEXT")
+            _migrate_v1(conn)
             for statement in (results_mod.SCHEMA + SCHEMA).split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            conn.execute("CREATE VIEW IF NOT EXISTS submissions AS" + SUBMISSIONS_VIEW)
             self._set_version(conn)
             conn.execute(f"PRAGMA user_version = {results_mod.STORE_VERSION}")
             conn.execute("COMMIT")
@@ -381,6 +385,7 @@ class Store:
         try:
             conn.execute("SELECT pg_advisory_xact_lock(8750)")  # two collectors starting at once
             conn.executescript(_pg_schema(results_mod.SCHEMA + SCHEMA))
+            conn.execute("CREATE OR REPLACE VIEW submissions AS" + SUBMISSIONS_VIEW)
             self._set_version(conn)
             conn.execute("COMMIT")
         except BaseException:
@@ -443,6 +448,13 @@ class Store:
     def write(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(conn, *args)`` in the writer and wait until it is committed."""
         return self.submit(fn, *args).result()
+
+    def run_now(self, ops: list[tuple[Callable[..., Any], tuple]]) -> list[tuple[Any, BaseException | None]]:
+        """Run SQLite operations ``fn(conn, *args)`` in the calling thread, in one transaction, and
+        commit: (value, None) or (None, exception) for each, once committed. The writer thread's
+        batch, if one is running, is waited for."""
+        with self._lock:
+            return self._run_batch(self._write_conns[0], ops)
 
     def read(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(conn, *args)`` in one read transaction on a pooled connection.
@@ -510,45 +522,53 @@ class Store:
                     break
                 batch.append(item)
             if conn.dialect == "sqlite":
-                self._run_batch(conn, batch)
+                live = [item for item in batch if item[0].set_running_or_notify_cancel()]
+                with self._lock:
+                    outcomes = self._run_batch(conn, [(fn, args) for _, fn, args in live])
+                for (future, _, _), (value, exc) in zip(live, outcomes, strict=True):
+                    if exc is not None:
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(value)
             else:
                 self._run_one(conn, *batch[0])
             if stop:
                 return
 
-    def _run_batch(self, conn, batch: list) -> None:
-        outcomes = []
+    def _run_batch(self, conn, ops: list[tuple[Callable[..., Any], tuple]]) -> list[tuple[Any, BaseException | None]]:
+        """SQLite: every operation in one transaction (each in its own savepoint, so one refused
+        operation does not undo the others), one commit; the outcome of each."""
+        if not ops:
+            return []
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        alone = len(ops) == 1  # no savepoint needed: a refusal rolls the transaction back
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for future, fn, args in batch:
-                if not future.set_running_or_notify_cancel():
-                    continue
-                conn.execute("SAVEPOINT op")
+            for fn, args in ops:
+                if not alone:
+                    conn.execute("SAVEPOINT op")
                 try:
                     value = fn(conn, *args)
                 except Exception as exc:  # noqa: BLE001 - handed to the waiting request
-                    conn.execute("ROLLBACK TO SAVEPOINT op")
-                    conn.execute("RELEASE SAVEPOINT op")
-                    outcomes.append((future, None, self._failed(exc) if isinstance(exc, self._errors) else exc))
+                    if alone:
+                        conn.execute("ROLLBACK")
+                    else:
+                        conn.execute("ROLLBACK TO SAVEPOINT op")
+                        conn.execute("RELEASE SAVEPOINT op")
+                    outcomes.append((None, self._failed(exc) if isinstance(exc, self._errors) else exc))
                 else:
-                    conn.execute("RELEASE SAVEPOINT op")
-                    outcomes.append((future, value, None))
-            conn.execute("COMMIT")
-            self.commits += 1
+                    if not alone:
+                        conn.execute("RELEASE SAVEPOINT op")
+                    outcomes.append((value, None))
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+                self.commits += 1
         except sqlite3.Error as exc:
             failed = self._failed(exc)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for future, _, _ in batch:
-                if future.done() or (not future.running() and not future.set_running_or_notify_cancel()):
-                    continue
-                future.set_exception(failed)
-            return
-        for future, value, exc in outcomes:
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(value)
+            return [(None, failed)] * len(ops)
+        return outcomes
 
     def _run_one(self, conn, future, fn, args) -> None:
         if not future.set_running_or_notify_cancel():
@@ -621,6 +641,25 @@ class Store:
         thread = threading.Thread(target=loop, name="collector-listen", daemon=True)
         thread.start()
         return thread
+
+
+def _migrate_v1(conn) -> None:
+    """A version 1 record (SQLite): the lease's agent instance, each result's submission in its job's
+    row (the table becomes a view), partial indexes for queued and leased jobs."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "leases" in tables and "instance" not in [r[1] for r in conn.execute("PRAGMA table_info(leases)")]:
+        conn.execute("ALTER TABLE leases ADD COLUMN instance TEXT")
+    if "jobs" in tables:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]
+        for column in ("result_uid", "result_digest", "result_lease"):
+            if column not in columns:
+                conn.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
+    if "submissions" in tables:
+        conn.execute("UPDATE jobs SET result_uid = s.uid, result_digest = s.body_sha256, result_lease = s.lease_id "
+                     "FROM submissions s WHERE s.job_id = jobs.id")
+        conn.execute("DROP TABLE submissions")
+    conn.execute("DROP INDEX IF EXISTS jobs_state")
+    conn.execute("DROP INDEX IF EXISTS jobs_queue")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -913,7 +952,7 @@ def expire_leases(conn) -> list[tuple[int, str]]:
     re-queued, or failed with the reason once its attempts are used up."""
     now = time.time()
     changed = []
-    for job in conn.execute("SELECT * FROM jobs WHERE state = 'leased' AND lease_expires < ? ORDER BY id"
+    for job in conn.execute("SELECT * FROM jobs WHERE state = 'leased' AND lease_expires < ? ORDER BY lease_expires"
                             + conn.skip_locked, (now,)).fetchall():
         _end_lease(conn, job["lease_id"], now, "expired",
                    f"no heartbeat from {job['leased_to']} for {job['lease_seconds']:g} s")
@@ -940,26 +979,35 @@ def post_result(conn, uid: str, body_sha256: str, job_id: int, lease_id: str, de
             cancelled, 422 a report of another artifact.
     """
     now = time.time()
-    job = conn.execute("SELECT * FROM jobs WHERE id = ?" + conn.lock, (job_id,)).fetchone()
-    sub = conn.execute("SELECT * FROM submissions WHERE uid = ?", (uid,)).fetchone()
-    if sub is not None:
-        if sub["body_sha256"] != body_sha256:
-            raise RecordRefused(409, f"result id '{uid}' was already used for a different result (job {sub['job_id']}); "
+    if conn.lock:  # PostgreSQL: the job's row is locked first (another collector may post for it)
+        conn.execute("SELECT id FROM jobs WHERE id = ?" + conn.lock, (job_id,))
+    # one statement: the job, the lease and an earlier result with this id
+    row = conn.execute(
+        "SELECT j.id, j.state, j.lease_id AS current_lease, j.result_id, j.artifact_sha256, l.id AS lease, "
+        "l.device AS lease_device, l.attempt, l.outcome, l.detail, l.instance, s.id AS sub_job, "
+        "s.result_id AS sub_result, s.result_digest AS sub_digest, s.result_lease AS sub_lease "
+        "FROM (SELECT 1 AS one) q LEFT JOIN jobs j ON j.id = ? LEFT JOIN leases l ON l.id = ? AND l.job_id = ? "
+        "LEFT JOIN jobs s ON s.result_uid = ?", (job_id, lease_id, job_id, uid)).fetchone()
+    if row["sub_job"] is not None:
+        sub = {"id": row["sub_job"], "result_id": row["sub_result"], "result_lease": row["sub_lease"]}
+        if row["sub_digest"] != body_sha256 and not _same_result(conn, sub, job_id, lease_id, device, report):
+            raise RecordRefused(409, f"result id '{uid}' was already used for a different result (job {sub['id']}); "
                                "an agent generates a new id for every job attempt")
-        return {"result_id": sub["result_id"], "job_id": sub["job_id"], "duplicate": True}
-    if job is None:
+        return {"result_id": sub["result_id"], "job_id": sub["id"], "duplicate": True}
+    job = held = row
+    if row["id"] is None:
         raise RecordRefused(404, f"no job {job_id}")
-    held = conn.execute("SELECT * FROM leases WHERE id = ? AND job_id = ?", (lease_id, job_id)).fetchone()
-    if held is None:
+    if row["lease"] is None:
         raise RecordRefused(409, f"lease '{lease_id}' was never issued for job {job_id}")
-    if held["device"] != device:
-        raise RecordRefused(409, f"lease '{lease_id}' of job {job_id} belongs to device '{held['device']}', not '{device}'")
+    if held["lease_device"] != device:
+        raise RecordRefused(409, f"lease '{lease_id}' of job {job_id} belongs to device '{held['lease_device']}', "
+                           f"not '{device}'")
     if job["state"] == "done":
         raise RecordRefused(409, f"job {job_id} already has result {job['result_id']}; this result (attempt "
                            f"{held['attempt']}) is not stored")
     if job["state"] == "cancelled":
         raise RecordRefused(409, f"job {job_id} was cancelled; its result is not stored")
-    if job["state"] != "leased" or job["lease_id"] != lease_id:
+    if job["state"] != "leased" or job["current_lease"] != lease_id:
         how = f"{held['outcome']}: {held['detail']}" if held["outcome"] else "not current"
         raise RecordRefused(409, f"lease '{lease_id}' of job {job_id} has ended ({how}); only the current lease "
                            "holder's result is stored")
@@ -971,13 +1019,21 @@ def post_result(conn, uid: str, body_sha256: str, job_id: int, lease_id: str, de
         raise RecordRefused(422, f"the report measured an artifact with sha256 {measured}, but job {job_id} is for "
                            f"{job['artifact_sha256']}")
     result_id = results_mod.insert_result(conn, job["artifact_sha256"], device, report, report_text)
-    conn.execute("INSERT INTO submissions (uid, body_sha256, result_id, job_id, lease_id, device, received) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (uid, body_sha256, result_id, job_id, lease_id, device, now))
     conn.execute("UPDATE leases SET ended = ?, outcome = 'done' WHERE id = ?", (now, lease_id))
-    conn.execute("UPDATE jobs SET state = 'done', result_id = ?, error = NULL, lease_id = NULL, leased_to = NULL, "
-                 "lease_expires = NULL, updated = ? WHERE id = ?", (result_id, now, job_id))
+    conn.execute("UPDATE jobs SET state = 'done', result_id = ?, result_uid = ?, result_digest = ?, result_lease = ?, "
+                 "error = NULL, lease_id = NULL, leased_to = NULL, lease_expires = NULL, updated = ? WHERE id = ?",
+                 (result_id, uid, body_sha256, lease_id, now, job_id))
     conn.notify()
     return {"result_id": result_id, "job_id": job_id, "duplicate": False}
+
+
+def _same_result(conn, sub, job_id: int, lease_id: str, device: str, report: dict[str, Any]) -> bool:
+    """Whether a re-post is the stored result as a document (its text may differ: key order, spaces)."""
+    if (sub["id"], sub["result_lease"]) != (job_id, lease_id):
+        return False
+    held = conn.execute("SELECT device FROM leases WHERE id = ?", (lease_id,)).fetchone()
+    row = conn.execute("SELECT report FROM results WHERE id = ?", (sub["result_id"],)).fetchone()
+    return held is not None and held["device"] == device and row is not None and json.loads(row[0]) == report
 
 
 def fail_job(conn, job_id: int, lease_id: str, device: str, error: str, retry: bool,
@@ -1095,12 +1151,11 @@ def credential(conn, credential_id: str) -> dict[str, Any] | None:
 
 def probe(conn) -> dict[str, Any]:
     """What /v1/health reports of the database: it answers, and how many jobs wait or run."""
-    counts = dict(conn.execute("SELECT state, COUNT(*) FROM jobs WHERE state IN ('queued', 'leased') "
-                               "GROUP BY state").fetchall())
+    queued = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
+    leased = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'leased'").fetchone()[0]
     results = conn.execute("SELECT MAX(id) FROM results").fetchone()[0]
     devices = conn.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
-    return {"queued": counts.get("queued", 0), "leased": counts.get("leased", 0), "devices": devices,
-            "last_result": results}
+    return {"queued": queued, "leased": leased, "devices": devices, "last_result": results}
 
 
 # ---------------------------------------------------------------------- reads
@@ -1171,8 +1226,8 @@ def list_devices(conn, offline_after: float = 60.0) -> list[dict[str, Any]]:
 
 
 def result_doc(conn, result_id: int) -> dict[str, Any] | None:
-    row = conn.execute("SELECT r.*, s.uid, s.job_id, s.lease_id FROM results r LEFT JOIN submissions s "
-                       "ON s.result_id = r.id WHERE r.id = ?", (result_id,)).fetchone()
+    row = conn.execute("SELECT r.*, j.result_uid AS uid, j.id AS job_id, j.result_lease AS lease_id FROM results r "
+                       "LEFT JOIN jobs j ON j.result_id = r.id WHERE r.id = ?", (result_id,)).fetchone()
     if row is None:
         return None
     doc = dict(row)
