@@ -96,16 +96,23 @@ class ServerSettings:
 # ---------------------------------------------------------------------- strict JSON bodies
 
 
-# Only a text with a surrogate escape can hold an unpaired surrogate, and only one with 19 digits in
-# a row an integer past 64 bits: only then (or when it may nest too deep) is the parsed document
-# walked. Floats are checked as they are parsed (an overflow is infinite).
-_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]|[0-9]{19}")
+# Only a text with a surrogate escape can hold an unpaired surrogate: only then (or when it may
+# nest too deep) is the parsed document walked. Numbers are checked as they are parsed (a float
+# that overflows is infinite; an integer must fit 64 bits).
+_SUSPECT = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 INT64 = 2**63
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a finite number")
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if -INT64 <= value < INT64:
+        return value
+    raise ValueError(f"{text[:40]}{'...' if len(text) > 40 else ''} is out of the 64-bit integer range")
 
 
 def _finite(text: str) -> float:
@@ -166,7 +173,7 @@ def strict_json(body: bytes) -> Any:
     return doc
 
 
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite, parse_int=_int64)
 
 
 class StrictRequest(Request):
