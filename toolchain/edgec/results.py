@@ -196,23 +196,29 @@ def insert_artifact(conn: sqlite3.Connection, manifest: dict[str, Any], record: 
     )
 
 
-def insert_result(conn: sqlite3.Connection, artifact_sha256: str, device: str, report: dict[str, Any],
-                  report_text: str | None = None) -> int:
-    """Insert one agent report measured on ``device`` in an open transaction; the new result's id.
+INSERT_RESULT = (
+    "INSERT INTO results (created, artifact_sha256, device, device_kind, device_model, runtime, "
+    "runtime_version, threads, batch, runs, latency_min_ms, latency_median_ms, latency_mean_ms, "
+    "latency_p90_ms, latency_p99_ms, latency_std_ms, throughput_ips, power_available, power_active_w, "
+    "power_idle_w, energy_mj, energy_above_idle_mj, schema_version, report) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id")
+
+
+def result_values(artifact_sha256: str, device: str, report: dict[str, Any], report_text: str | None = None) -> tuple:
+    """The values of :data:`INSERT_RESULT` for one agent report measured on ``device``.
     ``report_text``: the report already serialized as JSON (else it is serialized here)."""
     lat, power, rt = report["latency_ms"], report["power"], report["runtime"]
     energy = power.get("energy_mj_per_inference") or {}
-    cur = conn.execute(
-        "INSERT INTO results (created, artifact_sha256, device, device_kind, device_model, runtime, "
-        "runtime_version, threads, batch, runs, latency_min_ms, latency_median_ms, latency_mean_ms, "
-        "latency_p90_ms, latency_p99_ms, latency_std_ms, throughput_ips, power_available, power_active_w, "
-        "power_idle_w, energy_mj, energy_above_idle_mj, schema_version, report) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        (_now(), artifact_sha256, device, report["device"].get("kind"), report["device"].get("model"),
-         rt.get("name"), rt.get("version"), rt.get("threads"), report["throughput"]["batch"],
-         report["throughput"]["runs"], lat["min"], lat["median"], lat["mean"], lat["p90"], lat["p99"],
-         lat["std"], report["throughput"]["inferences_per_s"], int(bool(power.get("available"))),
-         power.get("active_w"), power.get("idle_w"), energy.get("total"), energy.get("above_idle"),
-         report["schema_version"], report_text if report_text is not None else json.dumps(report)),
-    )
+    return (_now(), artifact_sha256, device, report["device"].get("kind"), report["device"].get("model"),
+            rt.get("name"), rt.get("version"), rt.get("threads"), report["throughput"]["batch"],
+            report["throughput"]["runs"], lat["min"], lat["median"], lat["mean"], lat["p90"], lat["p99"],
+            lat["std"], report["throughput"]["inferences_per_s"], int(bool(power.get("available"))),
+            power.get("active_w"), power.get("idle_w"), energy.get("total"), energy.get("above_idle"),
+            report["schema_version"], report_text if report_text is not None else json.dumps(report))
+
+
+def insert_result(conn: sqlite3.Connection, artifact_sha256: str, device: str, report: dict[str, Any],
+                  report_text: str | None = None) -> int:
+    """Insert one agent report measured on ``device`` in an open transaction; the new result's id."""
+    cur = conn.execute(INSERT_RESULT, result_values(artifact_sha256, device, report, report_text))
     return int(cur.fetchone()[0])

@@ -979,15 +979,15 @@ def post_result(conn, uid: str, body_sha256: str, job_id: int, lease_id: str, de
             cancelled, 422 a report of another artifact.
     """
     now = time.time()
-    if conn.lock:  # PostgreSQL: the job's row is locked first (another collector may post for it)
-        conn.execute("SELECT id FROM jobs WHERE id = ?" + conn.lock, (job_id,))
-    # one statement: the job, the lease and an earlier result with this id
+    # one statement: the job (its row locked on PostgreSQL, where another collector may post for
+    # it), the lease, and an earlier result with this id
     row = conn.execute(
         "SELECT j.id, j.state, j.lease_id AS current_lease, j.result_id, j.artifact_sha256, l.id AS lease, "
         "l.device AS lease_device, l.attempt, l.outcome, l.detail, l.instance, s.id AS sub_job, "
         "s.result_id AS sub_result, s.result_digest AS sub_digest, s.result_lease AS sub_lease "
-        "FROM (SELECT 1 AS one) q LEFT JOIN jobs j ON j.id = ? LEFT JOIN leases l ON l.id = ? AND l.job_id = ? "
-        "LEFT JOIN jobs s ON s.result_uid = ?", (job_id, lease_id, job_id, uid)).fetchone()
+        "FROM (SELECT 1 AS one) q LEFT JOIN (SELECT * FROM jobs WHERE id = ?" + conn.lock + ") j ON 1 = 1 "
+        "LEFT JOIN leases l ON l.id = ? AND l.job_id = ? LEFT JOIN jobs s ON s.result_uid = ?",
+        (job_id, lease_id, job_id, uid)).fetchone()
     if row["sub_job"] is not None:
         sub = {"id": row["sub_job"], "result_id": row["sub_result"], "result_lease": row["sub_lease"]}
         if row["sub_digest"] != body_sha256 and not _same_result(conn, sub, job_id, lease_id, device, report):
@@ -1018,12 +1018,21 @@ def post_result(conn, uid: str, body_sha256: str, job_id: int, lease_id: str, de
     if measured != job["artifact_sha256"]:
         raise RecordRefused(422, f"the report measured an artifact with sha256 {measured}, but job {job_id} is for "
                            f"{job['artifact_sha256']}")
-    result_id = results_mod.insert_result(conn, job["artifact_sha256"], device, report, report_text)
+    values = results_mod.result_values(job["artifact_sha256"], device, report, report_text)
+    if conn.dialect == "postgresql":  # the three writes (and the notice) in one statement: one round trip
+        result_id = conn.execute(
+            "WITH r AS (" + results_mod.INSERT_RESULT + "), "
+            "l AS (UPDATE leases SET ended = ?, outcome = 'done' WHERE id = ?), "
+            "j AS (UPDATE jobs SET state = 'done', result_id = (SELECT id FROM r), result_uid = ?, result_digest = ?, "
+            "result_lease = ?, error = NULL, lease_id = NULL, leased_to = NULL, lease_expires = NULL, updated = ? "
+            f"WHERE id = ?) SELECT id, pg_notify('{NOTIFY_CHANNEL}', '') FROM r",
+            (*values, now, lease_id, uid, body_sha256, lease_id, now, job_id)).fetchone()[0]
+        return {"result_id": result_id, "job_id": job_id, "duplicate": False}
+    result_id = conn.execute(results_mod.INSERT_RESULT, values).fetchone()[0]
     conn.execute("UPDATE leases SET ended = ?, outcome = 'done' WHERE id = ?", (now, lease_id))
     conn.execute("UPDATE jobs SET state = 'done', result_id = ?, result_uid = ?, result_digest = ?, result_lease = ?, "
                  "error = NULL, lease_id = NULL, leased_to = NULL, lease_expires = NULL, updated = ? WHERE id = ?",
                  (result_id, uid, body_sha256, lease_id, now, job_id))
-    conn.notify()
     return {"result_id": result_id, "job_id": job_id, "duplicate": False}
 
 
