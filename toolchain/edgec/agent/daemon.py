@@ -515,9 +515,13 @@ class Daemon:
             if answer.status == 200 and (doc.get("leases") or {}).get(lease_id) == "lost":
                 self._take_back("the collector took the job back (lease lost: cancelled or expired)")
                 return
-            if answer.status in (403, 404, 409):
-                # another agent registered under this name, or the collector forgot this device:
-                # the lease is not this agent's any more, so neither is the measurement
+            if answer.status == 404:  # the collector lost its record (a new database): register again
+                self.registered = False
+                self._take_back("the collector does not know this device any more (%s)" % answer.detail())
+                return
+            if answer.status in (403, 409):
+                # another agent registered under this name: the lease is not this agent's any more,
+                # so neither is the measurement, and this agent stops
                 self._refused = "the collector refused the heartbeat (%d): %s" % (answer.status, answer.detail())
                 self._take_back(self._refused)
                 return
