@@ -327,3 +327,21 @@ def test_existing_open_database_and_directory_are_made_private(serve, tmp_path):
     with httpx.Client(base_url=server.url, headers=server.auth) as c:
         assert c.get("/v1/health").json()["database"]["state"] == "ok"
 
+
+
+def test_a_stalled_body_is_cut_off_and_logged_without_a_traceback(serve):
+    """D3: a request whose body stops arriving is closed after --body-timeout, for the framework's
+    routes and for the result route alike; the server goes on."""
+    server = serve("--body-timeout", "1")
+    host, port = server.url.rsplit("//", 1)[1].rsplit(":", 1)
+    for path in ("/v1/jobs", "/v1/results"):
+        with socket.create_connection((host, int(port)), timeout=20) as s:
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"files\": ".encode())
+            try:
+                assert s.recv(1000) == b"", path
+            except ConnectionResetError:
+                pass
+    with server.client() as c:
+        assert c.get("/v1/health").status_code == 200
+    assert "Traceback" not in server.log.read_text()
