@@ -345,3 +345,76 @@ def test_a_stalled_body_is_cut_off_and_logged_without_a_traceback(serve):
     with server.client() as c:
         assert c.get("/v1/health").status_code == 200
     assert "Traceback" not in server.log.read_text()
+
+
+# The collector tables of version 1 (before per-device credentials, lease instances, job_labels and
+# the submission kept in the job's row), as a record written then has them.
+V1_SCHEMA = """
+CREATE TABLE collector_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE blobs (sha256 TEXT PRIMARY KEY, bytes INTEGER NOT NULL, added REAL NOT NULL);
+CREATE TABLE devices (id TEXT PRIMARY KEY, instance TEXT NOT NULL, profile TEXT, labels TEXT NOT NULL,
+    runtimes TEXT NOT NULL, power TEXT NOT NULL, detected TEXT NOT NULL, agent_version TEXT, address TEXT,
+    registered REAL NOT NULL, last_seen REAL NOT NULL);
+CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'leased', 'done', 'failed', 'cancelled')),
+    created REAL NOT NULL, updated REAL NOT NULL, profile TEXT, device TEXT, labels TEXT NOT NULL,
+    runtime TEXT NOT NULL, artifact_sha256 TEXT NOT NULL REFERENCES artifacts (sha256), spec TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL, lease_seconds REAL NOT NULL,
+    lease_id TEXT, leased_to TEXT, lease_expires REAL, result_id INTEGER REFERENCES results (id), error TEXT);
+CREATE INDEX jobs_state ON jobs (state, lease_expires);
+CREATE TABLE leases (id TEXT PRIMARY KEY, job_id INTEGER NOT NULL REFERENCES jobs (id), device TEXT NOT NULL,
+    attempt INTEGER NOT NULL, issued REAL NOT NULL, expires REAL NOT NULL, ended REAL,
+    outcome TEXT CHECK (outcome IS NULL OR outcome IN ('done', 'failed', 'expired', 'released', 'cancelled')),
+    detail TEXT);
+CREATE INDEX leases_job ON leases (job_id);
+CREATE TABLE submissions (uid TEXT PRIMARY KEY, body_sha256 TEXT NOT NULL,
+    result_id INTEGER NOT NULL UNIQUE REFERENCES results (id), job_id INTEGER NOT NULL UNIQUE REFERENCES jobs (id),
+    lease_id TEXT NOT NULL, device TEXT NOT NULL, received REAL NOT NULL);
+"""
+
+
+def test_a_version_1_record_is_migrated(serve, builds, int8_report, tmp_path):
+    from edgec import results
+
+    directory = tmp_path / "v1"
+    directory.mkdir()
+    db = directory / "collector.db"
+    manifest = json.loads((builds["int8"] / "manifest.json").read_text())
+    record = manifest["artifacts"][0]
+    spec = json.dumps({"files": {record["file"]: record["sha256"]}, "target": record["file"], "options": {},
+                       "warnings": [], "timeout_s": 600, "build_dir": None})
+    now = time.time()
+    with sqlite3.connect(db) as conn:
+        conn.executescript(results.SCHEMA + V1_SCHEMA)
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO collector_meta VALUES ('version', '1')")
+        conn.execute("INSERT INTO blobs VALUES (?, 1, ?)", (record["sha256"], now))
+        results.insert_artifact(conn, manifest, record, None)
+        for state, labels in (("done", "{}"), ("queued", '{"lab":"a"}')):
+            conn.execute("INSERT INTO jobs (state, created, updated, profile, labels, runtime, artifact_sha256, spec, "
+                         "max_attempts, lease_seconds) VALUES (?, ?, ?, 'x86-cpu', ?, 'litert', ?, ?, 3, 60)",
+                         (state, now, now, labels, record["sha256"], spec))
+        conn.execute("INSERT INTO leases VALUES ('%s', 1, 'old', 1, ?, ?, ?, 'done', NULL)" % ("a" * 32), (now, now, now))
+        result_id = results.insert_result(conn, record["sha256"], "old", int8_report)
+        conn.execute("UPDATE jobs SET result_id = ?, attempts = 1 WHERE id = 1", (result_id,))
+        conn.execute("INSERT INTO submissions VALUES ('uid-of-old-1', ?, ?, 1, ?, 'old', ?)",
+                     ("0" * 64, result_id, "a" * 32, now))
+    blob = directory / "blobs" / record["sha256"][:2] / record["sha256"]
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes((builds["int8"] / record["file"]).read_bytes())
+    server = serve(directory=directory)
+    with server.client() as c:
+        stored = c.get(f"/v1/results/{result_id}").json()
+        assert (stored["uid"], stored["job_id"], stored["lease_id"]) == ("uid-of-old-1", 1, "a" * 32)
+        plain = _register(c, "plain")
+        assert _lease(c, "plain", plain) is None  # the queued job's label was migrated to job_labels
+        lab = _register(c, "lab-a", labels={"lab": "a"})
+        assert _lease(c, "lab-a", lab)["job_id"] == 2
+        again = c.post("/v1/results", json={"uid": "uid-of-old-1", "job_id": 1, "lease_id": "a" * 32,
+                                            "device": "old", "instance": "0" * 32, "report": int8_report})
+        assert again.status_code == 200 and again.json() == {"result_id": result_id, "job_id": 1, "duplicate": True}
+        assert c.get("/v1/report").json()["rows"][0]["device"] == "old"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM collector_meta WHERE key = 'version'").fetchone()[0] == "2"
+        assert conn.execute("SELECT type FROM sqlite_master WHERE name = 'submissions'").fetchone()[0] == "view"
+        assert conn.execute("SELECT uid, job_id, device FROM submissions").fetchall() == [("uid-of-old-1", 1, "old")]
