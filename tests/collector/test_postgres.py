@@ -138,3 +138,48 @@ def test_health_reports_a_database_that_goes_away_and_comes_back(serve, private_
         assert c.post("/v1/devices/register", json={"device": "x", "instance": "0" * 32,
                                                     "schema_version": 1}).status_code == 200
     assert "Traceback" not in server.log.read_text()
+
+
+def test_results_are_checked_the_same_on_postgresql(serve, builds, int8_report, postgres_url):
+    """Each refusal of a posted result, on PostgreSQL's one-statement path."""
+    import copy
+    import json
+
+    import psycopg
+
+    server = serve(db=postgres_url)
+    with server.client() as c:
+        (job,) = upload_and_queue(c, builds["int8"])
+        inst = _register(c, "d")
+        lease = _lease(c, "d", inst)
+        uid = uuid.uuid4().hex
+        assert _post(c, lease, int8_report, "d", uid).status_code == 201
+        changed = copy.deepcopy(int8_report)
+        changed["latency_ms"]["max"] += 1
+        reused = _post(c, lease, changed, "d", uid)
+        assert reused.status_code == 409 and "already used for a different result" in reused.json()["detail"]
+        respaced = c.post("/v1/results", content=json.dumps(
+            {"report": int8_report, "instance": inst, "device": "d", "lease_id": lease["lease_id"],
+             "job_id": lease["job_id"], "uid": uid}, indent=2), headers={"Content-Type": "application/json"})
+        assert respaced.status_code == 200 and respaced.json()["duplicate"] is True  # compared as a document
+        second = _post(c, lease, int8_report, "d")
+        assert second.status_code == 409 and "already has result" in second.json()["detail"]
+        (job2,) = upload_and_queue(c, builds["fp32"])
+        lease2 = _lease(c, "d", inst)
+        r = _post(c, lease2, int8_report, "d")
+        assert r.status_code == 422 and "measured an artifact with sha256" in r.json()["detail"]
+        r = _post(c, {"job_id": job2["id"], "lease_id": lease["lease_id"], "instance": inst}, int8_report, "d")
+        assert r.status_code == 409 and "was never issued for job" in r.json()["detail"]
+        r = _post(c, lease2, int8_report, "someone-else")
+        assert r.status_code == 409 and "belongs to device 'd'" in r.json()["detail"]
+        r = _post(c, {**lease2, "instance": uuid.uuid4().hex}, int8_report, "d")
+        assert r.status_code == 409 and "another agent instance" in r.json()["detail"]
+        r = _post(c, {**lease2, "job_id": 999}, int8_report, "d")
+        assert r.status_code == 404
+        assert c.post(f"/v1/jobs/{job2['id']}/cancel").status_code == 200
+        r = _post(c, lease2, int8_report, "d")
+        assert r.status_code == 409 and "was cancelled" in r.json()["detail"]
+        assert c.get(f"/v1/results/{second.json().get('result_id', 1)}").status_code == 200
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
+        assert db.execute("SELECT uid, job_id FROM submissions").fetchall() == [(uid, job["id"])]

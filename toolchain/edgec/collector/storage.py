@@ -573,11 +573,17 @@ class Store:
     def _run_one(self, conn, future, fn, args) -> None:
         if not future.set_running_or_notify_cancel():
             return
+        alone = getattr(fn, "one_statement", False)  # autocommit: the statement is its own transaction
         for attempt in range(1, 9):
             try:
-                self._begin(conn)
+                if alone:
+                    if conn.raw.closed:
+                        self._reconnect(conn)
+                else:
+                    self._begin(conn)
                 value = fn(conn, *args)
-                conn.execute("COMMIT")
+                if not alone:
+                    conn.execute("COMMIT")
             except Exception as exc:  # noqa: BLE001 - handed to the waiting request
                 try:
                     if conn.in_transaction:
@@ -967,6 +973,29 @@ def next_expiry(conn) -> float | None:
     return row[0]
 
 
+POST_CHECK = (
+    "SELECT j.id, j.state, j.lease_id AS current_lease, j.result_id, j.artifact_sha256, l.id AS lease, "
+    "l.device AS lease_device, l.attempt, l.outcome, l.detail, l.instance, s.id AS sub_job, "
+    "s.result_id AS sub_result, s.result_digest AS sub_digest, s.result_lease AS sub_lease "
+    "FROM (SELECT 1 AS one) q LEFT JOIN (SELECT * FROM jobs WHERE id = ?{lock}) j ON 1 = 1 "
+    "LEFT JOIN leases l ON l.id = ? AND l.job_id = ? LEFT JOIN jobs s ON s.result_uid = ?")
+# PostgreSQL: the check and the three writes (and the notice to other collectors) in one statement,
+# which is its own transaction: one round trip. The writes happen only when the check passes;
+# otherwise the checked row says why (post_result raises the same refusal as on SQLite).
+PG_POST = (
+    "WITH c AS (" + POST_CHECK.format(lock=" FOR UPDATE") + "), "
+    "r AS (" + results_mod.INSERT_RESULT.split(" VALUES ")[0]
+    + " SELECT " + ", ".join(["?"] * 24) + " FROM c WHERE c.sub_job IS NULL AND c.state = 'leased' "
+    "AND c.current_lease = ? AND c.lease_device = ? AND (c.instance IS NULL OR c.instance = ?) "
+    "AND c.artifact_sha256 = ? RETURNING id), "
+    "l AS (UPDATE leases SET ended = ?, outcome = 'done' WHERE id = ? AND EXISTS (SELECT 1 FROM r)), "
+    "u AS (UPDATE jobs SET state = 'done', result_id = (SELECT id FROM r), result_uid = ?, result_digest = ?, "
+    "result_lease = ?, error = NULL, lease_id = NULL, leased_to = NULL, lease_expires = NULL, updated = ? "
+    "WHERE id = ? AND EXISTS (SELECT 1 FROM r)) "
+    f"SELECT c.*, (SELECT id FROM r) AS stored, CASE WHEN EXISTS (SELECT 1 FROM r) THEN "
+    f"pg_notify('{NOTIFY_CHANNEL}', '') END AS notified FROM c")
+
+
 def post_result(conn, uid: str, body_sha256: str, job_id: int, lease_id: str, device: str, instance: str,
                 report: dict[str, Any], report_text: str | None = None) -> dict[str, Any]:
     """Store a result once, and only from the job's current lease holder: the same ``uid`` and body
@@ -979,15 +1008,40 @@ def post_result(conn, uid: str, body_sha256: str, job_id: int, lease_id: str, de
             cancelled, 422 a report of another artifact.
     """
     now = time.time()
-    # one statement: the job (its row locked on PostgreSQL, where another collector may post for
-    # it), the lease, and an earlier result with this id
-    row = conn.execute(
-        "SELECT j.id, j.state, j.lease_id AS current_lease, j.result_id, j.artifact_sha256, l.id AS lease, "
-        "l.device AS lease_device, l.attempt, l.outcome, l.detail, l.instance, s.id AS sub_job, "
-        "s.result_id AS sub_result, s.result_digest AS sub_digest, s.result_lease AS sub_lease "
-        "FROM (SELECT 1 AS one) q LEFT JOIN (SELECT * FROM jobs WHERE id = ?" + conn.lock + ") j ON 1 = 1 "
-        "LEFT JOIN leases l ON l.id = ? AND l.job_id = ? LEFT JOIN jobs s ON s.result_uid = ?",
-        (job_id, lease_id, job_id, uid)).fetchone()
+    values = results_mod.result_values(report["artifact"]["sha256"], device, report, report_text)
+    if conn.dialect == "postgresql":
+        row = conn.execute(PG_POST, (job_id, lease_id, job_id, uid, *values, lease_id, device, instance,
+                                     report["artifact"]["sha256"], now, lease_id, uid, body_sha256, lease_id,
+                                     now, job_id)).fetchone()
+        if row["stored"] is not None:
+            return {"result_id": row["stored"], "job_id": job_id, "duplicate": False}
+        duplicate = _check_post(conn, row, uid, body_sha256, job_id, lease_id, device, instance, report)
+        if duplicate is None:  # every check passed, yet nothing was written: a race with another collector
+            raise RecordRefused(409, f"job {job_id} changed while its result was stored; post it again")
+        return duplicate
+    # SQLite (one writer): the job, the lease and an earlier result with this id in one statement
+    row = conn.execute(POST_CHECK.format(lock=""), (job_id, lease_id, job_id, uid)).fetchone()
+    duplicate = _check_post(conn, row, uid, body_sha256, job_id, lease_id, device, instance, report)
+    if duplicate is not None:
+        return duplicate
+    result_id = conn.execute(results_mod.INSERT_RESULT, values).fetchone()[0]
+    conn.execute("UPDATE leases SET ended = ?, outcome = 'done' WHERE id = ?", (now, lease_id))
+    conn.execute("UPDATE jobs SET state = 'done', result_id = ?, result_uid = ?, result_digest = ?, result_lease = ?, "
+                 "error = NULL, lease_id = NULL, leased_to = NULL, lease_expires = NULL, updated = ? WHERE id = ?",
+                 (result_id, uid, body_sha256, lease_id, now, job_id))
+    return {"result_id": result_id, "job_id": job_id, "duplicate": False}
+
+
+post_result.one_statement = True  # on PostgreSQL: needs no transaction around it
+
+
+def _check_post(conn, row, uid: str, body_sha256: str, job_id: int, lease_id: str, device: str, instance: str,
+                report: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer to a re-post (duplicate), None when the result may be stored.
+
+    Raises:
+        RecordRefused: why it may not.
+    """
     if row["sub_job"] is not None:
         sub = {"id": row["sub_job"], "result_id": row["sub_result"], "result_lease": row["sub_lease"]}
         if row["sub_digest"] != body_sha256 and not _same_result(conn, sub, job_id, lease_id, device, report):
@@ -1018,22 +1072,7 @@ def post_result(conn, uid: str, body_sha256: str, job_id: int, lease_id: str, de
     if measured != job["artifact_sha256"]:
         raise RecordRefused(422, f"the report measured an artifact with sha256 {measured}, but job {job_id} is for "
                            f"{job['artifact_sha256']}")
-    values = results_mod.result_values(job["artifact_sha256"], device, report, report_text)
-    if conn.dialect == "postgresql":  # the three writes (and the notice) in one statement: one round trip
-        result_id = conn.execute(
-            "WITH r AS (" + results_mod.INSERT_RESULT + "), "
-            "l AS (UPDATE leases SET ended = ?, outcome = 'done' WHERE id = ?), "
-            "j AS (UPDATE jobs SET state = 'done', result_id = (SELECT id FROM r), result_uid = ?, result_digest = ?, "
-            "result_lease = ?, error = NULL, lease_id = NULL, leased_to = NULL, lease_expires = NULL, updated = ? "
-            f"WHERE id = ?) SELECT id, pg_notify('{NOTIFY_CHANNEL}', '') FROM r",
-            (*values, now, lease_id, uid, body_sha256, lease_id, now, job_id)).fetchone()[0]
-        return {"result_id": result_id, "job_id": job_id, "duplicate": False}
-    result_id = conn.execute(results_mod.INSERT_RESULT, values).fetchone()[0]
-    conn.execute("UPDATE leases SET ended = ?, outcome = 'done' WHERE id = ?", (now, lease_id))
-    conn.execute("UPDATE jobs SET state = 'done', result_id = ?, result_uid = ?, result_digest = ?, result_lease = ?, "
-                 "error = NULL, lease_id = NULL, leased_to = NULL, lease_expires = NULL, updated = ? WHERE id = ?",
-                 (result_id, uid, body_sha256, lease_id, now, job_id))
-    return {"result_id": result_id, "job_id": job_id, "duplicate": False}
+    return None
 
 
 def _same_result(conn, sub, job_id: int, lease_id: str, device: str, report: dict[str, Any]) -> bool:
