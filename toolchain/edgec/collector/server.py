@@ -471,6 +471,7 @@ def create_app(store: storage.Store, settings: ServerSettings):
     changes_holder: dict[str, Changes] = {}
 
     batcher = LoopWriter(store) if store.dialect == "sqlite" else None
+    async_results = storage.AsyncResults(store) if store.dialect == "postgresql" else None
 
     async def write(fn: Callable[..., Any], *args: Any) -> Any:
         if batcher is not None:
@@ -523,6 +524,8 @@ def create_app(store: storage.Store, settings: ServerSettings):
             await task
         # uvicorn re-raises SIGTERM/SIGINT once it has stopped: the record is closed here, where
         # the SQLite WAL is checkpointed into the database file.
+        if async_results is not None:
+            await async_results.close()
         await anyio.to_thread.run_sync(store.close)
 
     errors = {400: {"model": Problem, "description": "the body cannot be read (not UTF-8 JSON text)"},
@@ -788,8 +791,10 @@ def create_app(store: storage.Store, settings: ServerSettings):
         # the digest of the post as sent; a re-post with other text is compared as a document
         digest = hashlib.sha256(f"{body.uid}\n{body.job_id}\n{body.lease_id}\n{body.device}\n{body.instance}\n"
                                 f"{report_text}".encode()).hexdigest()
-        out = await write(storage.post_result, body.uid, digest, body.job_id, body.lease_id, body.device,
-                          body.instance, body.report, report_text)
+        args = (body.uid, digest, body.job_id, body.lease_id, body.device, body.instance, body.report, report_text)
+        out = await async_results.post_result(*args) if async_results is not None else None
+        if out is None:
+            out = await write(storage.post_result, *args)
         if not out["duplicate"]:
             changes().notify()
         return (200 if out["duplicate"] else 201), out

@@ -1035,6 +1035,91 @@ def post_result(conn, uid: str, body_sha256: str, job_id: int, lease_id: str, de
 post_result.one_statement = True  # on PostgreSQL: needs no transaction around it
 
 
+class AsyncResults:
+    """PostgreSQL: results stored from the event loop itself, on a few of psycopg's asynchronous
+    connections (no thread switch, and the loop serves other requests while the server works).
+    Only the one-statement success path runs here; a post that is refused or re-posted goes to the
+    writers (:func:`post_result`), which say why.
+
+    Args:
+        store: the PostgreSQL store (its URL, and where failures are recorded).
+        size: connections at most.
+    """
+
+    def __init__(self, store: Store, size: int = 4):
+        self.store = store
+        self.size = size
+        self._free: list = []
+        self._made = 0
+        self._waiters: list = []
+
+    async def _take(self):
+        import asyncio
+
+        import psycopg
+
+        while True:
+            if self._free:
+                return self._free.pop()
+            if self._made < self.size:
+                self._made += 1
+                try:
+                    return await psycopg.AsyncConnection.connect(self.store.url, autocommit=True,
+                                                                 row_factory=_row_factory, connect_timeout=30)
+                except BaseException:
+                    self._made -= 1
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def _give(self, conn) -> None:
+        if conn.closed:
+            self._made -= 1
+        else:
+            self._free.append(conn)
+        while self._waiters:
+            waiter = self._waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    async def post_result(self, uid: str, body_sha256: str, job_id: int, lease_id: str, device: str,
+                          instance: str, report: dict[str, Any], report_text: str) -> dict[str, Any] | None:
+        """The stored result, or None when it was not stored (the writers answer then).
+
+        Raises:
+            StoreFailed: the database failed.
+        """
+        now = time.time()
+        values = results_mod.result_values(report["artifact"]["sha256"], device, report, report_text)
+        params = (job_id, lease_id, job_id, uid, *values, lease_id, device, instance, report["artifact"]["sha256"],
+                  now, lease_id, uid, body_sha256, lease_id, now, job_id)
+        for attempt in range(1, 9):
+            try:
+                conn = await self._take()
+            except self.store._errors as exc:
+                raise self.store._failed(exc) from exc
+            try:
+                cur = await conn.execute(_pg_sql(PG_POST), params)
+                row = await cur.fetchone()
+            except self.store._errors as exc:
+                if _retryable(exc) and attempt < 8:
+                    continue
+                if conn.closed and attempt == 1:
+                    continue  # dropped while idle (a database restart): once more on a new connection
+                raise self.store._failed(exc) from exc
+            finally:
+                self._give(conn)
+            return None if row["stored"] is None else {"result_id": row["stored"], "job_id": job_id,
+                                                       "duplicate": False}
+        return None
+
+    async def close(self) -> None:
+        while self._free:
+            await self._free.pop().close()
+
+
 def _check_post(conn, row, uid: str, body_sha256: str, job_id: int, lease_id: str, device: str, instance: str,
                 report: dict[str, Any]) -> dict[str, Any] | None:
     """The answer to a re-post (duplicate), None when the result may be stored.
