@@ -95,7 +95,8 @@ def leased_jobs(client, build: Path, count: int, device: str) -> list[dict]:
     instance = uuid.uuid4().hex
     client.post("/v1/devices/register", json={"device": device, "instance": instance, "profile": "x86-cpu",
                                               "runtimes": {"litert": None}, "schema_version": 1}).raise_for_status()
-    return [client.post(f"/v1/devices/{device}/lease", json={"instance": instance}).json() for _ in range(count)]
+    return [{**client.post(f"/v1/devices/{device}/lease", json={"instance": instance}).json(), "instance": instance}
+            for _ in range(count)]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -148,7 +149,7 @@ def direct_store(report: dict, build: Path, count: int, workdir: Path) -> tuple[
         for lease in leases:
             t0 = time.perf_counter()
             store.write(storage.post_result, uuid.uuid4().hex, "0" * 64, lease["job_id"], lease["lease_id"],
-                        "direct", report)
+                        "direct", instance, report)
             times.append(time.perf_counter() - t0)
         return time.perf_counter() - start, times
 
@@ -175,7 +176,8 @@ def main() -> None:
                 for n_clients in args.clients:
                     leases = leased_jobs(client, build, distinct, f"bench-{n_clients}")
                     posts = [{"uid": uuid.uuid4().hex, "job_id": x["job_id"], "lease_id": x["lease_id"],
-                              "device": f"bench-{n_clients}", "report": report} for x in leases]
+                              "device": f"bench-{n_clients}", "instance": x["instance"], "report": report}
+                             for x in leases]
                     rng = random.Random(n_clients)
                     posts += [posts[i] for i in rng.sample(range(distinct), args.posts - distinct)]
                     rng.shuffle(posts)

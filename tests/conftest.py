@@ -86,3 +86,7 @@ def cli_runner():
         return result.exit_code, result.stdout, result.stderr
 
     return invoke
+
+
+# A throwaway PostgreSQL cluster (session) and a fresh database per test: tests/postgres.py.
+from tests.postgres import postgres_server, postgres_url  # noqa: E402, F401

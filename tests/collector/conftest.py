@@ -24,6 +24,7 @@ def _isolated(tmp_path, monkeypatch):
     """Results, agent caches and default token files stay in the test's tmp dir."""
     monkeypatch.setenv("EDGEC_RESULTS_DB", str(tmp_path / "results.db"))
     monkeypatch.setenv("EDGEC_AGENT_CACHE", str(tmp_path / "agent-cache"))
+    monkeypatch.setenv("EDGEC_AGENT_CONFIG", str(tmp_path / "agent-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.delenv("EDGEC_TOKEN", raising=False)
 
@@ -46,12 +47,17 @@ def int8_report(builds, agent_pyz, tmp_path_factory) -> dict:
 
 
 class Server:
-    """`edgec serve` in a subprocess on a free port of 127.0.0.1, with its own database."""
+    """`edgec serve` in a subprocess on a free port of 127.0.0.1, with its own database (an SQLite
+    file in ``directory``, or ``db``: a PostgreSQL URL, with the token file and blobs in ``directory``).
+    ``verify``: what clients verify an HTTPS server against (an ``ssl.SSLContext``)."""
 
-    def __init__(self, directory: Path, *args: str):
+    def __init__(self, directory: Path, *args: str, db: str | None = None, verify=True, preexec_fn=None):
         self.dir = Path(directory)
-        self.db = self.dir / "collector.db"
-        self.args = list(args)
+        self.db = db or self.dir / "collector.db"
+        self.args = list(args) + (["--token-file", str(self.dir / "token"), "--blobs", str(self.dir / "blobs")]
+                                  if db else [])
+        self.verify = verify
+        self.preexec_fn = preexec_fn
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.log = self.dir / "serve.log"
@@ -71,7 +77,7 @@ class Server:
         self._stderr = open(self.log, "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "edgec", "serve", "--port", str(port), "--db",
                                       str(self.db), *self.args], stdout=subprocess.PIPE, stderr=self._stderr,
-                                     text=True, cwd=REPO, env=env)
+                                     text=True, cwd=REPO, env=env, preexec_fn=self.preexec_fn)
         deadline = time.time() + timeout
         lines: queue.Queue = queue.Queue()
         # A thread drains stdout (a Python-level buffer would hide lines from select()).
@@ -91,7 +97,7 @@ class Server:
             if line.startswith("token"):
                 break
         self.first_output = "".join(got)
-        if not got or " on http://" not in got[0]:
+        if not got or " on http" not in got[0]:
             self.stop()
             raise AssertionError(f"edgec serve did not start: {self.first_output!r} {self.log.read_text()[-2000:]}")
         self.url = got[0].split(" on ", 1)[1].split()[0]
@@ -108,7 +114,8 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if httpx.get(self.url + "/v1/health", headers=self.auth, timeout=2).status_code == 200:
+                if httpx.get(self.url + "/v1/health", headers=self.auth, timeout=2,
+                             verify=self.verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -122,7 +129,7 @@ class Server:
     def client(self, **kwargs):
         import httpx
 
-        return httpx.Client(base_url=self.url, headers=self.auth, timeout=30, **kwargs)
+        return httpx.Client(base_url=self.url, headers=self.auth, timeout=30, verify=self.verify, **kwargs)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush, as when the machine loses power."""
@@ -149,13 +156,14 @@ class Server:
 class Agent:
     """`python edgec-agent.pyz run` in a subprocess, logging to a file."""
 
-    def __init__(self, pyz: Path, server: Server, name: str, directory: Path, *args: str):
+    def __init__(self, pyz: Path, server: Server, name: str, directory: Path, *args: str, auth: bool = True):
         self.name = name
         self.log = Path(directory) / f"agent-{name}.log"
         self.work_dir = Path(directory) / f"work-{name}"
         self._log = open(self.log, "a")
+        token = ["--token-file", str(server.token_file)] if auth else []  # auth=False: the args say how
         self.proc = subprocess.Popen(
-            [sys.executable, str(pyz), "run", "--server", server.url, "--token-file", str(server.token_file),
+            [sys.executable, str(pyz), "run", "--server", server.url, *token,
              "--name", name, "--work-dir", str(self.work_dir), "--wait", "2", *args],
             stdout=self._log, stderr=subprocess.STDOUT, text=True, cwd=directory)
 
@@ -184,8 +192,8 @@ def serve(tmp_path):
     """Start collectors (`serve(*args)`); each is stopped at the end of the test."""
     started: list[Server] = []
 
-    def start(*args: str, directory: Path | None = None) -> Server:
-        server = Server(directory or tmp_path / f"server{len(started)}", *args).start()
+    def start(*args: str, directory: Path | None = None, **options) -> Server:
+        server = Server(directory or tmp_path / f"server{len(started)}", *args, **options).start()
         started.append(server)
         return server
 
@@ -199,8 +207,8 @@ def agents(agent_pyz, tmp_path):
     """Start agents (`agents(server, name, *args)`); each is stopped at the end of the test."""
     started: list[Agent] = []
 
-    def start(server: Server, name: str, *args: str) -> Agent:
-        agent = Agent(agent_pyz, server, name, tmp_path, *args)
+    def start(server: Server, name: str, *args: str, auth: bool = True) -> Agent:
+        agent = Agent(agent_pyz, server, name, tmp_path, *args, auth=auth)
         started.append(agent)
         return agent
 

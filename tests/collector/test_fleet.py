@@ -65,7 +65,8 @@ def test_agent_killed_mid_job_is_requeued_and_finished_by_another(serve, agents,
         stored = c.get(f"/v1/results/{done['result_id']}").json()
         assert stored["device"] == "takes-over" and stored["job_id"] == job["id"]
         late = c.post("/v1/results", json={"uid": uuid.uuid4().hex, "job_id": job["id"], "lease_id": a1["id"],
-                                           "device": "dies", "report": stored["report"]})
+                                           "device": "dies", "instance": uuid.uuid4().hex,
+                                           "report": stored["report"]})
         assert late.status_code == 409 and "already has result" in late.json()["detail"]
     with sqlite3.connect(server.db) as db:
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
@@ -130,7 +131,8 @@ def test_spooled_result_is_sent_on_the_next_start(serve, agents, builds, int8_re
     spool.mkdir(parents=True)
     uid = uuid.uuid4().hex
     (spool / f"{uid}.json").write_text(json.dumps({"uid": uid, "job_id": job["id"], "lease_id": lease["lease_id"],
-                                                   "device": "spooler", "report": int8_report}))
+                                                   "device": "spooler", "instance": instance,
+                                                   "report": int8_report}))
     agent = agents(server, "spooler", "--profile", "x86-cpu")
     done = wait_for(lambda: (j := _job(server, job["id"]))["state"] == "done" and j, 60, "the spooled result")
     assert done["attempts"] == 1 and not list(spool.iterdir())

@@ -30,12 +30,13 @@ def _register(client, name, profile="x86-cpu", labels=None, runtimes=None):
 def _lease(client, name, instance, wait=0):
     r = client.post(f"/v1/devices/{name}/lease", json={"instance": instance, "wait": wait})
     assert r.status_code in (200, 204), r.text
-    return r.json() if r.status_code == 200 else None
+    return {**r.json(), "instance": instance} if r.status_code == 200 else None
 
 
 def _post(client, lease, report, name, uid=None):
     return client.post("/v1/results", json={"uid": uid or uuid.uuid4().hex, "job_id": lease["job_id"],
-                                            "lease_id": lease["lease_id"], "device": name, "report": report})
+                                            "lease_id": lease["lease_id"], "device": name,
+                                            "instance": lease["instance"], "report": report})
 
 
 def test_expired_leases_are_retried_up_to_the_limit_then_failed(serve, builds):
@@ -146,11 +147,11 @@ def test_results_are_stored_once_and_checked(serve, builds, int8_report):
         r = _post(c, lease2, int8_report, "d")  # a report of the int8 file for the fp32 job
         assert r.status_code == 422 and "measured an artifact with sha256" in r.json()["detail"]
         nan = json.dumps({"uid": uuid.uuid4().hex, "job_id": lease2["job_id"], "lease_id": lease2["lease_id"],
-                          "device": "d", "report": {**int8_report, "timings_ms": {"load": float("nan"),
+                          "device": "d", "instance": inst, "report": {**int8_report, "timings_ms": {"load": float("nan"),
                                                                                   "cold_first_inference": 1.0}}})
         r = c.post("/v1/results", content=nan, headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and "not a finite number" in r.json()["detail"]
-        r = _post(c, {"job_id": job2["id"], "lease_id": lease["lease_id"]}, int8_report, "d")
+        r = _post(c, {"job_id": job2["id"], "lease_id": lease["lease_id"], "instance": inst}, int8_report, "d")
         assert r.status_code == 409 and "was never issued for job" in r.json()["detail"]
         r = _post(c, lease2, int8_report, "someone-else")
         assert r.status_code == 409 and "belongs to device 'd'" in r.json()["detail"]
@@ -194,7 +195,7 @@ def test_1000_concurrent_posts_with_duplicates_store_the_distinct_ones(serve, bu
     server = serve()
     leases = _lease_jobs(server, builds, 900)
     posts = [{"uid": uuid.uuid4().hex, "job_id": x["job_id"], "lease_id": x["lease_id"], "device": "poster",
-              "report": int8_report} for x in leases]
+              "instance": x["instance"], "report": int8_report} for x in leases]
     rng = random.Random(7)
     posts += [posts[i] for i in rng.sample(range(900), 100)]
     rng.shuffle(posts)
@@ -232,7 +233,7 @@ def test_collector_killed_while_results_arrive_keeps_every_acknowledged_one(serv
     server = serve()
     leases = _lease_jobs(server, builds, 300)
     posts = [{"uid": uuid.uuid4().hex, "job_id": x["job_id"], "lease_id": x["lease_id"], "device": "poster",
-              "report": int8_report} for x in leases]
+              "instance": x["instance"], "report": int8_report} for x in leases]
     acked: dict[str, int] = {}
     lock = threading.Lock()
     killed = threading.Event()

@@ -58,7 +58,7 @@ def test_token_file_is_private_and_shown_once(tmp_path):
     finally:
         first.stop()
     left = tmp_path / "s" / "blobs" / "tmp" / "0123.part"  # as a server killed mid-upload leaves it
-    left.parent.mkdir(parents=True)
+    left.parent.mkdir(parents=True, exist_ok=True)  # created at start (0700)
     left.write_bytes(b"partial")
     second = Server(tmp_path / "s").start()
     try:
@@ -171,3 +171,104 @@ def test_schema_driven_fuzz_finds_no_server_error(serve, builds, capsys):
     with capsys.disabled():
         print(f"\n[fuzz] {len(calls)} requests over {len(operations)} operations (positive and negative "
               f"examples): statuses {statuses}, no 5xx")
+
+
+HOSTILE = [float("nan"), float("inf"), float("-inf"), "\ud800", "x\udfff", 2**64, -(2**63) - 1, 10**400]
+
+
+def _paths(value, prefix=()):
+    """Every place in a JSON value (the value itself, each member and item, recursively)."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _paths(item, (*prefix, i))
+
+
+def _put(value, path, new):
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {**value, head: _put(value[head], rest, new)}
+    return [*value[:head], _put(value[head], rest, new), *value[head + 1:]]
+
+
+def test_hostile_values_fuzz_finds_no_server_error(serve, builds, capsys):
+    """Every operation of the served OpenAPI document, with schemathesis' valid requests made hostile:
+    one value of the body (or one key) replaced by NaN, an infinity, an unpaired surrogate or an
+    integer past 64 bits, and the same in a query or path parameter. No answer may be a 5xx and
+    the connection keeps serving."""
+    schemathesis = pytest.importorskip("schemathesis")
+    import urllib.parse
+
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import strategies as st
+
+    server = serve("--max-poll-seconds", "0.2")
+    with server.client() as c:
+        upload_and_queue(c, builds["int8"])
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json", headers=server.auth)
+    operations = [op.ok() for op in schema.get_all_operations()]
+    assert len(operations) >= 19
+    examples = int(os.environ.get("EDGEC_FUZZ_EXAMPLES", "12"))
+    calls: list[tuple[str, int, str]] = []
+
+    def quote(value) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, allow_nan=True)
+        return urllib.parse.quote(text, safe="", errors="surrogatepass")
+
+    with httpx.Client(timeout=30, headers=server.auth) as session:
+        for operation in operations:
+            @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @given(case=operation.as_strategy(generation_mode=schemathesis.GenerationMode.POSITIVE), data=st.data())
+            def run(case, data):
+                body = case.body if isinstance(case.body, dict | list) else None
+                query = dict(case.query or {})
+                path_params = dict(case.path_parameters or {})
+                hostile = data.draw(st.sampled_from(HOSTILE))
+                where = data.draw(st.sampled_from(["body", "key", "query", "path"]))
+                if where in ("body", "key") and body is not None:
+                    places = list(_paths(body))
+                    place = data.draw(st.sampled_from(places))
+                    if where == "key":
+                        parent = place if isinstance(_get(body, place), dict) else ()
+                        body = _put(body, parent, {**(_get(body, parent) or {}), "\ud800k": hostile}) \
+                            if isinstance(_get(body, parent), dict) else body
+                    else:
+                        body = _put(body, place, hostile)
+                elif where == "query" and query:
+                    query[data.draw(st.sampled_from(sorted(query)))] = hostile
+                elif path_params:
+                    path_params[data.draw(st.sampled_from(sorted(path_params)))] = hostile
+                op = case.operation
+                path = op.path
+                for name, value in path_params.items():
+                    path = path.replace("{" + name + "}", quote(value))
+                url = server.url + path
+                if query:
+                    url += "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in query.items())
+                content = json.dumps(body, allow_nan=True).encode() if body is not None else None
+                response = session.request(op.method.upper(), url, content=content,
+                                           headers={"Content-Type": "application/json"} if content else {})
+                calls.append((op.label, response.status_code, where))
+                assert response.status_code < 500, (op.label, where, hostile, response.text[:300])
+
+            run()
+        assert session.get(server.url + "/v1/health").status_code == 200
+    assert {label for label, _, _ in calls} == {op.label for op in operations}
+    assert "Traceback" not in server.log.read_text()
+    statuses = sorted({code for _, code, _ in calls})
+    with capsys.disabled():
+        print(f"\n[fuzz, hostile values] {len(calls)} requests over {len(operations)} operations (NaN, infinities, "
+              f"unpaired surrogates, integers past 64 bits in bodies, keys, queries, paths): statuses {statuses}, "
+              "no 5xx")
+
+
+def _get(value, path):
+    for part in path:
+        value = value[part]
+    return value

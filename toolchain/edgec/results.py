@@ -145,27 +145,37 @@ class ResultsStore:
 
     def rows(self, *, device: str | None = None, latest: bool = True) -> list[dict[str, Any]]:
         """Results joined with their artifact; with ``latest``, one per (artifact, device)."""
-        query = ("SELECT r.*, a.file, a.format, a.precision, a.bytes, a.target, a.profile, a.source_sha256, "
-                 "a.source_name, a.accuracy, a.float_accuracy, a.accuracy_drop, a.build_dir "
-                 "FROM results r JOIN artifacts a ON a.sha256 = r.artifact_sha256")
-        params: list[Any] = []
-        where = []
-        if device:
-            where.append("r.device = ?")
-            params.append(device)
-        if latest:
-            where.append("r.id = (SELECT MAX(id) FROM results r2 WHERE r2.artifact_sha256 = r.artifact_sha256 "
-                         "AND r2.device = r.device)")
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY a.source_name, r.device, r.latency_median_ms"
         with self.connect(create=False) as conn:
-            return [dict(row) for row in conn.execute(query, params)]
+            return query_rows(conn, device=device, latest=latest)
 
     def artifacts(self) -> list[dict[str, Any]]:
         with self.connect(create=False) as conn:
-            return [dict(row) for row in conn.execute(
-                "SELECT sha256, file, format, precision, bytes, source_sha256, source_name, profile FROM artifacts")]
+            return query_artifacts(conn)
+
+
+def query_rows(conn, *, device: str | None = None, latest: bool = True) -> list[dict[str, Any]]:
+    """The rows of :meth:`ResultsStore.rows` from an open connection (SQLite, or the collector's
+    PostgreSQL connection, which takes the same SQL)."""
+    query = ("SELECT r.*, a.file, a.format, a.precision, a.bytes, a.target, a.profile, a.source_sha256, "
+             "a.source_name, a.accuracy, a.float_accuracy, a.accuracy_drop, a.build_dir "
+             "FROM results r JOIN artifacts a ON a.sha256 = r.artifact_sha256")
+    params: list[Any] = []
+    where = []
+    if device:
+        where.append("r.device = ?")
+        params.append(device)
+    if latest:
+        where.append("r.id = (SELECT MAX(id) FROM results r2 WHERE r2.artifact_sha256 = r.artifact_sha256 "
+                     "AND r2.device = r.device)")
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    query += " ORDER BY a.source_name, r.device, r.latency_median_ms"
+    return [dict(row) for row in conn.execute(query, params)]
+
+
+def query_artifacts(conn) -> list[dict[str, Any]]:
+    return [dict(row) for row in conn.execute(
+        "SELECT sha256, file, format, precision, bytes, source_sha256, source_name, profile FROM artifacts")]
 
 def insert_artifact(conn: sqlite3.Connection, manifest: dict[str, Any], record: dict[str, Any],
                     build_dir: Path | str | None) -> None:
@@ -186,21 +196,29 @@ def insert_artifact(conn: sqlite3.Connection, manifest: dict[str, Any], record: 
     )
 
 
-def insert_result(conn: sqlite3.Connection, artifact_sha256: str, device: str, report: dict[str, Any]) -> int:
-    """Insert one agent report measured on ``device`` in an open transaction; the new result's id."""
+INSERT_RESULT = (
+    "INSERT INTO results (created, artifact_sha256, device, device_kind, device_model, runtime, "
+    "runtime_version, threads, batch, runs, latency_min_ms, latency_median_ms, latency_mean_ms, "
+    "latency_p90_ms, latency_p99_ms, latency_std_ms, throughput_ips, power_available, power_active_w, "
+    "power_idle_w, energy_mj, energy_above_idle_mj, schema_version, report) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id")
+
+
+def result_values(artifact_sha256: str, device: str, report: dict[str, Any], report_text: str | None = None) -> tuple:
+    """The values of :data:`INSERT_RESULT` for one agent report measured on ``device``.
+    ``report_text``: the report already serialized as JSON (else it is serialized here)."""
     lat, power, rt = report["latency_ms"], report["power"], report["runtime"]
     energy = power.get("energy_mj_per_inference") or {}
-    cur = conn.execute(
-        "INSERT INTO results (created, artifact_sha256, device, device_kind, device_model, runtime, "
-        "runtime_version, threads, batch, runs, latency_min_ms, latency_median_ms, latency_mean_ms, "
-        "latency_p90_ms, latency_p99_ms, latency_std_ms, throughput_ips, power_available, power_active_w, "
-        "power_idle_w, energy_mj, energy_above_idle_mj, schema_version, report) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (_now(), artifact_sha256, device, report["device"].get("kind"), report["device"].get("model"),
-         rt.get("name"), rt.get("version"), rt.get("threads"), report["throughput"]["batch"],
-         report["throughput"]["runs"], lat["min"], lat["median"], lat["mean"], lat["p90"], lat["p99"],
-         lat["std"], report["throughput"]["inferences_per_s"], int(bool(power.get("available"))),
-         power.get("active_w"), power.get("idle_w"), energy.get("total"), energy.get("above_idle"),
-         report["schema_version"], json.dumps(report)),
-    )
-    return int(cur.lastrowid)
+    return (_now(), artifact_sha256, device, report["device"].get("kind"), report["device"].get("model"),
+            rt.get("name"), rt.get("version"), rt.get("threads"), report["throughput"]["batch"],
+            report["throughput"]["runs"], lat["min"], lat["median"], lat["mean"], lat["p90"], lat["p99"],
+            lat["std"], report["throughput"]["inferences_per_s"], int(bool(power.get("available"))),
+            power.get("active_w"), power.get("idle_w"), energy.get("total"), energy.get("above_idle"),
+            report["schema_version"], report_text if report_text is not None else json.dumps(report))
+
+
+def insert_result(conn: sqlite3.Connection, artifact_sha256: str, device: str, report: dict[str, Any],
+                  report_text: str | None = None) -> int:
+    """Insert one agent report measured on ``device`` in an open transaction; the new result's id."""
+    cur = conn.execute(INSERT_RESULT, result_values(artifact_sha256, device, report, report_text))
+    return int(cur.fetchone()[0])

@@ -4,7 +4,7 @@
         [--threads N] [--warmup N] [--runs N | --min-seconds S] [--json] ...
     python3 edgec-agent.pyz detect [--json]
     python3 edgec-agent.pyz version
-    python3 edgec-agent.pyz run --server URL --token-file FILE [--profile ID] [--labels k=v,...]
+    python3 edgec-agent.pyz run --server URL (--enroll-token-file FILE | --token-file FILE) [--profile ID]
 
 Errors are one ``Error: ...`` line on stderr; exit 2 for bad input, 3 for an absent runtime.
 """
@@ -66,6 +66,11 @@ def _parser():
     run.add_argument("--token", help="the collector's token (visible to other users in ps: prefer --token-file "
                      "or EDGEC_TOKEN)")
     run.add_argument("--token-file", help="file holding the collector's token")
+    run.add_argument("--enroll-token", help="one-time enrollment token from 'edgec devices enroll NAME' (visible in "
+                     "ps: prefer --enroll-token-file); traded for this device's own credential on the first start")
+    run.add_argument("--enroll-token-file", help="file holding the enrollment token")
+    run.add_argument("--credential-file", help="where this device's credential is kept (mode 0600; default "
+                     "~/.config/edgec-agent/NAME.credential)")
     run.add_argument("--name", help="this device's id at the collector (default: the host name)")
     run.add_argument("--profile", help="edgec profile id of this device (default: detected when obvious)")
     run.add_argument("--labels", help="labels jobs may require: k=v,k2=v2")
@@ -73,7 +78,7 @@ def _parser():
     run.add_argument("--wait", type=float, default=20.0, help="seconds of one long poll for a job (default 20)")
     run.add_argument("--max-jobs", type=int, help="stop after this many jobs")
     run.add_argument("--power-command", help="this device's external power meter command (watts, one per line)")
-    run.add_argument("--cafile", help="CA certificate to trust for an https:// collector")
+    run.add_argument("--cafile", help="CA certificate (PEM) to verify an https:// collector against")
     run.add_argument("--root", default="/", help=argparse.SUPPRESS)
     return parser
 

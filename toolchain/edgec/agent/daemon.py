@@ -367,6 +367,7 @@ class Daemon:
         self._child = None
         self._idle = False
         self._lost = threading.Event()
+        self._refused = None
 
     # ------------------------------------------------------------------ signals
 
@@ -402,6 +403,8 @@ class Daemon:
                     self.backoff.reset()
                     if job is not None:
                         self.execute(job)
+                        if self._refused:
+                            raise AgentRefused("stopped: %s" % self._refused)
                         self.done_jobs += 1
                         if self.max_jobs is not None and self.done_jobs >= self.max_jobs:
                             log.info("%d job(s) done; stopping (--max-jobs)", self.done_jobs)
@@ -490,7 +493,7 @@ class Daemon:
                 self.report_failure(job, str(exc), exc.retry)
                 return
             entry = {"uid": uuid.uuid4().hex, "job_id": job_id, "lease_id": lease_id, "device": self.name,
-                     "report": report}
+                     "instance": self.instance, "report": report}
             path = self.spool_write(entry)
         finally:
             stop_beat.set()
@@ -502,17 +505,33 @@ class Daemon:
             try:
                 answer = self.api.call("POST", "/devices/%s/heartbeat" % self.name,
                                        {"instance": self.instance, "leases": [lease_id]}, timeout=max(5.0, interval))
-            except (Unreachable, AgentRefused) as exc:
+            except Unreachable as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
+            except AgentRefused as exc:  # 401: this device's credential was revoked
+                self._take_back("the collector refused the heartbeat: %s" % exc)
+                return
             doc = answer.json() or {}
             if answer.status == 200 and (doc.get("leases") or {}).get(lease_id) == "lost":
-                log.warning("the collector took the job back (lease lost: cancelled or expired); stopping it")
-                self._lost.set()
-                child = self._child
-                if child is not None and child.poll() is None:
-                    child.kill()
+                self._take_back("the collector took the job back (lease lost: cancelled or expired)")
                 return
+            if answer.status == 404:  # the collector lost its record (a new database): register again
+                self.registered = False
+                self._take_back("the collector does not know this device any more (%s)" % answer.detail())
+                return
+            if answer.status in (403, 409):
+                # another agent registered under this name: the lease is not this agent's any more,
+                # so neither is the measurement, and this agent stops
+                self._refused = "the collector refused the heartbeat (%d): %s" % (answer.status, answer.detail())
+                self._take_back(self._refused)
+                return
+
+    def _take_back(self, why):
+        log.warning("%s; stopping the measurement", why)
+        self._lost.set()
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.kill()
 
     def fetch(self, job, job_dir):
         """Download and verify the job's files; the path the benchmark runs."""
@@ -582,6 +601,8 @@ class Daemon:
         env = dict(os.environ)
         env["PYTHONPATH"] = entry + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         timeout = float(job.get("timeout_s") or 600)
+        if self._lost.is_set():
+            raise JobFailed("the job was taken back by the collector before the run", retry=True)
         log.info("measuring: %s", " ".join(argv[3:]))
         try:
             child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=job_dir, env=env,
@@ -589,6 +610,8 @@ class Daemon:
         except OSError as exc:
             raise JobFailed("cannot start the benchmark: %s" % exc, retry=True) from exc
         self._child = child
+        if self._lost.is_set() and child.poll() is None:  # taken back while the child was starting
+            child.kill()
         deadline = time.time() + timeout
         try:
             while True:
@@ -674,7 +697,8 @@ class Daemon:
             self.deliver(path, entry)
 
     def report_failure(self, job, error, retry):
-        body = {"lease_id": job["lease_id"], "device": self.name, "error": error[:3900], "retry": bool(retry)}
+        body = {"lease_id": job["lease_id"], "device": self.name, "error": error[:3900], "retry": bool(retry),
+                "instance": self.instance}
         backoff = Backoff()
         for _ in range(8):
             try:
@@ -695,23 +719,78 @@ class _Stop(BaseException):
     """Leaves the main loop at once (raised from the signal handler while idle)."""
 
 
+def default_credential_file(name):
+    """Where the agent keeps the credential of device ``name`` (``$EDGEC_AGENT_CONFIG``, else
+    ``~/.config/edgec-agent``)."""
+    root = os.environ.get("EDGEC_AGENT_CONFIG") or os.path.join(os.path.expanduser("~"), ".config", "edgec-agent")
+    return os.path.join(root, name + ".credential")
+
+
+def _read_secret(path, what):
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise AgentError("cannot read %s %s: %s" % (what, path, exc)) from exc
+
+
+def write_private(path, text):
+    """Write ``text`` to ``path`` readable by this user only (0600, directory 0700), atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o700)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.rename(tmp, path)
+
+
+def enroll(api, name, path):
+    """Trade the enrollment token ``api`` carries for this device's own credential, kept in ``path``.
+
+    Raises:
+        AgentError: the collector refused the token or cannot be reached.
+    """
+    try:
+        answer = api.call("POST", "/enroll", {"device": name})
+    except Unreachable as exc:
+        raise AgentError("cannot reach the collector to enroll '%s': %s" % (name, exc)) from exc
+    doc = answer.json() or {}
+    if answer.status != 201 or not doc.get("credential"):
+        raise AgentRefused("the collector refused to enroll '%s' (%d): %s" % (name, answer.status, answer.detail()))
+    write_private(path, doc["credential"])
+    log.info("enrolled as '%s': credential kept in %s (mode 0600)", name, path)
+    return doc["credential"]
+
+
 def main(args):
     """``run`` subcommand: parsed argparse namespace -> exit code."""
     token = args.token or os.environ.get("EDGEC_TOKEN", "").strip()
     if args.token_file:
-        try:
-            with open(args.token_file) as fh:
-                token = fh.read().strip()
-        except OSError as exc:
-            raise AgentError("cannot read --token-file %s: %s" % (args.token_file, exc)) from exc
-    if not token:
-        raise AgentError("no token: pass --token-file FILE (a copy of the token file 'edgec serve' wrote), "
-                         "--token TOKEN or set EDGEC_TOKEN")
+        token = _read_secret(args.token_file, "--token-file")
     if not re.match(r"^https?://[^/\s]+(/\S*)?$", args.server or ""):
         raise AgentError("--server %r: expected http://HOST:PORT (the URL 'edgec serve' prints)" % args.server)
     name = args.name or socket.gethostname().split(".")[0] or "device"
     if not NAME.match(name):
         raise AgentError("device name %r: expected 1-64 letters, digits, '.', '_' or '-' (pass --name)" % name)
+    credential_file = args.credential_file or default_credential_file(name)
+    enroll_token = args.enroll_token
+    if args.enroll_token_file:
+        enroll_token = _read_secret(args.enroll_token_file, "--enroll-token-file")
+    if enroll_token and not token:
+        if os.path.exists(credential_file):
+            log.info("already enrolled: using the credential in %s", credential_file)
+            token = _read_secret(credential_file, "credential file")
+        else:
+            token = enroll(Api(args.server, enroll_token, cafile=args.cafile), name, credential_file)
+    elif not token and os.path.exists(credential_file):
+        token = _read_secret(credential_file, "credential file")
+    if not token:
+        raise AgentError("no token: pass --enroll-token-file FILE (from 'edgec devices enroll %s'), --token-file "
+                         "FILE (a copy of the collector's token file), --token TOKEN or set EDGEC_TOKEN" % name)
     labels = parse_labels(args.labels)
     profile, source = args.profile, "given"
     if not profile:

@@ -3,16 +3,17 @@
 Agents (``edgec-agent.pyz run``) register with what they detected, long-poll for jobs they can
 run, download artifacts by sha256 and post their reports; ``edgec profile --server`` uploads
 artifacts and queues jobs; ``edgec devices``, ``edgec jobs`` and ``edgec report --server`` read
-the record. The server keeps everything in one SQLite file (WAL) plus a content-addressed
-directory of uploaded files:
+the record. The server keeps everything in one SQLite file (WAL), or in a PostgreSQL database
+that several servers share, plus a content-addressed directory of uploaded files:
 
-- :mod:`edgec.collector.storage`: the record, written by one thread that commits (and syncs)
-  before any request is answered;
+- :mod:`edgec.collector.storage`: the record, committed (and synced) before any request is
+  answered; device credentials by the sha256 of their secret;
 - :mod:`edgec.collector.messages`: the request bodies, validated with pydantic;
-- :mod:`edgec.collector.server`: the FastAPI application, the bearer-token and body-size guard,
-  the lease reaper;
+- :mod:`edgec.collector.http`: the connections' header cap, read timeouts and connection limit;
+- :mod:`edgec.collector.server`: the FastAPI application, the token and body-size guard (admin
+  token, device credentials, enrollment tokens), strict JSON bodies, the lease reaper;
 - :mod:`edgec.collector.client`: the host side's HTTP client;
-- :mod:`edgec.collector.tokens`: the token file (created once, mode 0600).
+- :mod:`edgec.collector.tokens`: the admin token file (created once, mode 0600).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import urllib.parse
 from pathlib import Path
@@ -50,17 +51,28 @@ class Client:
     Args:
         url: the collector's base URL.
         token: its bearer token.
+        cafile: CA certificate to verify an https:// collector against (default ``$EDGEC_CAFILE``).
         timeout: seconds for one request (long polls add their wait).
     """
 
-    def __init__(self, url: str, token: str, timeout: float = 30.0):
+    def __init__(self, url: str, token: str, timeout: float = 30.0, cafile: str | Path | None = None):
         import httpx
 
         from edgec import __version__
 
         self.url = check_url(url)
         self.timeout = timeout
-        self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0),
+        verify: Any = True
+        cafile = cafile or os.environ.get("EDGEC_CAFILE")  # edgec profile and edgec report read it there
+        if cafile:
+            import ssl
+
+            try:
+                verify = ssl.create_default_context(cafile=str(cafile))
+            except (OSError, ssl.SSLError) as exc:
+                raise EdgecError(f"--cafile '{cafile}' cannot be used: {getattr(exc, 'strerror', None) or exc}; "
+                                 "expected a PEM CA certificate") from exc
+        self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=10.0), verify=verify,
                                   headers={"Authorization": f"Bearer {token}", "User-Agent": f"edgec/{__version__}"})
 
     def close(self) -> None:
@@ -146,6 +158,12 @@ class Client:
 
     def devices(self) -> list[dict[str, Any]]:
         return self.request("GET", "/devices").json()["devices"]
+
+    def enroll(self, device: str, expires_s: float) -> dict[str, Any]:
+        return self.request("POST", f"/devices/{device}/enroll", json={"expires_s": expires_s}).json()
+
+    def revoke(self, device: str) -> dict[str, Any]:
+        return self.request("POST", f"/devices/{device}/revoke").json()
 
     def result(self, result_id: int) -> dict[str, Any]:
         return self.request("GET", f"/results/{result_id}").json()

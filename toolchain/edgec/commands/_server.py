@@ -11,7 +11,10 @@ from edgec.collector import DEFAULT_URL
 
 
 def server_options(func):
-    """``--server URL`` and ``--token-file FILE``."""
+    """``--server URL``, ``--token-file FILE`` and ``--cafile FILE``."""
+    func = click.option("--cafile", type=click.Path(path_type=Path, dir_okay=False), envvar="EDGEC_CAFILE",
+                        help="CA certificate (PEM) to verify an https:// collector against (default: "
+                             "$EDGEC_CAFILE, else the system's CAs).")(func)
     func = click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False),
                         help="File holding the collector's token (default: $EDGEC_TOKEN, else the token file "
                              "of a collector on this machine).")(func)
@@ -20,12 +23,12 @@ def server_options(func):
     return func
 
 
-def connect(server: str, token_file: Path | None):
+def connect(server: str, token_file: Path | None, cafile: Path | None = None):
     """A :class:`edgec.collector.client.Client` for the options above."""
     from edgec.collector.client import Client
     from edgec.collector.tokens import client_token
 
-    return Client(server, client_token(token_file))
+    return Client(server, client_token(token_file), cafile=cafile)
 
 
 def ago(epoch: float | None) -> str:

@@ -1,4 +1,4 @@
-"""edgec devices: the devices registered with a collector."""
+"""edgec devices: the devices registered with a collector; enroll a device or revoke it."""
 
 from __future__ import annotations
 
@@ -10,13 +10,22 @@ import click
 from edgec.commands._server import ago, connect, server_options
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the devices as JSON.")
-def devices(server: str, token_file: Path | None, as_json: bool) -> None:
+@click.pass_context
+def devices(ctx: click.Context, server: str, token_file: Path | None, cafile: Path | None, as_json: bool) -> None:
     """Devices whose agents registered with the collector: profile, labels, runtimes, power
-    sensor, state (idle, busy, offline) and when they were last seen."""
-    with connect(server, token_file) as client:
+    sensor, state (idle, busy, offline) and when they were last seen.
+
+    \b
+    Each device can have its own credential instead of the collector's admin token:
+      edgec devices enroll nano-1      # a one-time token for its agent (--enroll-token-file)
+      edgec devices revoke nano-1      # cut that device off; the others go on
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with connect(server, token_file, cafile) as client:
         found = client.devices()
     if as_json:
         click.echo(json.dumps({"devices": found}, indent=2))
@@ -40,5 +49,54 @@ def devices(server: str, token_file: Path | None, as_json: bool) -> None:
             ", ".join(str(j) for j in d["jobs"]) or "-")
     console().print(table)
     if not found:
-        click.echo("no device has registered yet; start an agent: python3 edgec-agent.pyz run --server URL "
-                   "--token-file FILE", err=True)
+        click.echo("no device has registered yet; enroll one (edgec devices enroll NAME) and start its agent",
+                   err=True)
+
+
+def _name(ctx, param, value: str) -> str:
+    import re
+
+    from edgec.agent.vocab import NAME_PATTERN
+
+    if not re.match(NAME_PATTERN, value):
+        raise click.BadParameter(f"{value!r}: expected 1-64 letters, digits, '.', '_' or '-'")
+    return value
+
+
+@devices.command()
+@click.argument("name", callback=_name)
+@server_options
+@click.option("--expires-hours", type=click.FloatRange(0.02, 2160), default=24, show_default=True,
+              help="How long the enrollment token may be used.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+def enroll(name: str, server: str, token_file: Path | None, cafile: Path | None, expires_hours: float,
+           as_json: bool) -> None:
+    """Print a one-time enrollment token for device NAME.
+
+    \b
+    Its agent trades it for the device's own credential on its first start, and keeps that
+    credential (mode 0600) on the device:
+      python3 edgec-agent.pyz run --server URL --name NAME --enroll-token-file FILE
+    Enrolling NAME again replaces its credential once the new token is used.
+    """
+    with connect(server, token_file, cafile) as client:
+        doc = client.enroll(name, expires_hours * 3600)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(doc["enrollment_token"])
+    click.echo(f"one-time enrollment token for '{name}', valid for {expires_hours:g} h; on the device, with the "
+               f"token in a file: python3 edgec-agent.pyz run --server {server} --name {name} "
+               "--enroll-token-file FILE", err=True)
+
+
+@devices.command()
+@click.argument("name", callback=_name)
+@server_options
+def revoke(name: str, server: str, token_file: Path | None, cafile: Path | None) -> None:
+    """Revoke device NAME's credential (and any enrollment token not used yet): its agent is refused
+    from its next request, the jobs it holds are re-queued; other devices are not touched."""
+    with connect(server, token_file, cafile) as client:
+        doc = client.revoke(name)
+    held = f"; re-queued its jobs {', '.join(map(str, doc['released']))}" if doc["released"] else ""
+    click.echo(f"revoked device '{name}' ({doc['revoked']} credential(s)){held}")

@@ -19,7 +19,7 @@ STATES = ["queued", "leased", "done", "failed", "cancelled"]
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True, help="Newest jobs shown.")
 @click.option("--cancel", is_flag=True, help="Cancel JOB_ID (queued or running).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def jobs(job_id: int | None, server: str, token_file: Path | None, state: str | None, limit: int, cancel: bool,
+def jobs(job_id: int | None, server: str, token_file: Path | None, cafile: Path | None, state: str | None, limit: int, cancel: bool,
          as_json: bool) -> None:
     """The collector's jobs (newest first), or JOB_ID with every attempt.
 
@@ -32,7 +32,7 @@ def jobs(job_id: int | None, server: str, token_file: Path | None, state: str | 
 
     if cancel and job_id is None:
         raise EdgecError("--cancel needs a JOB_ID")
-    with connect(server, token_file) as client:
+    with connect(server, token_file, cafile) as client:
         if job_id is not None:
             doc = client.cancel(job_id) if cancel else client.job(job_id)
             if as_json:

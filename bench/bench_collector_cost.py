@@ -1,0 +1,309 @@
+"""Server CPU per ingested result: `edgec serve` against a bare FastAPI endpoint, both backends.
+
+For each backend (SQLite: WAL, synchronous=FULL; PostgreSQL: a throwaway cluster of the installed
+server, as the tests start it), in one run, side by side:
+
+- ``bare``: bench/bare_ingest.py, a FastAPI endpoint that inserts the posted JSON as one row and
+  commits (no token, no validation, no idempotency);
+- ``edgec``: a real `edgec serve` storing the same post as a result: bearer token, strict JSON,
+  pydantic body, the agent report validator, the current-lease check, the result row and its
+  submission, the job and lease updates, all committed before the answer.
+
+Both servers run at once and take the posts in alternating blocks of 50, so the machine's other
+load (the clients, other processes) falls on both alike.
+
+Every post is a real agent report (the int8 digits CNN measured by the agent's bench) for its
+own leased job, posted by C concurrent clients (httpx, one keep-alive connection each; the jobs
+are queued and leased before the clock starts). The server's CPU time is read from
+/proc/PID/stat before and after the posts (for PostgreSQL also that of the database's own
+processes, in its own column); ratios compare the two servers of the same run and backend.
+
+Usage: python bench/bench_collector_cost.py [--posts 500] [--clients 1 8] [--runs 3] [--build DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import queue
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("EDGEC_PROGRESS", "0")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+TICK = os.sysconf("SC_CLK_TCK")
+WARMUP = 50
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU time of ``pids`` (Linux /proc/PID/stat, fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def children_of(parent: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    out.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_health(url: str, headers: dict[str, str]) -> None:
+    import httpx
+
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/v1/health", headers=headers, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+class Bare:
+    name = "bare FastAPI insert"
+
+    def __init__(self, db: str, workdir: Path):
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_ingest.py"), str(self.port)],
+                                     env={**os.environ, "BARE_DB": db}, cwd=workdir, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.headers: dict[str, str] = {}
+        wait_health(self.url, self.headers)
+
+    def bodies(self, report: dict, count: int, device: str) -> list[dict]:
+        return [{"uid": uuid.uuid4().hex, "job_id": i + 1, "lease_id": uuid.uuid4().hex, "device": device,
+                 "instance": uuid.uuid4().hex, "report": report} for i in range(count)]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class Edgec:
+    name = "edgec serve"
+
+    def __init__(self, db: str, workdir: Path, build: Path):
+        self.build = build
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgec", "serve", "--port", "0", "--db", db,
+                                      "--token-file", str(workdir / "token"), "--blobs", str(workdir / "blobs")],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(ln) for ln in self.proc.stdout], daemon=True).start()
+        self.url = lines.get(timeout=120).split(" on ", 1)[1].split()[0]
+        self.headers = {"Authorization": f"Bearer {(workdir / 'token').read_text().strip()}"}
+        wait_health(self.url, self.headers)
+
+    def bodies(self, report: dict, count: int, device: str) -> list[dict]:
+        import httpx
+
+        from edgec.util import sha256_file
+
+        manifest = json.loads((self.build / "manifest.json").read_text())
+        record = manifest["artifacts"][0]
+        sha = sha256_file(self.build / record["file"])
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=60) as c:
+            c.put(f"/v1/blobs/{sha}", content=(self.build / record["file"]).read_bytes())
+            body = {"files": {record["file"]: sha}, "target": record["file"], "runtime": "litert",
+                    "artifact": record, "manifest": manifest, "device": device, "lease_seconds": 3600}
+            for _ in range(count):
+                c.post("/v1/jobs", json=body).raise_for_status()
+            instance = uuid.uuid4().hex
+            c.post("/v1/devices/register", json={"device": device, "instance": instance, "profile": "x86-cpu",
+                                                 "runtimes": {"litert": None}, "schema_version": 1}).raise_for_status()
+            leases = [c.post(f"/v1/devices/{device}/lease", json={"instance": instance}).json() for _ in range(count)]
+        return [{"uid": uuid.uuid4().hex, "job_id": x["job_id"], "lease_id": x["lease_id"], "device": device,
+                 "instance": instance, "report": report} for x in leases]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def post_all(url: str, headers: dict[str, str], bodies: list[dict], clients: int) -> tuple[float, list[float]]:
+    import httpx
+
+    local = threading.local()
+    made: list = []
+
+    def send(body):
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, headers=headers, timeout=60)
+            made.append(local.client)
+        t0 = time.perf_counter()
+        r = local.client.post("/v1/results", json=body)
+        elapsed = time.perf_counter() - t0
+        if r.status_code != 201:
+            raise SystemExit(f"{url}: {r.status_code} {r.text[:300]}")
+        return elapsed
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        times = list(pool.map(send, bodies))
+    wall = time.perf_counter() - start
+    for client in made:
+        client.close()
+    return wall, times
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    pos = (len(values) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def measure(servers: dict, report: dict, posts: int, clients: int, db_pids, block: int = 50) -> dict[str, dict]:
+    """Both servers of a backend, interleaved: blocks of ``block`` posts, alternately to each
+    (alternating which goes first), so a change in the machine's other load falls on both alike."""
+    bodies = {kind: srv.bodies(report, posts + WARMUP, f"{kind}-{clients}-{uuid.uuid4().hex[:6]}")
+              for kind, srv in servers.items()}
+    for kind, srv in servers.items():
+        post_all(srv.url, srv.headers, bodies[kind][:WARMUP], clients)
+    acc = {kind: {"cpu": 0.0, "db": 0.0, "wall": 0.0, "times": []} for kind in servers}
+    kinds = list(servers)
+    for n, start in enumerate(range(WARMUP, WARMUP + posts, block)):
+        for kind in (kinds if n % 2 == 0 else kinds[::-1]):
+            srv = servers[kind]
+            db_before = cpu_seconds(db_pids()) if db_pids else 0.0
+            before = cpu_seconds([srv.proc.pid])
+            wall, times = post_all(srv.url, srv.headers, bodies[kind][start:start + block], clients)
+            acc[kind]["cpu"] += cpu_seconds([srv.proc.pid]) - before
+            acc[kind]["db"] += (cpu_seconds(db_pids()) - db_before) if db_pids else 0.0
+            acc[kind]["wall"] += wall
+            acc[kind]["times"] += times
+    out = {}
+    for kind, a in acc.items():
+        ms = [t * 1000 for t in a["times"]]
+        out[kind] = {"cpu_ms": a["cpu"] * 1000 / len(ms), "db_cpu_ms": a["db"] * 1000 / len(ms) if db_pids else None,
+                     "rate": len(ms) / a["wall"], "p50": statistics.median(ms), "p99": percentile(ms, 99)}
+    return out
+
+
+def backends(workdir: Path, wanted: list[str]) -> list[tuple[str, object, object]]:
+    """(name, database factory, database CPU pids) per backend available here."""
+    out: list[tuple[str, object, object]] = []
+    if "sqlite" in wanted:
+        out.append(("sqlite", lambda tag: str(workdir / f"{tag}.db"), None))
+    if "postgresql" not in wanted:
+        return out
+    try:
+        import psycopg  # noqa: F401
+
+        from tests.postgres import PostgresServer, find_bindir, server_user
+
+        bindir = find_bindir()
+        user, problem = server_user()
+        if bindir is None or problem:
+            raise RuntimeError(problem or "PostgreSQL server binaries not found")
+        pg = PostgresServer(bindir, user).start()
+    except (ImportError, RuntimeError, OSError) as exc:
+        print(f"PostgreSQL: not measured ({exc})")
+        return out
+    postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+    out.append(("postgresql", lambda tag: pg.create_database(), lambda: [postmaster, *children_of(postmaster)]))
+    out.append(("_cleanup", pg, None))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--posts", type=int, default=500, help="timed posts per row")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--build", type=Path, help="an x86-cpu build directory (default: build the digits CNN)")
+    parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"])
+    args = parser.parse_args()
+    from bench_collector import build_int8, real_report
+
+    with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
+        workdir = Path(tmp)
+        build = args.build or build_int8(workdir)
+        report = real_report(build, workdir)
+        found = backends(workdir, args.backends)
+        cleanup = [x[1] for x in found if x[0] == "_cleanup"]
+        found = [x for x in found if x[0] != "_cleanup"]
+        rows: dict[tuple[str, str, int], list[dict]] = {}
+        try:
+            for run in range(args.runs):
+                for backend, make_db, db_pids in found:
+                    servers = {}
+                    try:
+                        for kind in ("bare", "edgec"):
+                            d = workdir / f"{backend}-{kind}-{run}"
+                            d.mkdir()
+                            db = make_db(f"{kind}-{run}")
+                            servers[kind] = Bare(db, d) if kind == "bare" else Edgec(db, d, build)
+                        for clients in args.clients:
+                            got = measure(servers, report, args.posts, clients, db_pids)
+                            for kind, row in got.items():
+                                rows.setdefault((backend, kind, clients), []).append(row)
+                    finally:
+                        for server in servers.values():
+                            server.stop()
+        finally:
+            for pg in cleanup:
+                pg.stop()
+
+    size = len(json.dumps(report))
+    print(f"\nserver CPU per stored result: {args.posts} timed posts per row (after {WARMUP} untimed), a real agent "
+          f"report of {size} bytes per post, {args.runs} runs; median [min-max] over the runs; "
+          f"{os.cpu_count()} CPUs shared by the servers and the clients")
+    header = (f"{'backend':10} {'server':20} {'clients':>7} {'CPU ms/post':>20} {'vs bare':>18} "
+              f"{'db CPU ms/post':>15} {'posts/s':>16} {'p50 ms':>16} {'p99 ms':>16}")
+    print(header)
+    print("-" * len(header))
+
+    def cell(values: list[float], fmt: str) -> str:
+        return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
+
+    for backend, _, _ in found:
+        for clients in args.clients:
+            for kind in ("bare", "edgec"):
+                got = rows[(backend, kind, clients)]
+                bare = rows[(backend, "bare", clients)]
+                ratios = [g["cpu_ms"] / b["cpu_ms"] for g, b in zip(got, bare, strict=True)]
+                db = [g["db_cpu_ms"] for g in got if g["db_cpu_ms"] is not None]
+                print(f"{backend:10} {('bare FastAPI insert' if kind == 'bare' else 'edgec serve'):20} {clients:7d} "
+                      f"{cell([g['cpu_ms'] for g in got], '.2f'):>20} "
+                      f"{(cell(ratios, '.2f') + 'x') if kind == 'edgec' else '1':>18} "
+                      f"{cell(db, '.2f') if db else '-':>15} {cell([g['rate'] for g in got], '.0f'):>16} "
+                      f"{cell([g['p50'] for g in got], '.2f'):>16} {cell([g['p99'] for g in got], '.2f'):>16}")
+
+
+if __name__ == "__main__":
+    main()
