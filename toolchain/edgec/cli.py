@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "jobs": "edgec.commands.jobs:jobs",
     "profile": "edgec.commands.profile:profile",
     "report": "edgec.commands.report:report",
+    "search": "edgec.commands.search:search",
     "serve": "edgec.commands.serve:serve",
     "targets": "edgec.commands.targets:targets",
 }
