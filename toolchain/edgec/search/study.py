@@ -87,17 +87,24 @@ def open_storage(url: str, heartbeat: int | None = 20, retries: int = 3):
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
         kwargs.update(heartbeat_interval=int(heartbeat), grace_period=int(max(2 * heartbeat, heartbeat + 2)),
                       heartbeat_stale_trial_callback=retry)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            storage = optuna.storages.RDBStorage(url, **kwargs)
-        if url.startswith("sqlite"):
-            _sqlite_wal(storage.engine)
-        return storage
-    except Exception as exc:  # SQLAlchemy's errors: the one line that says why
-        shown = url.split("@")[-1] if "@" in url else url
-        raise EdgecError(f"cannot open the search storage '{shown}': {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    for attempt in range(4):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                storage = optuna.storages.RDBStorage(url, **kwargs)
+            if url.startswith("sqlite"):
+                _sqlite_wal(storage.engine)
+            return storage
+        except Exception as exc:  # SQLAlchemy's errors: the one line that says why
+            # workers that start together on a new database race to create its tables: the losers
+            # find them on the next attempt
+            if attempt < 3 and ("already exists" in str(exc) or "duplicate key" in str(exc)):
+                time.sleep(0.5 + attempt)
+                continue
+            shown = url.split("@")[-1] if "@" in url else url
+            raise EdgecError(f"cannot open the search storage '{shown}': {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    raise AssertionError("unreachable")
 
 
 def _sqlite_wal(engine) -> None:

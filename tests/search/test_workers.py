@@ -1,0 +1,112 @@
+"""Workers: two processes on one PostgreSQL study (one killed mid-trial: its trial is retried and
+the study still ends with N trials, none run twice), and trials measured by a fleet agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.collector.conftest import wait_for
+from tests.conftest import REPO
+from tests.search.conftest import PTQ_SPACE, request_for, write_space
+
+optuna = pytest.importorskip("optuna")
+
+
+def _worker(data, space: Path, storage: str, out: Path, trials: int) -> subprocess.Popen:
+    log = open(out.with_suffix(".log"), "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgec", "search", str(data["model"]), "--target", "x86-cpu", "--eval", str(data["eval"]),
+         "--calib", str(data["calib"]), "--space", str(space), "--trials", str(trials), "--storage", storage,
+         "--study", "pg", "--out", str(out), "--runs", "30", "--warmup", "2", "--min-repeats", "1", "--max-repeats",
+         "1", "--heartbeat", "1", "--sampler", "random", "--json"],
+        stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, env={**os.environ, "EDGEC_PROGRESS": "0"})
+
+
+def _starts(out: Path) -> list[int]:
+    path = out / "journal.jsonl"
+    if not path.is_file():
+        return []
+    return [e["trial"] for e in map(json.loads, path.read_text().splitlines()) if e["event"] == "start"]
+
+
+def test_two_workers_on_postgresql_and_one_killed_mid_trial(data, tmp_path, postgres_url):
+    from edgec.search.study import open_storage, storage_url
+
+    n = 6
+    space = write_space(tmp_path / "space.toml", PTQ_SPACE)
+    a = _worker(data, space, postgres_url, tmp_path / "a", n)
+    b = _worker(data, space, postgres_url, tmp_path / "b", n)
+    try:
+        storage = open_storage(storage_url(postgres_url, tmp_path), heartbeat=None)
+
+        def running_on_a():
+            if a.poll() is not None:
+                raise AssertionError(f"worker a ended early: {(tmp_path / 'a.log').read_text()[-2000:]}")
+            try:
+                study = optuna.load_study(study_name="pg", storage=storage)
+            except KeyError:
+                return None
+            return next((t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING" and t.params
+                         and t.user_attrs.get("worker", "").endswith(f":{a.pid}")), None)
+
+        victim = wait_for(running_on_a, 300, "worker a to be building a trial", interval=0.05)
+        a.send_signal(signal.SIGKILL)
+        a.wait(timeout=30)
+        out, _ = b.communicate(timeout=600)
+    finally:
+        for proc in (a, b):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert b.returncode == 0, (tmp_path / "b.log").read_text()[-3000:]
+    summary = json.loads(out)
+    assert summary["counts"]["finished"] == n
+    study = optuna.load_study(study_name="pg", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    failed = [t for t in trials if t.state.name == "FAIL" and not t.user_attrs.get("surplus")]
+    assert len(finished) == n
+    assert [t.number for t in failed] == [victim.number]  # failed by its missing heartbeat
+    retry = [t for t in finished if t.system_attrs.get("failed_trial") == victim.number]
+    assert len(retry) == 1 and retry[0].params == victim.params
+    assert retry[0].user_attrs["worker"].endswith(f":{b.pid}")
+    starts = _starts(tmp_path / "a") + _starts(tmp_path / "b")
+    assert len(starts) == len(set(starts)), starts  # no trial was run twice
+    assert set(t.number for t in finished) <= set(starts)
+    assert {t.user_attrs["worker"].rsplit(":", 1)[1] for t in finished} <= {str(a.pid), str(b.pid)}
+
+
+def test_trials_measured_by_a_fleet_agent(data, tmp_path, serve, agents):
+    from edgec.search import api
+    from edgec.search.device import Device
+
+    server = serve()
+    agents(server, "bench-1", "--profile", "x86-cpu")
+    with server.client() as c:
+        wait_for(lambda: any(d["id"] == "bench-1" for d in c.get("/v1/devices").json()["devices"]), 60,
+                 "the agent to register")
+    device = Device(device=None, server=server.url, token_file=server.token_file, runs=30, warmup=2, min_runs=2,
+                    max_runs=2, timeout=120)
+    space = PTQ_SPACE.replace('["int8", "fp32", "fp16", "dynamic"]', '["int8", "fp16"]')
+    request = request_for(data, tmp_path, space, device, trials=2)
+    from tests.search.conftest import enqueue
+
+    enqueue(request, ["maximize", "minimize", "minimize"], [{"precision": "int8"}, {"precision": "fp16"}])
+    doc = api.run(request)
+    assert doc["settings"]["device"]["where"].startswith(f"fleet {server.url}")
+    assert doc["settings"]["energy"]["available"] is False  # this machine's agent reads no power
+    for t in doc["trials"]:
+        lat = t["result"]["latency"]
+        assert lat["devices"] == ["bench-1"] and [r["device"] for r in lat["runs"]] == ["bench-1", "bench-1"]
+    assert all(b["latency"]["devices"] == ["bench-1"] for b in doc["baselines"])
+    with server.client() as c:
+        jobs = c.get("/v1/jobs", params={"limit": 100}).json()["jobs"]
+    # fp32 + int8 baselines and the fp16 trial, two runs each (the int8 trial reuses the baseline's)
+    assert len(jobs) == 6 and all(j["state"] == "done" for j in jobs)
