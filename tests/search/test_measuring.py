@@ -24,6 +24,9 @@ def test_repetitions_stop_once_the_trial_ranks_against_the_front():
     assert settled(noisy, [1.2], None, **kw) is None  # a front latency inside: measure again
     assert settled(noisy, [], 1.2, **kw) is None  # the limit inside too
     assert "6 runs" in settled(noisy * 2, [1.2], None, **kw)
+    # nothing to rank against (a baseline, the first trial): only the tolerance or max_runs end them
+    assert settled(noisy, [], None, **kw) is None
+    assert settled(noisy * 2, [], None, **kw) == "6 runs"
 
 
 def test_summary_of_runs_without_a_power_sensor():

@@ -47,7 +47,8 @@ def settled(values: list[float], against: list[float], limit: float | None, *, m
 
     They stop once there are ``min_runs`` and the interval is within ``rtol`` of the mean, or no
     latency of the front (``against``) and not the limit lie inside it (the trial ranks the same
-    against each of them whatever the next runs give), or at ``max_runs``.
+    against each of them whatever the next runs give), or at ``max_runs``. With no front and no
+    limit (the first trial, a baseline) only ``rtol`` and ``max_runs`` end them.
     """
     if len(values) < min_runs:
         return None
@@ -57,10 +58,11 @@ def settled(values: list[float], against: list[float], limit: float | None, *, m
     inside = [v for v in against if lo <= v <= hi]
     if limit is not None and lo <= limit <= hi:
         inside.append(limit)
-    if not inside:
+    if not inside and (against or limit is not None):
         return "interval clear of the front's latencies" + (" and the limit" if limit is not None else "")
     if len(values) >= max_runs:
-        return f"{max_runs} runs (the interval still holds {len(inside)} latencies of the front or the limit)"
+        return (f"{max_runs} runs (the interval still holds {len(inside)} latencies of the front or the limit)"
+                if inside else f"{max_runs} runs")
     return None
 
 
@@ -183,6 +185,7 @@ def summarize(reports: list[tuple[str, dict[str, Any]]], why: str, seconds: floa
     """The measurement record of a trial from the agent reports of its repetitions."""
     medians = [r["latency_ms"]["median"] for _, r in reports]
     p50, lo, hi = interval(medians)
+    lo = max(lo, 0.0)  # a latency is positive, whatever a wide interval of a few runs says
     powers = [r["power"] for _, r in reports]
     energy = None
     power: dict[str, Any] = {"available": all(p["available"] for p in powers)}
