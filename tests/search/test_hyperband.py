@@ -30,8 +30,9 @@ def test_the_most_aggressive_bracket_gets_the_most_trials():
 
 def test_successive_halving_rule():
     assert hyperband.promotable(0.5, [0.5], 3)  # alone: goes on
-    assert not hyperband.promotable(0.4, [0.4, 0.5], 3)  # fewer than eta: only the best goes on
-    assert hyperband.promotable(0.5, [0.4, 0.5], 3)
+    assert hyperband.promotable(0.4, [0.4, 0.5], 3)  # fewer than eta: no share to cut yet
+    assert not hyperband.promotable(0.4, [0.4, 0.5, 0.45], 3)  # three: the best third goes on
+    assert hyperband.promotable(0.5, [0.4, 0.5, 0.45], 3)
     values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]  # six compete: the best two go on
     assert hyperband.promotable(0.5, values, 3) and not hyperband.promotable(0.4, values, 3)
 
@@ -44,16 +45,18 @@ def _study_in_bracket_zero(trials: int):
 
 
 def test_hyperband_compares_trials_of_one_bracket_at_one_rung():
-    study = _study_in_bracket_zero(3)
+    study = _study_in_bracket_zero(4)
     hb = hyperband.Hyperband(study, 1, 3, {"fine_tune": 9})
-    first, second, third = (study.ask() for _ in range(3))
+    first, second, third, fourth = (study.ask() for _ in range(4))
     assert hb.rungs(first, "fine_tune", 9) == [1, 3]
     stop, detail = hb.should_stop(first, "fine_tune", 1, 90.0)
-    assert not stop and detail["competing"] == 1
+    assert not stop and detail["competing"] == 1 and detail["needed"] is None
     stop, detail = hb.should_stop(second, "fine_tune", 1, 80.0)
-    assert stop and detail["needed"] == 90.0 and detail["competing"] == 2
+    assert not stop and detail["competing"] == 2  # fewer than eta: no share to cut yet
     assert second.user_attrs["rungs"] == {"fine_tune@1": 80.0}
-    stop, _ = hb.should_stop(third, "fine_tune", 1, 95.0)
+    stop, detail = hb.should_stop(third, "fine_tune", 1, 85.0)
+    assert stop and detail["needed"] == 90.0 and detail["competing"] == 3
+    stop, _ = hb.should_stop(fourth, "fine_tune", 1, 95.0)
     assert not stop
     stop, detail = hb.should_stop(first, "fine_tune", 3, 91.0)  # a new rung: alone there
     assert not stop and detail["rung"] == "fine_tune@3"

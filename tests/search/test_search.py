@@ -111,19 +111,22 @@ def test_constraints_stop_trials_before_fine_tuning(data, tmp_path, quick_device
     assert doc["stopped_early"] == {"constraint": 1}
 
 
-def _bracket_zero_name(trials: int) -> str:
+def bracket_zero_name(trials: int, eta: int) -> str:
+    """A study name whose first trials all fall into Hyperband's bracket 0 (two brackets)."""
     from edgec.search import hyperband
 
-    return next(f"hb{i}" for i in range(1000) if all(hyperband.bracket_of(f"hb{i}", n, 2, 3) == 0 for n in range(trials)))
+    return next(f"hb{i}" for i in range(1000)
+                if all(hyperband.bracket_of(f"hb{i}", n, 2, eta) == 0 for n in range(trials)))
 
 
 def test_hyperband_stops_a_trial_at_its_first_fine_tune_rung(data, tmp_path, quick_device):
     from edgec.search import api
 
+    # eta 2: with two trials at a rung, the better half (one) goes on
     space = SMALL_SPACE.replace("prune = [0.0, 0.6]", "prune = 0.8").replace('["ptq", "qat"]', '"ptq"') \
-        .replace('precision = ["int8", "fp32"]', 'precision = "int8"').replace("epochs = 1", "epochs = 3") \
-        .replace("lr = 0.002", "lr = [0.003, 0.000001]")
-    name = _bracket_zero_name(2)
+        .replace('precision = ["int8", "fp32"]', 'precision = "int8"').replace("epochs = 1", "epochs = 2") \
+        .replace("lr = 0.002", "lr = [0.003, 0.000001]") + "\n[hyperband]\nreduction_factor = 2\n"
+    name = bracket_zero_name(2, eta=2)
     request = request_for(data, tmp_path, space, quick_device, trials=2, study=name)
     enqueue(request, DIRECTIONS, [{"lr": 0.003}, {"lr": 0.000001}], name=name)
     doc = api.run(request)

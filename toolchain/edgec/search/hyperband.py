@@ -6,8 +6,8 @@ the asynchronous form of ASHA, Li et al., 2020, as Optuna's ``HyperbandPruner`` 
 falls into one of the brackets ``s = 0..s_max`` (by a hash of the study and trial number,
 weighted by the brackets' budgets), bracket ``s`` has rungs at ``min_resource * eta**(s + k)``
 epochs, and at each rung the trial goes on only when its accuracy is among the best ``1/eta`` of
-the accuracies that trials of its bracket reached at that rung (the best one while fewer than
-``eta`` have). The accuracies are kept in each trial's user attributes (``rungs``), so workers on
+the accuracies that trials of its bracket reached at that rung (while fewer than ``eta`` have
+reached it, every one goes on). The accuracies are kept in each trial's user attributes (``rungs``), so workers on
 other machines compare against them through the study's storage. With TPE proposing the
 configurations this is the BOHB-like setting (TPE + Hyperband).
 
@@ -60,10 +60,13 @@ def bracket_of(study_name: str, number: int, brackets: int, eta: int) -> int:
 
 def promotable(value: float, competing: list[float], eta: int) -> bool:
     """Successive halving's rule (maximizing): ``value`` is among the best ``1/eta`` of
-    ``competing`` (which includes it), or the best while fewer than ``eta`` compete."""
+    ``competing`` (which includes it). While fewer than ``eta`` compete there is no share to cut
+    yet, and the trial goes on (Optuna's pruner keeps only the best then, which stops most of
+    the first trials of a study on the noise of one epoch)."""
+    if len(competing) < eta:
+        return True
     ranked = sorted(competing, reverse=True)
-    index = max(0, len(ranked) // eta - 1)
-    return value >= ranked[index]
+    return value >= ranked[len(ranked) // eta - 1]
 
 
 class Hyperband:
@@ -120,7 +123,7 @@ class Hyperband:
                 competing.append(float(value))
         ok = promotable(accuracy, competing, self.eta)
         ranked = sorted(competing, reverse=True)
-        needed = ranked[max(0, len(ranked) // self.eta - 1)]
+        needed = ranked[len(ranked) // self.eta - 1] if len(ranked) >= self.eta else None
         return not ok, {"rung": key, "bracket": bracket, "competing": len(competing), "needed": needed,
                         "accuracy": accuracy}
 

@@ -316,7 +316,9 @@ class Runner:
         keras_model = hp = training = None
         if ctx.builder is not None:
             hp = builder_mod.HP(trial)
-            keras_model = builder_mod.make(ctx.builder, hp, ctx.seed)
+            t0 = time.perf_counter()
+            keras_model = builder_mod.make(ctx.builder, hp, ctx.seed)  # the model's own work: counted as training
+            timer.train += time.perf_counter() - t0
             training = space_mod.sample_training(trial, ctx.space)
         config = space_mod.sample(trial, ctx.space)
         if ctx.builder is not None:
@@ -449,6 +451,7 @@ class Runner:
                     raise Stopped(judge.detail)
             trial.set_user_attr("training_result", recorded["result"])
             return path
+        t0 = time.perf_counter()
         train_data, eval_data = ctx.training_data(model)
         values: dict[str, float] = {}
 
@@ -456,13 +459,16 @@ class Runner:
             values[str(epoch)] = accuracy
             return judge(epoch, accuracy)
 
-        t0 = time.perf_counter()
-        info = builder_mod.train(model, train_data, eval_data, training, ctx.seed, rungs, recording)
-        timer.train += time.perf_counter() - t0
+        try:
+            info = builder_mod.train(model, train_data, eval_data, training, ctx.seed, rungs, recording)
+        finally:
+            timer.train += time.perf_counter() - t0
         trial.set_user_attr("training_result", info)
         if judge.detail is not None:
             raise Stopped(judge.detail)
+        t0 = time.perf_counter()
         _save_model(model, path)
+        timer.train += time.perf_counter() - t0
         tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}")
         tmp.write_text(json.dumps({"rungs": values, "result": info}))
         os.replace(tmp, sidecar)
