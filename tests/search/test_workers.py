@@ -110,3 +110,61 @@ def test_trials_measured_by_a_fleet_agent(data, tmp_path, serve, agents):
         jobs = c.get("/v1/jobs", params={"limit": 100}).json()["jobs"]
     # fp32 + int8 baselines and the fp16 trial, two runs each (the int8 trial reuses the baseline's)
     assert len(jobs) == 6 and all(j["state"] == "done" for j in jobs)
+
+
+def test_worker_processes_share_one_study(data, tmp_path, quick_device):
+    from edgec.search import api
+
+    request = request_for(data, tmp_path, PTQ_SPACE, quick_device, trials=4, workers=2)
+    doc = api.run(request)
+    assert doc["counts"]["finished"] == 4 and doc["counts"].get("FAIL", 0) == 0
+    workers = {t["worker"] for t in doc["trials"]}
+    assert len(workers) == 2, workers  # this process and one spawned worker
+    starts = _starts(request.out)
+    assert sorted(starts) == sorted(set(starts))
+
+
+def test_an_interrupted_search_queues_its_trial_and_resumes(data, tmp_path):
+    from edgec.search.study import open_storage, storage_url
+
+    space = write_space(tmp_path / "space.toml", PTQ_SPACE)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = _worker(data, space, f"sqlite:///{out / 'search.db'}", out, 3)
+    storage = None
+    try:
+        def building():
+            nonlocal storage
+            if proc.poll() is not None:
+                raise AssertionError(f"the search ended early: {out.with_suffix('.log').read_text()[-2000:]}")
+            if not (out / "search.db").is_file():
+                return None
+            storage = storage or open_storage(storage_url(None, out), heartbeat=None)
+            try:
+                study = optuna.load_study(study_name="pg", storage=storage)
+            except KeyError:
+                return None
+            return next((t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING" and t.params), None)
+
+        victim = wait_for(building, 300, "a trial to be built", interval=0.05)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out.with_suffix(".log").read_text()[-2000:]
+    study = optuna.load_study(study_name="pg", storage=storage)
+    queued = [t for t in study.get_trials(deepcopy=False) if t.state.name == "WAITING"]
+    assert [t.user_attrs.get("interrupted_trial") for t in queued] == [victim.number]
+    done_before = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
+
+    again = _worker(data, space, f"sqlite:///{out / 'search.db'}", out, 3)
+    stdout, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out.with_suffix(".log").read_text()[-2000:]
+    assert json.loads(stdout)["counts"]["finished"] == 3
+    trials = optuna.load_study(study_name="pg", storage=storage).get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 3 and done_before < 3
+    resumed = [t for t in finished if t.user_attrs.get("interrupted_trial") == victim.number]
+    assert len(resumed) == 1 and resumed[0].params == victim.params
