@@ -145,7 +145,11 @@ def test_usage_errors_are_one_line(data, tmp_path, cli_runner):
     code, _, err = cli_runner(*base, "--objectives", "accuracy,speed")
     assert code == 2 and "unknown objective(s) speed" in err
     code, _, err = cli_runner(*base)
+    assert code == 2 and "need representative data: pass --calib DATA" in err
+    code, _, err = cli_runner(*base, "--calib", str(data["calib"]))
     assert code == 2 and "pass --fine-tune DATA" in err
+    code, _, err = cli_runner(*base, "--calib", str(data["calib"]), "--eval", str(data["calib"]))
+    assert code == 2 and "has no labels" in err
     code, _, err = cli_runner(*base, "--labels", "a=b", "--fine-tune", str(data["fine_tune"]))
     assert code == 2 and "need(s) --server" in err
 
@@ -161,3 +165,18 @@ def test_a_study_resumes_only_with_its_own_arguments(data, tmp_path, quick_devic
     study.set_user_attr(SETTINGS_ATTR, {**settings, "target": "rpi5"})
     with pytest.raises(EdgecError, match="was started with another target: \"rpi5\""):
         api.run(request)
+
+
+def test_a_configuration_the_build_refuses_fails_once_and_is_not_built_again(data, tmp_path, quick_device):
+    from edgec.errors import EdgecError
+    from edgec.search import api
+
+    space = PTQ_SPACE.replace('["int8", "fp32", "fp16", "dynamic"]', '"int8"') + "calib_samples = 0\n"
+    request = request_for(data, tmp_path, space, quick_device, trials=2)
+    with pytest.raises(EdgecError, match="10 trials failed in a row; the last one: the build refused"):
+        api.run(request)
+    doc = api.show(request.study_name(), out=request.out)
+    failed = doc["trials"]
+    assert len(failed) == 10 and all(t["state"] == "FAIL" for t in failed)
+    assert "--calib-samples must be positive" in failed[0]["error"]
+    assert [t["reused_from"] for t in failed[1:]] == [0] * 9

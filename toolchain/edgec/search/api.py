@@ -133,8 +133,19 @@ def check(request: Request):
         spec = getattr(request, name)
         if spec and ":" not in str(spec) and not Path(spec).exists():
             raise EdgecError(f"--{name.replace('_', '-')} data '{spec}' does not exist")
+    if str(request.eval).endswith(".npz") and Path(request.eval).is_file():
+        import numpy as np
+
+        with np.load(request.eval) as doc:
+            if "y" not in doc.files:
+                raise EdgecError(f"--eval data '{request.eval}' has no labels (array 'y'); every trial's accuracy "
+                                 "is measured on it")
     profile = profiles.get(request.target)
     space = space_mod.load(request.space, profile, builder=request.builder is not None)
+    if not (request.calib or request.fine_tune) and ("int8" in _values(space["precision"])
+                                                     or (request.model and "int8" in profile.precisions)):
+        raise EdgecError("int8 builds (the plain int8 baseline, int8 trials) need representative data: pass --calib "
+                         "DATA (or --fine-tune DATA, whose inputs then calibrate)")
     can_compress = any(p in space.params and any(v not in (0, 0.0, None, space_mod.NONE, "ptq", False)
                                                  for v in _values(space[p]))
                        for p in ("prune", "prune_structure", "cluster", "quantization"))

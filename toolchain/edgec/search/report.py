@@ -156,7 +156,7 @@ def print_summary(doc: dict[str, Any]) -> None:
 def print_markdown(doc: dict[str, Any]) -> str:
     """The same table in Markdown (for notes and the README)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "| " + " | ".join("---" for _ in COLUMNS) + " |"]
-    lines += ["| " + " | ".join(r) + " |" for r in table_rows(doc)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in table_rows(doc)]
     return "\n".join(lines)
 
 

@@ -80,6 +80,11 @@ class Timer:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in dataclasses.asdict(self).items()}
 
 
+class BuildFailed(EdgecError):
+    """``edgec.build`` refused the configuration: the same key fails the same way (builds are
+    deterministic), so a repeated configuration fails at once with the same reason."""
+
+
 class Stopped(Exception):
     """A trial stops early (constraint or Hyperband); ``detail`` says where and why."""
 
@@ -147,8 +152,12 @@ class Context:
         """A cached build: ``(build_dir, manifest, build_key)``."""
         key = self.build_key(model_key, options)
         t0 = time.perf_counter()
-        build_dir, manifest, reused = self.cache.build(key, model, self.profile.id, options)
-        timer.build += time.perf_counter() - t0
+        try:
+            build_dir, manifest, reused = self.cache.build(key, model, self.profile.id, options)
+        except EdgecError as exc:
+            raise BuildFailed(f"the build refused {_options_text(options)}: {exc}") from exc
+        finally:
+            timer.build += time.perf_counter() - t0
         timer.builds += 1
         timer.builds_reused += int(reused)
         return build_dir, manifest, key
@@ -275,7 +284,7 @@ class Runner:
             check_claim(self.study, trial, self.n_trials)
             trial.set_user_attr("worker", self.worker)
             trial.set_user_attr("rungs", {})  # a retried trial starts afresh
-            for key in ("stopped", "error", "result", "reused_from"):
+            for key in ("stopped", "error", "build_failed", "result", "reused_from"):
                 if key in trial.user_attrs:
                     trial.set_user_attr(key, None)
             retry_of = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
@@ -289,6 +298,8 @@ class Runner:
             raise
         except EdgecError as exc:
             trial.set_user_attr("error", str(exc))
+            if isinstance(exc, BuildFailed):
+                trial.set_user_attr("build_failed", True)
             log.warning("trial %d failed: %s", trial.number, exc)
             raise
         except Exception as exc:  # a bug: the trial fails with the reason, the traceback goes to the log
@@ -384,9 +395,9 @@ class Runner:
                 trial.set_user_attr("reused_from", other.number)
                 self._constrain(trial, result)
                 return tuple(objective_value(name, result) for name in self.ctx.objectives)
-            if other.state.name == "FAIL" and other.user_attrs.get("error"):
+            if other.state.name == "FAIL" and other.user_attrs.get("build_failed"):
                 trial.set_user_attr("reused_from", other.number)
-                raise EdgecError(other.user_attrs["error"])
+                raise BuildFailed(other.user_attrs["error"])
         return None
 
     def _has_size_or_latency_limit(self) -> bool:
@@ -491,6 +502,11 @@ class Runner:
             trial.set_constraint("bytes", result["bytes"] - c["max_bytes"])
         if result.get("checks_failed"):
             trial.set_constraint("checks", float(len(result["checks_failed"])))
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    shown = {k: v for k, v in options.items() if k not in ("eval", "calib", "fine_tune", "seed")}
+    return " ".join(f"{k}={v}" for k, v in shown.items())
 
 
 def _hp_label(values: dict[str, Any]) -> str:
