@@ -52,6 +52,15 @@ class BuildOptions:
         distill: fine-tune against the original float model as teacher.
         temperature: softmax temperature of the teacher's soft targets; ``None`` means 4.
         distill_weight: share of the loss from the teacher's soft targets (the rest from labels).
+        prune_channels: share of the output channels removed from each Conv/Dense layer (the
+            layers are rebuilt smaller), 0 < prune_channels < 1.
+        channel_criterion: how channels are ranked for removal: "l1" or "l2" norm of their
+            kernel, or "bn" (|gamma| of the BatchNormalization after the layer); ``None`` means l1.
+        low_rank: SVD factorization keeping this share of each Conv/Dense kernel's rank.
+        low_rank_energy: SVD factorization keeping the smallest rank whose singular values hold
+            this share of the kernel's spectral energy (sum of squares).
+        sparse_inference: prune 1x1 convolutions for XNNPACK's sparse fp32/fp16 kernels and
+            store their weights sparse in the .tflite (CPU targets).
     """
 
     precision: Precision | None = None
@@ -75,11 +84,18 @@ class BuildOptions:
     distill: bool = False
     temperature: float | None = None
     distill_weight: float = 0.5
+    prune_channels: float | None = None
+    channel_criterion: str | None = None
+    low_rank: float | None = None
+    low_rank_energy: float | None = None
+    sparse_inference: bool = False
 
     @property
     def optimizing(self) -> bool:
-        """True when any compression step (prune, cluster, QAT) is requested."""
-        return bool(self.prune is not None or self.prune_structure or self.cluster is not None or self.qat)
+        """True when any compression step (channels, low-rank, prune, cluster, QAT) is requested."""
+        return bool(self.prune is not None or self.prune_structure or self.cluster is not None or self.qat
+                    or self.prune_channels is not None or self.low_rank is not None
+                    or self.low_rank_energy is not None or self.sparse_inference)
 
     @property
     def has_representative_data(self) -> bool:

@@ -89,8 +89,10 @@ def build(model: Any, target: str, *, progress: Progress | None = None, **kwargs
     options = dataclasses.replace(options, precision=precision)
 
     from edgec.optimize import resolve as resolve_optimization
+    from edgec.optimize.spec import check_target as check_optimization_target
 
     spec = resolve_optimization(options, precision)
+    check_optimization_target(spec, profile.target, profile.id)
     target_impl = targets.get(profile.target)
     target_impl.check(profile, precision, options)
     if not profile.supports(precision.value):

@@ -41,6 +41,18 @@ from edgec.config import Precision
               help="Sparsity schedule for --prune. Default: polynomial (ramps up over the first half).")
 @click.option("--prune-structure", type=click.Choice(["2:4"]),
               help="Structured pruning: 2 zeros in every 4 weights along the input axis.")
+@click.option("--prune-channels", type=float, metavar="FRACTION",
+              help="Channel pruning: remove FRACTION of each Conv/Dense layer's output channels and rebuild the "
+                   "model with smaller layers (fewer MACs), e.g. 0.5.")
+@click.option("--channel-criterion", type=click.Choice(["l1", "l2", "bn"]),
+              help="How --prune-channels ranks channels: kernel L1 or L2 norm, or BatchNorm |gamma|.  [default: l1]")
+@click.option("--low-rank", type=float, metavar="RANK_FRACTION",
+              help="Low-rank factorization (SVD) of Dense/Conv kernels keeping RANK_FRACTION of each rank.")
+@click.option("--low-rank-energy", type=float, metavar="E",
+              help="Low-rank factorization keeping the share E of each kernel's spectral energy, e.g. 0.9.")
+@click.option("--sparse-inference", is_flag=True,
+              help="Prune 1x1 convolutions for XNNPACK's sparse fp32/fp16 kernels and store them sparse "
+                   "(CPU targets; --prune sets the sparsity, default 0.75).")
 @click.option("--cluster", type=int, metavar="N", help="Weight clustering: N shared values per kernel (at most N per output channel in int8).")
 @click.option("--qat", is_flag=True, help="Quantization-aware training for the int8 artifact.")
 @click.option("--qat-skip", multiple=True, metavar="LAYER", help="Leave LAYER float during QAT (repeatable).")
@@ -52,12 +64,15 @@ def build(model: Path, target: str, precision: str | None, calib: str | None, ca
           eval_: str | None, max_accuracy_drop: float | None, out: Path, require_compiler: bool, as_json: bool, fine_tune: str | None,
           epochs: int, batch_size: int, lr: float, prune: float | None, prune_schedule: str | None,
           prune_structure: str | None, cluster: int | None, qat: bool, qat_skip: tuple[str, ...], distill: bool,
-          temperature: float | None, distill_weight: float) -> None:
+          temperature: float | None, distill_weight: float, prune_channels: float | None = None,
+          channel_criterion: str | None = None, low_rank: float | None = None, low_rank_energy: float | None = None,
+          sparse_inference: bool = False) -> None:
     """Build and verify device artifacts for MODEL (.keras, .h5 or SavedModel dir).
 
     \b
     Compression (each step optional, in this order, fine-tuned on --fine-tune data):
-      --prune 0.8 | --prune-structure 2:4  ->  --cluster 16  ->  --qat   [--distill]
+      --prune-channels 0.5  ->  --low-rank 0.25  ->  --prune 0.8 | --prune-structure 2:4
+      ->  --cluster 16  ->  --qat   [--distill]      (--sparse-inference: fp32/fp16 CPU builds)
     """
     from edgec.pipeline import build as run_build
     from edgec.progress import Progress
@@ -69,6 +84,8 @@ def build(model: Path, target: str, precision: str | None, calib: str | None, ca
         fine_tune=fine_tune, epochs=epochs, batch_size=batch_size, lr=lr, prune=prune,
         prune_schedule=prune_schedule, prune_structure=prune_structure, cluster=cluster, qat=qat,
         qat_skip=qat_skip, distill=distill, temperature=temperature, distill_weight=distill_weight,
+        prune_channels=prune_channels, channel_criterion=channel_criterion, low_rank=low_rank,
+        low_rank_energy=low_rank_energy, sparse_inference=sparse_inference,
     )
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
@@ -143,6 +160,7 @@ def print_optimization(out, o: dict) -> None:
         steps.add_row(entry["stage"], f"{entry['accuracy'] * 100:.2f} %", f"{entry['drop_points']:.2f}", epochs,
                       _step_detail(step))
     out.print(steps)
+    print_structure(out, o)
     if not o.get("layers"):
         if o.get("artifact_unavailable"):
             out.print(f"per-layer table unavailable: {o['artifact_unavailable']}")
@@ -179,12 +197,54 @@ def print_optimization(out, o: dict) -> None:
         out.print(f"int8 representative data: {o['representative_data']}")
 
 
+def print_structure(out, o: dict) -> None:
+    """Channel pruning and low-rank rows (channels or rank, parameters and MACs before/after), and
+    the model's parameters and MACs against the original."""
+    from rich.table import Table
+
+    for step in o["step_details"]:
+        if step["step"] not in ("channels", "low_rank"):
+            continue
+        structural = step["step"] == "channels"
+        table = Table(title=f"{'channels' if structural else 'low-rank'}: per layer (Keras model)",
+                      title_justify="left")
+        for col in ("layer", "type", "channels" if structural else "rank", "params", "MACs", "note"):
+            table.add_column(col, justify="left" if col in ("layer", "type", "note") else "right")
+        for r in step["layers"]:
+            if structural:
+                size = f"{r['channels_before']} -> {r['channels_after']}" if "channels_before" in r else "-"
+                note = r.get("kept_whole") or (f"tied with {', '.join(r['tied_with'])}" if r.get("tied_with") else "")
+            else:
+                size = f"{r['rank']} of {r['full_rank']} ({r['form']})" if r.get("factorized") else "-"
+                note = f"energy {r['energy_kept'] * 100:.1f} %" if r.get("factorized") else r.get("reason", "")
+            after = r.get("params_after", r["params_before"]), r.get("macs_after", r["macs_before"])
+            table.add_row(r["layer"], r["type"], size, f"{r['params_before']:,} -> {after[0]:,}",
+                          f"{r['macs_before']:,} -> {after[1]:,}", note)
+        out.print(table)
+    st = o.get("structure")
+    if st:
+        out.print(f"model: {st['params']['before']:,} -> {st['params']['after']:,} parameters "
+                  f"({st['params']['cut_percent']:.1f} % fewer), {st['macs']['before']:,} -> {st['macs']['after']:,} "
+                  f"MACs per sample ({st['macs']['cut_percent']:.1f} % fewer)")
+
+
 def _step_detail(step: dict) -> str:
     name = step.get("step")
+    if name == "channels":
+        g = step["groups"]
+        return (f"{step['fraction']:g} of the channels removed ({step['criterion']}), {g['pruned']} groups; "
+                f"{g['kept_whole']} kept whole")
+    if name == "low_rank":
+        done = [r for r in step["layers"] if r.get("factorized")]
+        how = (f"rank fraction {step['rank_fraction']:g}" if step["rank_fraction"] is not None
+               else f"energy {step['energy']:g}")
+        return f"{how}, {len(done)} of {len(step['layers'])} layers factorized"
     if name == "prune":
         kept = [e for e in step["layers"] if e.get("pruned")]
         left = [e["layer"] for e in step["layers"] if not e.get("pruned")]
         text = f"{step.get('structure') or step['schedule']['kind']} to {step['sparsity']:g}, {len(kept)} layers"
+        if step.get("pruning_policy"):
+            text += f" ({step['pruning_policy']})"
         return text + (f"; unpruned: {', '.join(left)}" if left else "")
     if name == "cluster":
         kept = [e for e in step["layers"] if e.get("clustered")]

@@ -3,6 +3,12 @@
 Only the layers TF-MOT knows how to prune are wrapped (Conv, Dense, ...); the rest of the model
 is left as it is, so a layer TF-MOT does not know (Rescaling, Lambda, a custom layer) does not
 stop the step. TF-MOT leaves DepthwiseConv2D kernels dense by design; they are listed.
+
+With ``--sparse-inference`` the step follows TF-MOT's ``PruneForLatencyOnXNNPack`` policy: only
+1x1 Conv2D kernels are pruned, and the model must have the shape XNNPACK's sparse subgraph takes
+(a 3x3 stride-2 convolution on 3 input channels after 1-pixel zero padding, then only 1x1
+convolutions, 3x3/5x5 depthwise convolutions, element-wise ops and BatchNorm up to a
+GlobalAveragePooling2D with keepdims); the policy's own check names the layer that breaks it.
 """
 
 from __future__ import annotations
@@ -70,9 +76,13 @@ def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> 
     schedule, full_from_epoch, schedule_info = schedule_for(spec, steps_per_epoch)
     structured = spec.prune_structure is not None
     layers: list[dict[str, Any]] = []
+    copy = graph.private_copy(model)
+    policy = _sparse_policy(copy) if spec.sparse_inference else None
 
     def wrap(layer):
         ok, reason = _prunable(layer, keras, structured)
+        if ok and policy is not None and not policy.allow_pruning(layer):
+            ok, reason = False, "XNNPACK's sparse kernels take 1x1 Conv2D only"
         if ok:
             layers.append({"layer": layer.name, "type": type(layer).__name__, "pruned": True})
             kwargs = {"sparsity_m_by_n": spec.prune_structure} if structured else {}
@@ -81,7 +91,7 @@ def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> 
             layers.append({"layer": layer.name, "type": type(layer).__name__, "pruned": False, "reason": reason})
         return layer
 
-    wrapped = keras.models.clone_model(graph.private_copy(model), clone_function=wrap)
+    wrapped = keras.models.clone_model(copy, clone_function=wrap)
     if not any(entry["pruned"] for entry in layers):
         reasons = "; ".join(f"{e['layer']}: {e['reason']}" for e in layers) or "no layer has weights"
         raise EdgecError(f"model '{model.name}' has no layer TF-MOT can prune ({reasons}); drop --prune")
@@ -94,4 +104,24 @@ def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> 
     info = {"sparsity": spec.prune, "schedule": schedule_info, "layers": layers, "fine_tune": fit}
     if structured:
         info["structure"] = f"{spec.prune_structure[0]}:{spec.prune_structure[1]}"
+    if policy is not None:
+        info["pruning_policy"] = type(policy).__name__
     return stripped, info
+
+
+def _sparse_policy(model):
+    """TF-MOT's XNNPACK policy, checked against ``model``.
+
+    Raises:
+        EdgecError: the model lacks the structure XNNPACK's sparse subgraph needs (the policy's
+            reason, and the way out).
+    """
+    import tensorflow_model_optimization as tfmot
+
+    policy = tfmot.sparsity.keras.PruneForLatencyOnXNNPack()
+    try:
+        policy.ensure_model_supports_pruning(model)
+    except ValueError as exc:
+        raise EdgecError(f"--sparse-inference: model '{model.name}' cannot use XNNPACK's sparse inference: "
+                         f"{str(exc).strip().splitlines()[0]}; drop --sparse-inference") from exc
+    return policy
