@@ -178,6 +178,8 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
         record["artifact_unavailable"] = ("the target wrote no .tflite and the per-layer table reads .tflite files; "
                                          "'edgec inspect' on the artifact shows its zeros per op")
         return record
+    if result.spec.sparse_inference:
+        record["sparse_inference"] = sparse_record(artifact)
     float_bytes = convert(float_model, Precision.FP32, progress=progress)
     record["float_tflite"] = {"bytes": len(float_bytes), **{f"{k}_bytes": v for k, v in compressed_sizes(float_bytes).items()}}
     from edgec.optimize.graph import inner
@@ -186,3 +188,21 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
     names = {layer.name for layer in float_model.layers} | {inner(layer).name for layer in result.model.layers}
     record.update(artifact_report(artifact, len(float_bytes), names))
     return record
+
+
+def sparse_record(artifact: Path) -> dict[str, Any]:
+    """What a --sparse-inference artifact holds for XNNPACK: kernels stored sparse (read through
+    DENSIFY ops) and whether the path can be taken at all; whether it is faster is a measurement."""
+    from edgec import tflite_model
+
+    m = tflite_model.load(artifact)
+    densify = [op for op in m.operators if op.op == "DENSIFY"]
+    sparse = [m.tensors[op.inputs[0]] for op in densify if op.inputs]
+    return {
+        "densify_ops": len(densify),
+        "sparse_kernels": [{"tensor": t.name, "shape": list(t.shape), "stored_values": int(t.data.size)
+                            if t.data is not None else None} for t in sparse],
+        "speed": "XNNPACK takes its sparse path on its own when it can (fp32/fp16, LiteRT's default delegate); "
+                 "whether it is faster than the dense model is measured by 'edgec profile' on the device and "
+                 "by bench/bench_speed.py here",
+    }

@@ -18,6 +18,9 @@ layer, or the model input.
 Importance per output channel: the L1 or L2 norm of its kernel slice, or |gamma| of the
 BatchNormalization right after the layer (Network Slimming; layers without one fall back to L1).
 A tied group sums its members' scores, each scaled to its own maximum.
+
+The rebuilt model's BatchNorm statistics are re-estimated on the fine-tune inputs before and
+after fine-tuning (:func:`edgec.optimize.graph.recalibrate_batchnorm`).
 """
 
 from __future__ import annotations
@@ -434,7 +437,10 @@ def prune_channels(model, data: FineTuneData, spec: OptimizeSpec, progress: Prog
     before = graph.layer_costs(model)
     smaller = rebuild(model, plan)
     after = graph.layer_costs(smaller)
+    # BatchNorm statistics of the smaller model, before fine-tuning (a good start) and after it
+    recalibrated = graph.recalibrate_batchnorm(smaller, data.x_train)
     fit = fine_tune(smaller, data, spec, step="channels", progress=progress)
+    graph.recalibrate_batchnorm(smaller, data.x_train)
     layers = []
     for name, cost in before.items():
         if name not in after or (cost["macs"] == 0 and cost["params"] == 0):
@@ -457,6 +463,7 @@ def prune_channels(model, data: FineTuneData, spec: OptimizeSpec, progress: Prog
         "layers": layers,
         "kept_whole": [{"layers": plan.groups[g], "reason": plan.blocked[g]} for g in sorted(plan.blocked)
                        if plan.groups.get(g)],
+        "batchnorm_recalibrated": recalibrated,
         "fine_tune": fit,
     }
     if plan.fallback:

@@ -327,3 +327,41 @@ def compare(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
                   "ratio": round(after[key] / before[key], 6) if before[key] else None,
                   "cut_percent": round(100.0 * (1 - after[key] / before[key]), 3) if before[key] else None}
             for key in ("params", "macs")}
+
+
+RECALIBRATION_SAMPLES = 512
+
+
+def recalibrate_batchnorm(model, x: np.ndarray, limit: int = RECALIBRATION_SAMPLES) -> int:
+    """Set every BatchNormalization's moving mean and variance to the statistics of its input over
+    the first ``limit`` samples of ``x``, with the model's current weights.
+
+    A model rebuilt with fewer channels or factorized kernels feeds its BatchNorm layers data of
+    another spread; fine-tuning moves the moving averages only slowly (momentum 0.99), so the
+    inference-mode model lags behind the trained weights. One forward pass in training mode with
+    momentum 0 on one large batch gives each layer the population statistics of its input, in
+    order, as inference will see it (dropout is switched off for the pass).
+
+    Returns:
+        The number of BatchNormalization layers recalibrated.
+    """
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    norms = [inner(layer) for layer in model.layers if isinstance(inner(layer), keras.layers.BatchNormalization)]
+    if not norms or len(x) == 0:
+        return 0
+    noisy = [layer for layer in model.layers if isinstance(getattr(layer, "rate", None), float)]
+    saved = [(layer, layer.momentum) for layer in norms], [(layer, layer.rate) for layer in noisy]
+    try:
+        for layer in norms:
+            layer.momentum = 0.0
+        for layer in noisy:
+            layer.rate = 0.0
+        model(np.ascontiguousarray(x[:limit]), training=True)
+    finally:
+        for layer, momentum in saved[0]:
+            layer.momentum = momentum
+        for layer, rate in saved[1]:
+            layer.rate = rate
+    return len(norms)

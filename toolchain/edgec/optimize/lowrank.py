@@ -16,6 +16,7 @@ rank)`` or the smallest rank keeping the share ``E`` of the kernel's spectral en
 squared singular values). A layer is factorized only when that saves MACs; the layer producing a
 model output keeps its full rank (a low-rank classifier head costs accuracy for few MACs).
 The second layer keeps the original layer's name, so outputs are matched by the same names.
+BatchNorm statistics are re-estimated on the fine-tune inputs before and after fine-tuning.
 """
 
 from __future__ import annotations
@@ -213,5 +214,8 @@ def low_rank(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) 
         flag = f"--low-rank {spec.low_rank:g}" if spec.low_rank is not None else f"--low-rank-energy {spec.low_rank_energy:g}"
         raise EdgecError(f"{flag} factorizes no layer of model '{model.name}' ({reasons}); lower the rank or drop it")
     smaller = factorize(model, chosen)
+    recalibrated = graph.recalibrate_batchnorm(smaller, data.x_train)
     fit = fine_tune(smaller, data, spec, step="low_rank", progress=progress)
-    return smaller, {"rank_fraction": spec.low_rank, "energy": spec.low_rank_energy, "layers": rows, "fine_tune": fit}
+    graph.recalibrate_batchnorm(smaller, data.x_train)
+    return smaller, {"rank_fraction": spec.low_rank, "energy": spec.low_rank_energy, "layers": rows,
+                     "batchnorm_recalibrated": recalibrated, "fine_tune": fit}
