@@ -179,7 +179,7 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
                                          "'edgec inspect' on the artifact shows its zeros per op")
         return record
     if result.spec.sparse_inference:
-        record["sparse_inference"] = sparse_record(artifact)
+        record["sparse_inference"] = {**(record.get("sparse_inference") or {}), **sparse_record(artifact)}
     float_bytes = convert(float_model, Precision.FP32, progress=progress)
     record["float_tflite"] = {"bytes": len(float_bytes), **{f"{k}_bytes": v for k, v in compressed_sizes(float_bytes).items()}}
     from edgec.optimize.graph import inner
