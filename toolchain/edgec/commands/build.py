@@ -221,6 +221,10 @@ def print_structure(out, o: dict) -> None:
             table.add_row(r["layer"], r["type"], size, f"{r['params_before']:,} -> {after[0]:,}",
                           f"{r['macs_before']:,} -> {after[1]:,}", note)
         out.print(table)
+    sparse = o.get("sparse_inference") or {}
+    if "densify_ops" in sparse:
+        out.print(f"sparse inference: {len(sparse['sparse_kernels'])} kernels stored sparse behind "
+                  f"{sparse['densify_ops']} DENSIFY ops; speed: {sparse['speed']}")
     st = o.get("structure")
     if st:
         out.print(f"model: {st['params']['before']:,} -> {st['params']['after']:,} parameters "
