@@ -84,3 +84,26 @@ def artifact_report(result) -> dict:
 
 def kernel_rows(report: dict, ops=("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")) -> list[dict]:
     return [r for r in report["ops"] if r["op"] in ops and r["weight_shape"]]
+
+
+@pytest.fixture(scope="session")
+def speed_models(tmp_path_factory) -> dict[str, dict[str, Path]]:
+    """The MobileNetV2-style net (32x32 RGB digits, XNNPACK's sparse layout) and the MLP of
+    edgec.examples, briefly trained, each with its own train.npz / eval.npz."""
+    import numpy as np
+
+    from edgec.examples import arch_shape, digits, make_model, train
+
+    out = {}
+    for arch, epochs in (("mobilenet", 4), ("mlp", 10)):
+        root = tmp_path_factory.mktemp(arch)
+        split = digits(0, shape=arch_shape(arch))
+        model = make_model(arch)
+        acc = train(model, split, epochs=epochs, seed=0)
+        assert acc > 0.8, f"{arch} trained to only {acc:.3f}"
+        model.save(root / f"digits_{arch}.keras")
+        np.savez(root / "train.npz", x=split.x_train, y=split.y_train)
+        np.savez(root / "eval.npz", x=split.x_test, y=split.y_test)
+        out[arch] = {"model": root / f"digits_{arch}.keras", "fine_tune": root / "train.npz",
+                     "eval": root / "eval.npz"}
+    return out

@@ -104,8 +104,10 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
     precision = options.precision
 
     from edgec.optimize import resolve as resolve_optimization
+    from edgec.optimize.spec import check_target as check_optimization_target
 
     spec = resolve_optimization(options, precision)
+    check_optimization_target(spec, profile.target, profile.id)
     target_impl = targets.get(profile.target)
     if options.require_compiler and not target_impl.device_compiler:
         raise EdgecError(f"--require-compiler applies to targets with a device compiler (edgetpu); profile "
