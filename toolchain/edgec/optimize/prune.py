@@ -8,7 +8,8 @@ A kernel that holds less than :data:`MIN_LAYER_SHARE` of the weights pruning wou
 dense too (listed, with its share): typically the first convolution (3x3 over 1-3 input channels),
 where pruning saves a few hundred weights and costs a point or more of accuracy that fine-tuning
 does not win back — the rule practitioners follow by hand ("prune the later layers, not the
-first"). The sparsity target applies to the kernels that are pruned.
+first"). The sparsity target applies to the kernels that are pruned. With ``--sparse-inference``
+the XNNPACK policy below decides alone.
 
 With ``--sparse-inference`` the step follows TF-MOT's ``PruneForLatencyOnXNNPack`` policy: only
 1x1 Conv2D kernels are pruned, and the model must have the shape XNNPACK's sparse subgraph takes
@@ -110,7 +111,7 @@ def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> 
         ok, reason = _prunable(layer, keras, structured)
         if ok and policy is not None and not policy.allow_pruning(layer):
             ok, reason = False, "XNNPACK's sparse kernels take 1x1 Conv2D only"
-        if ok and len(sizes) > 1 and 0 < sizes.get(layer.name, 0) < MIN_LAYER_SHARE * total:
+        if ok and policy is None and len(sizes) > 1 and 0 < sizes.get(layer.name, 0) < MIN_LAYER_SHARE * total:
             share = sizes[layer.name] / total
             ok, reason = False, (f"{sizes[layer.name]:,} weights, {share * 100:.1f} % of the prunable ones (under "
                                  f"{MIN_LAYER_SHARE * 100:g} %): left dense, pruning it saves little and costs accuracy")

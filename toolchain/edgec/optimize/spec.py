@@ -60,7 +60,6 @@ class OptimizeSpec:
     def low_ranking(self) -> bool:
         return self.low_rank is not None or self.low_rank_energy is not None
 
-    @property
     def learning_rate(self, step: str) -> float:
         """The step's learning rate: ``--lr`` when given, else :data:`DEFAULT_LR`, except for QAT
         as the only step, which adapts a trained model to int8 rounding and starts at
