@@ -248,14 +248,19 @@ def print_console(doc: dict[str, Any]) -> None:
         style = {"error": "red", "failed": "red"}.get(row["status"])
         table.add_row(*(escape(c) for c in cells_), style=style)
     out.print(table)
+    skipped: dict[str, list[str]] = {}  # one line per reason
     for row in doc["rows"]:
         if row["status"] == "error":
             out.print(f"[red]ERROR[/] {escape(row['id'])}: {escape(row['error'] or '')}")
+            continue
         for v in row["budgets"]:
             if v["verdict"] == gates.FAILED:
                 out.print(f"[red]FAIL[/] {escape(row['id'])}: {escape(v['message'])}")
             elif v["verdict"] in (gates.NOT_MEASURED, gates.NO_BASELINE):
-                out.print(f"[yellow]SKIP[/] {escape(row['id'])} {v['name']}: {escape(v['message'])}")
+                skipped.setdefault(v["message"], []).append(f"{row['id']} {v['name']}")
+    for message, where in skipped.items():
+        listed = ", ".join(where[:4]) + (f" and {len(where) - 4} more" if len(where) > 4 else "")
+        out.print(f"[yellow]SKIP[/] {escape(listed)}: {escape(message)}")
     s = doc["summary"]
     out.print(f"{s['rows']} rows: {s['passed']} passed, {s['failed']} failed, {s['errors']} errors; {s['cached']} cached; "
               f"{doc.get('duration_s', 0):.1f} s")
