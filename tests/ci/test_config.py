@@ -179,6 +179,17 @@ def line_of(path, needle: str) -> int:
      calib = "data/calib.npz"
      [[target]]
      profile = "rpi5"
+     [[target]]
+     profile = "coral-usb"
+     [budgets."*/rpi5"]
+     min_edgetpu_op_share = 1.0
+     """, "min_edgetpu_op_share", r"applies to edgetpu targets; digits/rpi5 is a tflite target"),
+    ("""
+     [[model]]
+     path = "models/digits.keras"
+     calib = "data/calib.npz"
+     [[target]]
+     profile = "rpi5"
      [budgets]
      min_edgetpu_op_share = 2
      """, "min_edgetpu_op_share", r"expected a share between 0 and 1"),

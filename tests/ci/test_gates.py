@@ -29,9 +29,13 @@ def test_latency_is_never_invented():
                          {"latency_p90_ms": 1.0, "latency_std_ms": 0.1}))
     assert v["max_latency_p90_ms"]["verdict"] == NOT_MEASURED and v["max_latency_p90_ms"]["value"] is None
     assert "--device" in v["max_latency_p90_ms"]["message"]
+    skipped = by_name(evaluate({"max_latency_p90_ms": 5}, FIGS, None, {"latency_p90_ms": "the device is asleep"}))
+    assert skipped["max_latency_p90_ms"]["message"] == "not measured: the device is asleep"
+    # a device that was asked for and did not answer fails the budget: a gate that cannot be checked
     failed = by_name(evaluate({"max_latency_p90_ms": 5}, FIGS, None,
-                              {"latency_p90_ms": "measuring on local failed: no runtime"}))
-    assert failed["max_latency_p90_ms"]["message"] == "not measured: measuring on local failed: no runtime"
+                              failed={"latency_p90_ms": "the agent on ssh://pi@lab could not measure model.tflite"}))
+    assert failed["max_latency_p90_ms"]["verdict"] == FAILED
+    assert failed["max_latency_p90_ms"]["message"].startswith("could not be measured: the agent on ssh://pi@lab")
 
 
 def test_regressions_against_the_baseline():

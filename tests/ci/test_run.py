@@ -144,7 +144,8 @@ def test_broken_budget_and_failed_build_fail_the_run_not_the_other_rows(project,
     config += '\n    [[model]]\n    path = "models/broken.keras"\n    calib = "data/calib.npz"\n    eval = "data/eval.npz"\n'
     config += '\n    [budgets."digits/rpi5"]\n    max_bytes = 30_000\n'
     write_config(project, config, "broken.toml")
-    proc = ci(project, "broken.toml", "--cache", CACHE, "--json", "b.json", "--junit", "b.xml", "--markdown", "b.md")
+    proc = ci(project, "broken.toml", "--cache", CACHE, "--jobs", "2", "--json", "b.json", "--junit", "b.xml",
+              "--markdown", "b.md")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
     assert errors == ["Error: 3 of 4 rows failed: digits/rpi5 (max_bytes); broken/rpi5 (build error); "

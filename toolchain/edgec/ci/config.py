@@ -402,7 +402,7 @@ def _rows(check: _Checker, models: list[ModelEntry], targets: list[TargetEntry],
             for name in list(budgets):
                 spec = BUDGETS[name]
                 if spec.kinds and request.profile.target not in spec.kinds:
-                    if origin[name][:2] == ("budgets", f"{model.name}/{target.name}"):
+                    if len(origin[name]) == 3 and origin[name][1].partition("/")[2] not in ("", "*"):
                         raise check.error(f"budget '{name}' applies to {'/'.join(spec.kinds)} targets; "
                                           f"{model.name}/{target.name} is a {request.profile.target} target",
                                           *origin[name])

@@ -115,7 +115,8 @@ def _num(value: float) -> str:
 
 
 def evaluate(budgets: dict[str, float], figs: dict[str, Any], baseline: dict[str, Any] | None,
-             unmeasured: dict[str, str] | None = None, no_baseline: str = "no --baseline given") -> list[dict[str, Any]]:
+             unmeasured: dict[str, str] | None = None, no_baseline: str = "no --baseline given",
+             failed: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The verdict of each budget of a row.
 
     Args:
@@ -125,13 +126,19 @@ def evaluate(budgets: dict[str, float], figs: dict[str, Any], baseline: dict[str
         unmeasured: figure -> why it was not measured (latency without a device, a failed
             measurement).
         no_baseline: why ``baseline`` is None (no --baseline, no such row in it).
+        failed: figure -> why measuring it failed where it was asked for (a device that did not
+            answer): the budget fails, it is not skipped.
     """
-    unmeasured = unmeasured or {}
+    unmeasured, failed = unmeasured or {}, failed or {}
     out = []
     for name in sorted(budgets, key=list(BUDGETS).index):
         spec, limit = BUDGETS[name], budgets[name]
         value = figs.get(spec.figure)
         entry: dict[str, Any] = {"name": name, "limit": limit, "value": None, "verdict": NOT_MEASURED}
+        if value is None and spec.figure in failed:
+            entry.update(verdict=FAILED, message=f"could not be measured: {failed[spec.figure]}")
+            out.append(entry)
+            continue
         if value is None:
             reason = unmeasured.get(spec.figure) or _missing_reason(spec, figs)
             entry["message"] = f"not measured: {reason}"

@@ -157,12 +157,12 @@ def run(config: CiConfig, opts: RunOptions, on_event=None) -> dict[str, Any]:
                  "out_dir": str(row.out_dir)})
         run_groups(list(groups.values()), opts.jobs, on_result)
 
-    latency, unmeasured = _measure(rows, results, opts, say)
+    latency, measure_errors = _measure(rows, results, opts, say)
     base_rows = {r["id"]: r for r in baseline["rows"]} if baseline else {}
     docs = []
     for row in rows:
         docs.append(_row_document(row, results[row.id], states[row.id], latency.get(row.id),
-                                  unmeasured.get(row.id, {}), base_rows, baseline is not None))
+                                  measure_errors.get(row.id, {}), base_rows, baseline is not None))
     return document(docs, config_path=str(config.path), config_sha256=config.sha256,
                     baseline=_baseline_ref(opts.baseline, baseline), measured_on=opts.server or opts.device,
                     only=list(opts.only), duration_s=time.perf_counter() - t_start)
@@ -175,7 +175,8 @@ def _baseline_ref(path: Path | None, doc: dict[str, Any] | None) -> dict[str, An
 
 
 def _row_document(row: Row, result: dict[str, Any], cache_state: dict[str, Any], latency: dict[str, Any] | None,
-                  unmeasured: dict[str, str], base_rows: dict[str, dict[str, Any]], have_baseline: bool) -> dict[str, Any]:
+                  measure_errors: dict[str, str], base_rows: dict[str, dict[str, Any]],
+                  have_baseline: bool) -> dict[str, Any]:
     manifest = result.get("manifest")
     stages = (manifest or {}).get("timings_s") or {}
     doc: dict[str, Any] = {
@@ -205,7 +206,7 @@ def _row_document(row: Row, result: dict[str, Any], cache_state: dict[str, Any],
         why = f"the baseline has no row {row.id}"
     else:
         why = f"the baseline row {row.id} has no figures (its build failed)"
-    verdicts = gates.evaluate(row.budgets, figs, base, unmeasured, no_baseline=why)
+    verdicts = gates.evaluate(row.budgets, figs, base, no_baseline=why, failed=measure_errors)
     verdicts += gates.check_verdicts(manifest.get("checks") or [])
     doc["budgets"] = verdicts
     if base:
@@ -217,16 +218,16 @@ def _row_document(row: Row, result: dict[str, Any], cache_state: dict[str, Any],
 
 def _measure(rows: list[Row], results: dict[str, dict[str, Any]], opts: RunOptions,
              say) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
-    """Latency of each built row with a latency budget, on the device or fleet given; the reason
-    for each one not measured."""
+    """Latency of each built row with a latency budget, on the device or fleet given; why measuring
+    failed, for each row where it did (without a device the budgets say so themselves)."""
     wanted = [row for row in rows if results[row.id].get("ok")
               and any(gates.BUDGETS[name].latency for name in row.budgets)]
     latency: dict[str, dict[str, Any]] = {}
-    unmeasured: dict[str, dict[str, str]] = {}
+    errors: dict[str, dict[str, str]] = {}
     if not wanted:
-        return latency, unmeasured
+        return latency, errors
     if not (opts.device or opts.server):
-        return latency, unmeasured  # each latency budget says: no device to measure on
+        return latency, errors  # each latency budget says: no device to measure on
     bench = {"min_seconds": opts.min_seconds} if opts.min_seconds is not None else {}
     if opts.server:
         return _measure_on_fleet(wanted, opts, bench, say)
@@ -236,12 +237,12 @@ def _measure(rows: list[Row], results: dict[str, dict[str, Any]], opts: RunOptio
         try:
             m = measure.measure(row.out_dir, opts.device, store=False, **bench)
         except EdgecError as exc:
-            unmeasured[row.id] = {"latency_p90_ms": f"measuring on {opts.device} failed: {exc}"}
+            errors[row.id] = {"latency_p90_ms": str(exc)}
             say(row.id, f"not measured: {exc}")
             continue
         latency[row.id] = gates.latency_figures(m.report, m.device)
         say(row.id, f"p90 {latency[row.id]['latency_p90_ms']:.4f} ms on {m.device}")
-    return latency, unmeasured
+    return latency, errors
 
 
 def _measure_on_fleet(rows: list[Row], opts: RunOptions, bench: dict[str, Any], say):
@@ -250,7 +251,7 @@ def _measure_on_fleet(rows: list[Row], opts: RunOptions, bench: dict[str, Any], 
     from edgec.collector.tokens import client_token
 
     latency: dict[str, dict[str, Any]] = {}
-    unmeasured: dict[str, dict[str, str]] = {}
+    errors: dict[str, dict[str, str]] = {}
     request = measure.FleetRequest(server=opts.server, token_file=opts.token_file, bench=bench)
     with Client(opts.server, client_token(opts.token_file)) as client:
         jobs = {}
@@ -258,16 +259,16 @@ def _measure_on_fleet(rows: list[Row], opts: RunOptions, bench: dict[str, Any], 
             try:
                 jobs[row.id] = measure.queue_on_fleet(client, [row.out_dir], request)[0]
             except EdgecError as exc:
-                unmeasured[row.id] = {"latency_p90_ms": f"queueing on {opts.server} failed: {exc}"}
+                errors[row.id] = {"latency_p90_ms": f"queueing on {opts.server} failed: {exc}"}
         for row_id, job in jobs.items():
             done, failures = measure.collect_from_fleet(client, [job], opts.wait_timeout)
             if not done:
-                unmeasured[row_id] = {"latency_p90_ms": f"the fleet did not measure it: {'; '.join(failures)}"}
+                errors[row_id] = {"latency_p90_ms": f"the fleet did not measure it: {'; '.join(failures)}"}
                 say(row_id, f"not measured: {'; '.join(failures)}")
                 continue
             latency[row_id] = gates.latency_figures(done[0].report, done[0].device)
             say(row_id, f"p90 {latency[row_id]['latency_p90_ms']:.4f} ms on {done[0].device}")
-    return latency, unmeasured
+    return latency, errors
 
 
 def document(rows: list[dict[str, Any]], *, config_path: str | None, config_sha256: str | None,

@@ -38,7 +38,7 @@ def build_rows(tasks: list[dict[str, Any]], send) -> None:
             try:
                 data, _, _ = session.inputs(request)
                 result["float_tflite_bytes"] = len(session.float_tflite(request, data))
-            except EdgecError as exc:
+            except Exception as exc:  # the row is built; only its compression figure is missing
                 log.warning("%s: no float .tflite to compare sizes with: %s", task["id"], exc)
         except EdgecError as exc:
             result["error"] = str(exc)
@@ -62,11 +62,11 @@ def _child(tasks: list[dict[str, Any]], conn, level: int) -> None:
         conn.close()
 
 
-def run_groups(groups: list[list[dict[str, Any]]], jobs: int, on_result) -> None:
+def run_groups(groups: list[list[dict[str, Any]]], jobs: int, on_result, child=None) -> None:
     """Build each group in a worker process, ``jobs`` at a time; ``on_result(result)`` for each row.
 
     A worker that dies fails the row it was building (with its exit code) and its unstarted rows
-    go to a new worker.
+    go to a new worker. ``child(tasks, conn, level)`` is what a worker runs (default: the builds).
     """
     ctx = multiprocessing.get_context("spawn")
     pending = [list(g) for g in groups if g]
@@ -75,10 +75,10 @@ def run_groups(groups: list[list[dict[str, Any]]], jobs: int, on_result) -> None
     while pending or running:
         while pending and len(running) < max(1, jobs):
             tasks = pending.pop(0)
-            parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(tasks, child, level), daemon=True)
+            parent, child_end = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=child or _child, args=(tasks, child_end, level), daemon=True)
             proc.start()
-            child.close()
+            child_end.close()
             running[parent] = {"proc": proc, "tasks": tasks, "current": None, "done": set(), "t0": time.perf_counter()}
         ready = wait(list(running))
         for conn in ready:
