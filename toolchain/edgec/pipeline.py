@@ -3,6 +3,11 @@
 Cheap checks (profile, precision, paths, out dir) run before TensorFlow is imported, so bad
 input fails in well under a second. Training and sampling are seeded with TensorFlow's op
 determinism on, so the same model, data, options and seed give the same artifact bytes.
+
+The stages that do not depend on the target (loading the model and data, the float reference,
+the compression fine-tune per QAT scheme) are kept by a :class:`BuildSession`, so a build for
+several targets (``edgec build --target A --target B``, ``edgec ci``) runs them once; each target
+then builds, verifies, checks and writes its manifest as a build for it alone would.
 """
 
 from __future__ import annotations
