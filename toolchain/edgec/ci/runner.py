@@ -155,7 +155,7 @@ def run(config: CiConfig, opts: RunOptions, on_event=None) -> dict[str, Any]:
             groups.setdefault(row.model.name, []).append(
                 {"id": row.id, "model": str(row.model.path), "profile": row.target.profile, "options": row.options,
                  "out_dir": str(row.out_dir)})
-        run_groups(list(groups.values()), opts.jobs, on_result)
+        run_groups(list(groups.values()), opts.jobs, on_result, on_start=lambda row_id: say(row_id, "building"))
 
     latency, measure_errors = _measure(rows, results, opts, say)
     base_rows = {r["id"]: r for r in baseline["rows"]} if baseline else {}

@@ -62,11 +62,12 @@ def _child(tasks: list[dict[str, Any]], conn, level: int) -> None:
         conn.close()
 
 
-def run_groups(groups: list[list[dict[str, Any]]], jobs: int, on_result, child=None) -> None:
+def run_groups(groups: list[list[dict[str, Any]]], jobs: int, on_result, child=None, on_start=None) -> None:
     """Build each group in a worker process, ``jobs`` at a time; ``on_result(result)`` for each row.
 
     A worker that dies fails the row it was building (with its exit code) and its unstarted rows
-    go to a new worker. ``child(tasks, conn, level)`` is what a worker runs (default: the builds).
+    go to a new worker. ``child(tasks, conn, level)`` is what a worker runs (default: the builds);
+    ``on_start(row_id)`` is called as a worker starts a row.
     """
     ctx = multiprocessing.get_context("spawn")
     pending = [list(g) for g in groups if g]
@@ -106,6 +107,8 @@ def run_groups(groups: list[list[dict[str, Any]]], jobs: int, on_result, child=N
                 continue
             if kind == "start":
                 state["current"], state["started"] = payload, time.perf_counter()
+                if on_start is not None:
+                    on_start(payload)
             else:
                 state["done"].add(payload["id"])
                 state["current"] = None
