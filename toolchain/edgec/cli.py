@@ -19,6 +19,7 @@ from edgec.errors import EXIT_INTERNAL, EdgecError
 COMMANDS: dict[str, str] = {
     "agent": "edgec.commands.agent:agent",
     "build": "edgec.commands.build:build",
+    "ci": "edgec.commands.ci:ci",
     "devices": "edgec.commands.devices:devices",
     "inspect": "edgec.commands.inspect:inspect",
     "jobs": "edgec.commands.jobs:jobs",

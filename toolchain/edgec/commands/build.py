@@ -13,8 +13,9 @@ from edgec.config import Precision
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-t", "--target", required=True, metavar="PROFILE",
-              help="Device profile id (see 'edgec targets') or a profile .toml file.")
+@click.option("-t", "--target", "targets", required=True, multiple=True, metavar="PROFILE",
+              help="Device profile id (see 'edgec targets') or a profile .toml file; repeat it to build several "
+                   "targets with shared work (load, float evaluation, fine-tuning once per QAT scheme).")
 @click.option("-p", "--precision", type=click.Choice([p.value for p in Precision]), default=None,
               help="Artifact precision. Default: the profile's default (int8 for CPU devices).")
 @click.option("--calib", metavar="DATA", help="Representative data for int8: .npz (x), .npy, image folder or module:function.")
@@ -75,23 +76,35 @@ from edgec.config import Precision
 @click.option("--temperature", type=float, metavar="T", help="Distillation temperature.  [default: 4]")
 @click.option("--distill-weight", type=float, default=0.5, show_default=True,
               help="Share of the loss from the teacher's soft targets.")
-def build(model: Path, target: str, as_json: bool, **options) -> None:
+def build(model: Path, targets: tuple[str, ...], as_json: bool, **options) -> None:
     """Build and verify device artifacts for MODEL (.keras, .h5 or SavedModel dir).
 
     \b
     Compression (each step optional, in this order, fine-tuned on --fine-tune data):
       --prune-channels 0.5  ->  --low-rank 0.25  ->  --prune 0.8 | --prune-structure 2:4
       ->  --cluster 16  ->  --qat   [--distill]      (--sparse-inference: fp32/fp16 CPU builds)
+    Several targets (--target rpi5 --target coral-usb) write OUT/rpi5 and OUT/coral-usb, each as a
+    build for that target alone would.
     """
+    from edgec.errors import CheckFailed
     from edgec.pipeline import build as run_build
     from edgec.progress import Progress
 
-    result = run_build(model, target, progress=Progress(), **options)
+    target = targets[0] if len(targets) == 1 else list(targets)
+    built = run_build(model, target, progress=Progress(), **options)
+    results = [built] if len(targets) == 1 else built
     if as_json:
-        click.echo(json.dumps(result.manifest, indent=2))
+        payload = results[0].manifest if len(results) == 1 else [r.manifest for r in results]
+        click.echo(json.dumps(payload, indent=2))
     else:
-        print_summary(result)
-    result.raise_for_checks()
+        for result in results:
+            print_summary(result)
+    if len(results) == 1:
+        results[0].raise_for_checks()
+        return
+    failed = [f"{r.manifest['profile']['id']}: {c['message']}" for r in results for c in r.checks if not c["passed"]]
+    if failed:
+        raise CheckFailed("; ".join(failed))
 
 
 def print_summary(result) -> None:

@@ -138,7 +138,8 @@ def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> O
 
 
 def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifact_accuracy: float | None,
-           artifact_precision: str, representative: str | None, progress: Progress | None = None) -> dict[str, Any]:
+           artifact_precision: str, representative: str | None, progress: Progress | None = None,
+           float_tflite: bytes | None = None) -> dict[str, Any]:
     """The ``optimization`` section of the manifest: settings, steps, accuracies, per-layer table.
 
     Args:
@@ -149,6 +150,8 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
         artifact_precision: precision of the artifact ("int8", ...).
         representative: where int8 representative data came from, if not ``--calib``.
         progress: shows the baseline conversion.
+        float_tflite: ``float_model`` already converted to an fp32 .tflite (builds for several
+            targets convert it once); converted here when ``None``.
     """
     from edgec.config import Precision
     from edgec.inspection import compressed_sizes
@@ -180,7 +183,7 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
         return record
     if result.spec.sparse_inference:
         record["sparse_inference"] = {**(record.get("sparse_inference") or {}), **sparse_record(artifact)}
-    float_bytes = convert(float_model, Precision.FP32, progress=progress)
+    float_bytes = float_tflite if float_tflite is not None else convert(float_model, Precision.FP32, progress=progress)
     record["float_tflite"] = {"bytes": len(float_bytes), **{f"{k}_bytes": v for k, v in compressed_sizes(float_bytes).items()}}
     from edgec.optimize.graph import inner, kernels_of
 
