@@ -18,6 +18,7 @@ from edgec.errors import EXIT_INTERNAL, EdgecError
 #: command name -> "module:attribute" of a click.Command; no registration by import side effects.
 COMMANDS: dict[str, str] = {
     "agent": "edgec.commands.agent:agent",
+    "analyze": "edgec.commands.analyze:analyze",
     "build": "edgec.commands.build:build",
     "devices": "edgec.commands.devices:devices",
     "inspect": "edgec.commands.inspect:inspect",

@@ -131,6 +131,10 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
         raise EdgecError("--eval-output names the output the --eval labels belong to; add --eval DATA")
     if options.allow_float_ops and precision is not Precision.INT8:
         raise EdgecError(f"--allow-float-ops applies to int8 builds; this build's precision is {precision.value}")
+    if options.accuracy_control:
+        from edgec.accuracy import check_request
+
+        check_request(profile, precision, options)
     check_writable_dir(options.out)
     if isinstance(model, (str, Path)):
         from edgec.model_io import detect_format
@@ -201,8 +205,10 @@ def _prepare(request: BuildPlan, progress: Progress, timings: dict[str, float]) 
     def load(spec, purpose, **kw):
         return calibration.load(spec, shape, purpose=purpose, seed=options.seed, preprocess=preprocessing, **kw)
 
+    # accuracy control measures its budget as top-1 agreement with the float model when eval has no labels
+    needs_labels = options.max_accuracy_drop is not None and not options.accuracy_control
     calib = load(options.calib, "calibration", limit=options.calib_samples) if options.calib else None
-    eval_data = load(options.eval, "eval", need_labels=options.max_accuracy_drop is not None) if options.eval else None
+    eval_data = load(options.eval, "eval", need_labels=needs_labels) if options.eval else None
     fine_tune = load(options.fine_tune, "fine-tune", need_labels=True) if request.spec is not None else None
     expected = preprocessing.expected()
     for data, what in ((calib, "calibration data"), (eval_data, "eval data"), (fine_tune, "fine-tune data")):
@@ -219,7 +225,7 @@ def _prepare(request: BuildPlan, progress: Progress, timings: dict[str, float]) 
             if line:
                 warnings.append(line)
     ref = reference(loaded.model, eval_data, options.eval_output, progress) if eval_data is not None else None
-    if options.max_accuracy_drop is not None and (ref is None or ref.labelled is None):
+    if needs_labels and (ref is None or ref.labelled is None):
         raise EdgecError("--max-accuracy-drop needs a classification output (batch, classes) for the --eval labels; "
                          f"model '{loaded.model.name}' has none")
     for line in warnings:
@@ -272,7 +278,7 @@ def _run(request: BuildPlan, progress: Progress) -> BuildResult:
             optimization = _optimization_report(ctx, target_impl, artifacts, records, optimized, representative)
             timings["report"] = time.perf_counter() - t0
 
-        checks = _checks(options, verification, records)
+        checks = _checks(options, verification, records, ctx.extra.get("accuracy_control"))
         manifest = manifest_mod.new(
             profile=profile.to_json(), target=profile.target, runtime=target_impl.runtime,
             precision=precision.value, source=loaded.describe(), options=options.to_json(),
@@ -296,13 +302,28 @@ def _record(work: Path, art, precision: Precision) -> dict[str, Any]:
               "sha256": sha256_file(path), "bytes": path.stat().st_size, **art.info}
     if art.precision == Precision.INT8.value and art.format in ("tflite", "onnx") and art.role != "edgetpu_model":
         record["float_ops"] = float_ops(path, art.format)
+        if record.get("float_ops_chosen"):  # kept float by --accuracy-control, on purpose
+            from edgec.accuracy import mark_chosen
+
+            record["float_ops"] = mark_chosen(path, art.format, record["float_ops"], record["float_ops_chosen"])
     return record
 
 
 def _checks(options: BuildOptions, verification: dict[str, Any] | None,
-            records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            records: list[dict[str, Any]], control: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     checks = []
-    if options.max_accuracy_drop is not None and verification is not None:
+    if options.max_accuracy_drop is not None and control is not None and not control["metric"]["labelled"]:
+        drop = control["after"]["drop_points"]  # no labels: top-1 disagreement with the float model
+        ok = drop <= options.max_accuracy_drop
+        checks.append({
+            "name": "max_accuracy_drop", "limit": options.max_accuracy_drop, "value": drop, "passed": ok,
+            "metric": "agreement",
+            "message": (f"top-1 disagreement with the float model {drop:.2f} points (no labels) is "
+                        + (f"within the budget of {options.max_accuracy_drop:g}" if ok else
+                           f"over --max-accuracy-drop {options.max_accuracy_drop:g}, even with "
+                           f"{len(control['float_ops'])} ops kept in float (the best found)")),
+        })
+    elif options.max_accuracy_drop is not None and verification is not None:
         drop = verification["accuracy_drop_points"]
         ok = drop <= options.max_accuracy_drop
         where = f" on output '{verification['eval_output']}'" if len(verification["outputs"]) > 1 else ""
@@ -316,6 +337,16 @@ def _checks(options: BuildOptions, verification: dict[str, Any] | None,
         ops = record.get("float_ops")
         if ops is None:
             continue
+        chosen = [o for o in ops if o.get("chosen")]
+        if chosen and len(chosen) == len(ops):
+            kept = record.get("float_ops_chosen") or []
+            checks.append({"name": "full_integer", "artifact": record["file"], "value": 0, "chosen": len(chosen),
+                           "passed": True,
+                           "message": f"{record['file']} is int8 but for the {len(kept)} op{'s' if len(kept) != 1 else ''} "
+                                      f"--accuracy-control kept in float on purpose ({', '.join(o['layer'] for o in kept[:6])}"
+                                      f"{', ...' if len(kept) > 6 else ''})"})
+            continue
+        ops = [o for o in ops if not o.get("chosen")]
         if not ops:
             checks.append({"name": "full_integer", "artifact": record["file"], "value": 0, "passed": True,
                            "message": f"{record['file']} is full-integer: no op computes in float"})
