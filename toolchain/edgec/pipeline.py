@@ -121,6 +121,10 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
             f"profile '{profile.id}' ({profile.device}) does not support precision '{precision.value}'; "
             f"supported: {', '.join(profile.precisions)}"
         )
+    if options.accuracy_control:
+        from edgec.accuracy import check_request
+
+        check_request(profile, precision, options)
     if options.calib_samples <= 0:
         raise EdgecError(f"--calib-samples must be positive, got {options.calib_samples}")
     if options.max_accuracy_drop is not None and options.max_accuracy_drop < 0:
@@ -131,10 +135,6 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
         raise EdgecError("--eval-output names the output the --eval labels belong to; add --eval DATA")
     if options.allow_float_ops and precision is not Precision.INT8:
         raise EdgecError(f"--allow-float-ops applies to int8 builds; this build's precision is {precision.value}")
-    if options.accuracy_control:
-        from edgec.accuracy import check_request
-
-        check_request(profile, precision, options)
     check_writable_dir(options.out)
     if isinstance(model, (str, Path)):
         from edgec.model_io import detect_format

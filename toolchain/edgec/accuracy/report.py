@@ -154,25 +154,29 @@ def analysis_table(analysis: dict[str, Any], sort: str = "graph"):
 
 
 def plot(analysis: dict[str, Any], path: Path) -> Path:
-    """SQNR per layer (int8 vs float, same input) and the sensitivity, in graph order, as a PNG."""
+    """Per op, in graph order, as a PNG: the per-layer SQNR (int8 against float, same input) and the
+    sensitivity (the metric change, and the output's SQNR change, with that op alone in float)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = analysis["ops"]
-    labels = [f"#{r['index']} {r['layer']}" for r in rows]
-    sqnr = [r["sqnr_db"] if r["sqnr_db"] is not None else 0.0 for r in rows]
-    sens = [r["sensitivity_points"] for r in rows]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.5 * len(rows) + 2), 6.5), sharex=True)
+    labels = [f"#{r['index']} {r['short_layer']}" for r in rows]
     positions = list(range(len(rows)))
-    top.bar(positions, sqnr, color="tab:blue")
-    top.set_ylabel("SQNR (dB)")
-    top.set_title(f"{analysis['kind']} int8: per-layer SQNR (int8 vs float, same input)")
-    bottom.bar(positions, sens, color=["tab:red" if s > 0 else "tab:gray" for s in sens])
-    bottom.axhline(0, color="black", linewidth=0.5)
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(max(6.0, 0.55 * len(rows) + 2), 8.0), sharex=True)
+    top.bar(positions, [r["sqnr_db"] if r["sqnr_db"] is not None else 0.0 for r in rows], color="tab:blue")
+    top.set_ylabel("layer SQNR (dB)")
+    top.set_title(f"{analysis['kind']} int8 of {analysis.get('model', {}).get('name', 'the model')}: per layer")
+    sens = [r["sensitivity_points"] for r in rows]
+    middle.bar(positions, sens, color=["tab:red" if v > 0 else "tab:gray" for v in sens])
+    middle.axhline(0, color="black", linewidth=0.5)
     unit = "accuracy" if analysis["metric"]["labelled"] else "agreement"
-    bottom.set_ylabel(f"{unit} gain, op alone float (pts)")
+    middle.set_ylabel(f"{unit} gain (pts)\nop alone in float")
+    gains = [r["sensitivity_sqnr_db"] or 0.0 for r in rows]
+    bottom.bar(positions, gains, color=["tab:green" if v > 0 else "tab:gray" for v in gains])
+    bottom.axhline(0, color="black", linewidth=0.5)
+    bottom.set_ylabel("output SQNR gain (dB)\nop alone in float")
     bottom.set_xticks(positions)
     bottom.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
     fig.tight_layout()
