@@ -242,3 +242,14 @@ def test_tensorrt_leaves_qdq_out_around_the_chosen_nodes(outlier_model_path, dig
     (logits,) = session.run(None, {session.get_inputs()[0].name: digits_split.x_test})
     acc = float((logits.argmax(1) == digits_split.y_test).mean())
     assert (result.manifest["verification"]["float_accuracy"] - acc) * 100 <= BUDGET
+
+
+def test_a_model_within_budget_gets_the_plain_artifact(digits_model_path, digits_dir, tmp_path):
+    options = {"precision": "int8", "calib": str(digits_dir / "calib.npz"), "eval": str(digits_dir / "eval.npz"),
+               "max_accuracy_drop": BUDGET}
+    plain = edgec.build(digits_model_path, target="rpi5", out=tmp_path / "plain", **options)
+    controlled = edgec.build(digits_model_path, target="rpi5", out=tmp_path / "ac", accuracy_control=True, **options)
+    ac = controlled.manifest["accuracy_control"]
+    assert ac["met"] and ac["float_ops"] == [] and ac["steps"] == [] and ac["evaluations"] == 1
+    assert controlled.manifest["artifacts"][0]["sha256"] == plain.manifest["artifacts"][0]["sha256"]
+    assert controlled.manifest["artifacts"][0]["float_ops"] == []

@@ -118,13 +118,17 @@ def analyze(model, target: str, *, calib, eval=None, calib_samples: int = 200, s
     Raises:
         EdgecError: bad input (exit 2).
     """
-    from edgec import pipeline
+    from edgec import pipeline, profiles
     from edgec.accuracy.metric import Metric
     from edgec.accuracy.search import analyze as analyze_ops
     from edgec.progress import Progress
     from edgec.verify import reference
 
     progress = progress or Progress(enabled=False)
+    profile = profiles.get(target)
+    if not profile.supports("int8"):
+        raise EdgecError(f"profile '{profile.id}' ({profile.device}) runs no int8, so there is no int8 model to "
+                         f"analyze; its precisions: {', '.join(profile.precisions)}")
     request = pipeline.plan(model, target, precision="int8", calib=calib, eval=eval, calib_samples=calib_samples,
                             seed=seed, eval_output=eval_output, input_range=input_range, normalize=normalize,
                             mean=mean, std=std, out=Path(tempfile.gettempdir()))

@@ -46,6 +46,12 @@ def tflite_artifact(ctx, artifact: str = "model.tflite") -> tuple[bytes, dict[st
     backend = TFLiteBackend(ctx.model, ctx.calib, io_dtype=ctx.profile.int8_io, output_names=ctx.output_names,
                             threads=threads, progress=ctx.progress)
     chosen, info = _control(ctx, backend, artifact)
+    if not chosen:  # plain int8 meets the budget: the artifact a build without accuracy control writes
+        from edgec.config import Precision
+        from edgec.targets.tflite import convert
+
+        return convert(ctx.model, Precision.INT8, calib=ctx.calib, io_dtype=ctx.profile.int8_io, progress=ctx.progress,
+                       output_names=ctx.output_names), info
     return backend.build(chosen), info
 
 
