@@ -159,10 +159,13 @@ def test_eval_without_labels_controls_top1_agreement(outlier_model_path, digits_
     ({"eval": None}, "--accuracy-control measures the drop on --eval DATA"),
     ({"max_accuracy_drop": None}, "needs the budget it meets"),
     ({"precision": "fp32", "calib": None}, "this build's precision is fp32"),
+    ({"qat": True, "fine_tune": "train.npz"}, "use one or the other"),
 ])
 def test_requests_that_cannot_work_are_refused_before_tensorflow(digits_dir, tmp_path, kwargs, message):
     options = {"precision": "int8", "calib": str(digits_dir / "calib.npz"), "eval": str(digits_dir / "eval.npz"),
                "max_accuracy_drop": 1.0, "accuracy_control": True, "out": tmp_path, **kwargs}
+    if options.get("fine_tune"):
+        options["fine_tune"] = str(digits_dir / options["fine_tune"])
     with pytest.raises(EdgecError, match=re.escape(message)):
         edgec.build(digits_dir / "digits_cnn.keras", target="rpi5", **{k: v for k, v in options.items() if v is not None})
     assert not (tmp_path / "rpi5").exists()
