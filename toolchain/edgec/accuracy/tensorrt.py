@@ -77,7 +77,6 @@ class TensorRTBackend:
         self.threads = threads
         self.layer_names = list(layer_names or [])
         self.plain = qdq.SerializeToString()
-        self._cache: dict[frozenset[str], bytes] = {frozenset(): self.plain}
         self.ops = self._inventory()
 
     # ------------------------------------------------------------------ artifacts
@@ -104,9 +103,9 @@ class TensorRTBackend:
     def build(self, float_ops: Iterable[str]):
         """The Q/DQ model (serialized) with the nodes named ``float_ops`` left in float."""
         key = frozenset(float_ops)
-        if key not in self._cache:
-            self._cache[key] = self._variant(key).SerializeToString()
-        return self._cache[key]
+        if not key:
+            return self.plain
+        return self._variant(key).SerializeToString()
 
     def proto(self, float_ops: Iterable[str]):
         """:meth:`build` as a ModelProto."""

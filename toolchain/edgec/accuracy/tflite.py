@@ -136,17 +136,20 @@ class TFLiteBackend:
     def build(self, float_ops: Iterable[str]) -> bytes:
         """The int8 model with the ops whose output tensors are ``float_ops`` left in float."""
         key = frozenset(float_ops)
-        if key not in self._cache:
-            from tensorflow.lite.python.convert import mlir_quantize
+        if key in self._cache:
+            return self._cache[key]
+        from tensorflow.lite.python.convert import mlir_quantize
 
-            with _quiet():
-                content = mlir_quantize(
-                    self.calibrated, disable_per_channel=self._per_channel_off,
-                    input_data_type=self._io, output_data_type=self._io,
-                    denylisted_nodes=sorted(key) or None,
-                    disable_per_channel_for_dense_layers=self._dense_per_channel_off)
-            self._cache[key] = tflite_model.reorder_outputs(_deduplicate(bytes(content)), self.names)
-        return self._cache[key]
+        with _quiet():
+            content = mlir_quantize(
+                self.calibrated, disable_per_channel=self._per_channel_off,
+                input_data_type=self._io, output_data_type=self._io,
+                denylisted_nodes=sorted(key) or None,
+                disable_per_channel_for_dense_layers=self._dense_per_channel_off)
+        built = tflite_model.reorder_outputs(_deduplicate(bytes(content)), self.names)
+        if not key:  # the plain model is kept; other configurations are measured once (search.Evaluator)
+            self._cache[key] = built
+        return built
 
     def run(self, artifact: bytes, x: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
         from edgec.targets.tflite import LiteRTRunner
