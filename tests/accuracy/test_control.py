@@ -256,3 +256,18 @@ def test_a_model_within_budget_gets_the_plain_artifact(digits_model_path, digits
     assert ac["met"] and ac["float_ops"] == [] and ac["steps"] == [] and ac["evaluations"] == 1
     assert controlled.manifest["artifacts"][0]["sha256"] == plain.manifest["artifacts"][0]["sha256"]
     assert controlled.manifest["artifacts"][0]["float_ops"] == []
+
+
+def test_printout_says_it_in_one_table(controlled, capsys):
+    from edgec.commands.build import print_summary
+
+    print_summary(controlled)
+    out = capsys.readouterr().out
+    ac = controlled.manifest["accuracy_control"]
+    n = len(ac["float_ops"])
+    assert f"accuracy control: {n} of {ac['quantizable_ops']} ops kept in float" in out
+    assert f"drop {ac['before']['drop_points']:.2f} -> {ac['after']['drop_points']:.2f} points" in out
+    assert "total in float" in out and f"({ac['float_macs_share'] * 100:.1f} %)" in out
+    assert "dense" in out and "plain int8 ->" in out
+    assert "float ops in model.tflite" not in out  # the chosen ops are not listed as float-op errors
+    assert "PASS model.tflite is int8 but for the" in out
