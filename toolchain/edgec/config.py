@@ -38,6 +38,9 @@ class BuildOptions:
         max_accuracy_drop: budget in accuracy points; a larger drop fails the build (exit 1).
         allow_float_ops: accept an int8 artifact that still computes some ops in float (they are
             listed either way); without it such a build fails (exit 1).
+        accuracy_control: keep the fewest ops of the int8 artifact in float that bring the drop on
+            ``eval`` within ``max_accuracy_drop`` (:mod:`edgec.accuracy`); those ops are marked as
+            chosen, not counted as float-op errors.
         input_range: the range pixels map onto ("0,1", "-1,1", "0,255"); see
             :mod:`edgec.calibration.inputs` (``None``: inferred from the model, else [0, 1]).
         normalize: a per-channel normalization preset ("imagenet", "caffe") instead of a range.
@@ -80,6 +83,7 @@ class BuildOptions:
     eval_output: str | None = None
     max_accuracy_drop: float | None = None
     allow_float_ops: bool = False
+    accuracy_control: bool = False
     input_range: str | None = None
     normalize: str | None = None
     mean: tuple[float, ...] | None = None

@@ -190,6 +190,48 @@ def train(model, split: Split, epochs: int = 30, seed: int = 0, batch_size: int 
     return float(model.evaluate(split.x_test, split.y_test, verbose=0)[1])
 
 
+def with_outlier_unit(model, x: np.ndarray, ratio: float = 200.0):
+    """The same classifier in float with one outlier unit: a copy of ``model`` whose last hidden
+    Dense+ReLU layer has one unit (its most active on ``x``) scaled so its range is ``ratio`` times
+    the other units' largest, and the next Dense layer's weights from that unit divided by as much.
+
+    ReLU is positively homogeneous, so the float outputs do not change (up to rounding); the int8
+    model, which quantizes that layer's output per tensor, keeps the other units on a grid
+    ``ratio`` times coarser (at 200 they span about one int8 step), as activation outliers do in
+    large models. A model to show what accuracy-aware int8 recovers.
+
+    Raises:
+        ValueError: the model has no Dense+ReLU layer feeding a Dense layer.
+    """
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    pairs = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense) and getattr(layer.activation, "__name__", "") == "relu":
+            users = [n.outbound_layer for n in layer._outbound_nodes]  # noqa: SLF001 - Keras graph
+            if len(users) == 1 and isinstance(users[0], keras.layers.Dense):
+                pairs.append((layer.name, users[0].name))
+    if not pairs:
+        raise ValueError(f"model '{model.name}' has no Dense+ReLU layer feeding a Dense layer")
+    hidden_name, next_name = pairs[-1]
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    hidden, following = clone.get_layer(hidden_name), clone.get_layer(next_name)
+    peak = np.asarray(keras.Model(clone.inputs, hidden.output)(x, training=False)).max(axis=0)
+    unit = int(np.argmax(peak))
+    factor = ratio * float(np.delete(peak, unit).max()) / float(peak[unit])
+    kernel, bias = hidden.get_weights()
+    kernel[:, unit] *= factor
+    bias[unit] *= factor
+    hidden.set_weights([kernel, bias])
+    k_next, *rest = following.get_weights()
+    k_next[unit, :] /= factor
+    following.set_weights([k_next, *rest])
+    clone._name = f"{model.name}_outlier"  # noqa: SLF001 - Keras keeps the name here
+    return clone
+
+
 def write_example(out: Path, arch: str = "cnn", epochs: int = 30, seed: int = 0) -> dict:
     """Train a digits model and write it with calibration and eval data into ``out``."""
     out = Path(out)
@@ -211,10 +253,21 @@ def main(argv=None) -> None:
     parser.add_argument("--arch", choices=ARCHITECTURES, default="cnn")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--outlier", type=float, metavar="RATIO",
+                        help="also write DIR/digits_ARCH_outlier.keras: the same model with one hidden unit whose "
+                             "range is RATIO times the others' (cnn; e.g. 200)")
     args = parser.parse_args(argv)
     info = write_example(args.out, args.arch, args.epochs, args.seed)
     print(f"trained {info['model']}: float accuracy {info['accuracy'] * 100:.2f} % on {info['eval']} held-out digits "
           f"({info['train']} training samples); data in {args.out}/calib.npz, eval.npz, train.npz")
+    if args.outlier:
+        from edgec.tfcompat import tf_and_keras
+
+        _, keras = tf_and_keras()
+        model = keras.models.load_model(info["model"], compile=False)
+        path = Path(args.out) / f"digits_{args.arch}_outlier.keras"
+        with_outlier_unit(model, digits(args.seed).x_train, args.outlier).save(path)
+        print(f"wrote {path}: one hidden unit {args.outlier:g}x the others' range (same float outputs)")
 
 
 if __name__ == "__main__":

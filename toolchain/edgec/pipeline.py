@@ -125,6 +125,10 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
             f"profile '{profile.id}' ({profile.device}) does not support precision '{precision.value}'; "
             f"supported: {', '.join(profile.precisions)}"
         )
+    if options.accuracy_control:
+        from edgec.accuracy import check_request
+
+        check_request(profile, precision, options)
     if options.calib_samples <= 0:
         raise EdgecError(f"--calib-samples must be positive, got {options.calib_samples}")
     if options.max_accuracy_drop is not None and options.max_accuracy_drop < 0:
@@ -211,7 +215,7 @@ class _Inputs:
     warnings: list[str]
 
 
-def _prepare(request: BuildPlan, progress: Progress) -> _Inputs:
+def prepare_inputs(request: BuildPlan, progress: Progress) -> _Inputs:
     from edgec import calibration
     from edgec.calibration import inputs as input_prep
     from edgec.model_io import SignatureModel, input_spec, load_model
@@ -233,8 +237,10 @@ def _prepare(request: BuildPlan, progress: Progress) -> _Inputs:
     def load(spec, purpose, **kw):
         return calibration.load(spec, shape, purpose=purpose, seed=options.seed, preprocess=preprocessing, **kw)
 
+    # accuracy control measures its budget as top-1 agreement with the float model when eval has no labels
+    needs_labels = options.max_accuracy_drop is not None and not options.accuracy_control
     calib = load(options.calib, "calibration", limit=options.calib_samples) if options.calib else None
-    eval_data = load(options.eval, "eval", need_labels=options.max_accuracy_drop is not None) if options.eval else None
+    eval_data = load(options.eval, "eval", need_labels=needs_labels) if options.eval else None
     fine_tune = load(options.fine_tune, "fine-tune", need_labels=True) if request.spec is not None else None
     expected = preprocessing.expected()
     for data, what in ((calib, "calibration data"), (eval_data, "eval data"), (fine_tune, "fine-tune data")):
@@ -309,7 +315,7 @@ class BuildSession:
 
     def inputs(self, request: BuildPlan) -> tuple[_Inputs, float, bool]:
         """The loaded model, data and float reference of ``request`` (loaded once per key)."""
-        return self._stage(self._inputs, _inputs_key(request), lambda: _prepare(request, self.progress))
+        return self._stage(self._inputs, _inputs_key(request), lambda: prepare_inputs(request, self.progress))
 
     def optimized(self, request: BuildPlan, data: _Inputs) -> tuple[Any, float, bool]:
         """The compression result of ``request`` (fine-tuned once per QAT scheme)."""
@@ -386,7 +392,7 @@ class BuildSession:
                                                     lambda: self.float_tflite(request, data))
                 timings["report"] = time.perf_counter() - t0
 
-            checks = _checks(options, verification, records)
+            checks = _checks(options, verification, records, ctx.extra.get("accuracy_control"))
             manifest = manifest_mod.new(
                 profile=profile.to_json(), target=profile.target, runtime=target_impl.runtime,
                 precision=precision.value, source=loaded.describe(), options=options.to_json(),
@@ -402,7 +408,10 @@ class BuildSession:
 
 
 def _check_labelled(request: BuildPlan, data: _Inputs) -> None:
-    if request.options.max_accuracy_drop is not None and (data.reference is None or data.reference.labelled is None):
+    # accuracy control measures its budget as top-1 agreement with the float model when eval has no labels
+    options = request.options
+    needs_labels = options.max_accuracy_drop is not None and not options.accuracy_control
+    if needs_labels and (data.reference is None or data.reference.labelled is None):
         raise EdgecError("--max-accuracy-drop needs a classification output (batch, classes) for the --eval labels; "
                          f"model '{data.loaded.model.name}' has none")
 
@@ -416,13 +425,28 @@ def _record(work: Path, art, precision: Precision) -> dict[str, Any]:
               "sha256": sha256_file(path), "bytes": path.stat().st_size, **art.info}
     if art.precision == Precision.INT8.value and art.format in ("tflite", "onnx") and art.role != "edgetpu_model":
         record["float_ops"] = float_ops(path, art.format)
+        if record.get("float_ops_chosen"):  # kept float by --accuracy-control, on purpose
+            from edgec.accuracy import mark_chosen
+
+            record["float_ops"] = mark_chosen(path, art.format, record["float_ops"], record["float_ops_chosen"])
     return record
 
 
 def _checks(options: BuildOptions, verification: dict[str, Any] | None,
-            records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            records: list[dict[str, Any]], control: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     checks = []
-    if options.max_accuracy_drop is not None and verification is not None:
+    if options.max_accuracy_drop is not None and control is not None and not control["metric"]["labelled"]:
+        drop = control["after"]["drop_points"]  # no labels: top-1 disagreement with the float model
+        ok = drop <= options.max_accuracy_drop
+        checks.append({
+            "name": "max_accuracy_drop", "limit": options.max_accuracy_drop, "value": drop, "passed": ok,
+            "metric": "agreement",
+            "message": (f"top-1 disagreement with the float model {drop:.2f} points (no labels) is "
+                        + (f"within the budget of {options.max_accuracy_drop:g}" if ok else
+                           f"over --max-accuracy-drop {options.max_accuracy_drop:g}, even with "
+                           f"{len(control['float_ops'])} ops kept in float (the best found)")),
+        })
+    elif options.max_accuracy_drop is not None and verification is not None:
         drop = verification["accuracy_drop_points"]
         ok = drop <= options.max_accuracy_drop
         where = f" on output '{verification['eval_output']}'" if len(verification["outputs"]) > 1 else ""
@@ -436,6 +460,16 @@ def _checks(options: BuildOptions, verification: dict[str, Any] | None,
         ops = record.get("float_ops")
         if ops is None:
             continue
+        chosen = [o for o in ops if o.get("chosen")]
+        if chosen and len(chosen) == len(ops):
+            kept = record.get("float_ops_chosen") or []
+            checks.append({"name": "full_integer", "artifact": record["file"], "value": 0, "chosen": len(chosen),
+                           "passed": True,
+                           "message": f"{record['file']} is int8 but for the {len(kept)} op{'s' if len(kept) != 1 else ''} "
+                                      f"--accuracy-control kept in float on purpose ({', '.join(o['layer'] for o in kept[:6])}"
+                                      f"{', ...' if len(kept) > 6 else ''})"})
+            continue
+        ops = [o for o in ops if not o.get("chosen")]
         if not ops:
             checks.append({"name": "full_integer", "artifact": record["file"], "value": 0, "passed": True,
                            "message": f"{record['file']} is full-integer: no op computes in float"})

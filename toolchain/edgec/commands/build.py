@@ -30,6 +30,9 @@ from edgec.config import Precision
               help="Fail (exit 1) when the artifact's accuracy is more than POINTS below the float model's.")
 @click.option("--allow-float-ops", is_flag=True, help="Accept an int8 artifact that still computes some ops in float "
               "(listed either way); without it such a build fails (exit 1).")
+@click.option("--accuracy-control", is_flag=True, help="int8: keep the fewest ops in float that bring the drop on --eval "
+              "within --max-accuracy-drop (ranked by sensitivity, reverted greedily; see 'edgec analyze'). Without "
+              "labels the drop is top-1 disagreement with the float model.")
 @click.option("--input-range", type=click.Choice(range_names()),
               help="What pixels (image folders, uint8 arrays) map onto for this model. Default: from a Rescaling or "
                    "Normalization input layer, else 0,1.")
@@ -137,10 +140,15 @@ def print_summary(result) -> None:
             out.print("[yellow]warning:[/] " + escape(
                 f"{v['artifact']} orders its outputs differently from the model; by name: "
                 + ", ".join(f"{o['name']} -> output {o['index']}" for o in v["outputs"])))
+    if m.get("accuracy_control"):
+        from edgec.accuracy.report import control_table
+
+        out.print(control_table(m["accuracy_control"]))
     for a in m["artifacts"]:
-        if a.get("float_ops"):
-            ops = ", ".join(f"#{o['index']} {o['op']}" for o in a["float_ops"][:12])
-            out.print(escape(f"float ops in {a['file']}: {ops}{' ...' if len(a['float_ops']) > 12 else ''}"))
+        unchosen = [o for o in a.get("float_ops") or [] if not o.get("chosen")]
+        if unchosen:
+            ops = ", ".join(f"#{o['index']} {o['op']}" for o in unchosen[:12])
+            out.print(escape(f"float ops in {a['file']}: {ops}{' ...' if len(unchosen) > 12 else ''}"))
     for line in (m.get("edgetpu") or {}).get("summary", []):
         out.print(escape(line))
     if m.get("optimization"):

@@ -39,13 +39,19 @@ class TFLiteTarget(Target):
             )
 
     def build(self, ctx: BuildContext) -> list[Artifact]:
-        content = convert(ctx.model, ctx.precision, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
-                          progress=ctx.progress, output_names=ctx.output_names,
-                          sparsity=ctx.options.sparse_inference)
         path = ctx.workdir / "model.tflite"
+        chosen: dict[str, Any] = {}
+        if ctx.options.accuracy_control and ctx.precision is Precision.INT8:
+            from edgec.accuracy.build import tflite_artifact
+
+            content, chosen = tflite_artifact(ctx, path.name)
+        else:
+            content = convert(ctx.model, ctx.precision, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
+                              progress=ctx.progress, output_names=ctx.output_names,
+                              sparsity=ctx.options.sparse_inference)
         path.write_bytes(content)
         return [Artifact(file=path.name, role="model", format="tflite", precision=ctx.precision.value,
-                         verify_with="litert", info=artifact_info(path))]
+                         verify_with="litert", info={**artifact_info(path), **chosen})]
 
     def runner(self, path: Path, ctx: BuildContext | None = None):
         threads = ctx.profile.threads if ctx is not None and ctx.profile.threads else None
