@@ -219,11 +219,12 @@ def prepare_inputs(request: BuildPlan, progress: Progress) -> _Inputs:
     from edgec import calibration
     from edgec.calibration import inputs as input_prep
     from edgec.model_io import SignatureModel, input_spec, load_model
-    from edgec.tfcompat import set_seed
+    from edgec.tfcompat import fresh_names, set_seed
     from edgec.verify import reference
 
     options = request.options
     determinism = set_seed(options.seed)
+    fresh_names()
     with progress.task("load model"):
         loaded = load_model(request.model)
     if request.spec is not None and isinstance(loaded.model, SignatureModel):

@@ -88,6 +88,9 @@ def optimize(model, fine_tune: Dataset, spec: OptimizeSpec, *, target, profile, 
 
 
 def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> OptimizeResult:
+    from edgec.tfcompat import fresh_names
+
+    fresh_names()  # the layers the steps add are named as in a fresh process: the same bytes
     from edgec.optimize import channels as channels_step
     from edgec.optimize import cluster as cluster_step
     from edgec.optimize import graph, train
