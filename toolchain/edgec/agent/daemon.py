@@ -32,12 +32,12 @@ from . import __version__, device, schema
 from .api import AgentRefused, Backoff, Unreachable
 from .capabilities import detect_runtimes, power_summary
 from .errors import EXIT_UNAVAILABLE, AgentError
-from .vocab import RUNTIMES
+from .vocab import FILE_PATTERN, RUNTIMES, SHA256_PATTERN
 
 log = logging.getLogger(__name__)
 
-FILE = re.compile(r"^(bundle/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+FILE = re.compile(FILE_PATTERN)
+SHA256 = re.compile(SHA256_PATTERN)
 # Bench options a job may set. An external power command is not one of them: a collector must not
 # be able to run commands on the device; only the device's own --power-command is used.
 OPTION_FLAGS = (("runs", "--runs"), ("min_seconds", "--min-seconds"), ("warmup", "--warmup"),

@@ -74,7 +74,8 @@ class Credentials:
         self._read = read
         self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
-    def forget(self, device: str | None = None) -> None:
+    def forget(self) -> None:
+        """Drop every cached check (after an enrollment or a revocation)."""
         self._cache.clear()
 
     async def check(self, token: bytes) -> tuple[str | None, dict[str, Any] | None]:

@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from edgec.agent.vocab import JOB_TERMINAL_STATES
 from edgec.collector import API, storage
 from edgec.collector.bodies import (
     StrictRoute,
@@ -290,7 +291,7 @@ def create_app(store: Store, settings: ServerSettings):
             if doc is None:
                 raise HTTPException(404, f"no job {job_id}")
             remaining = deadline - time.monotonic()
-            if doc["state"] in storage.jobs.TERMINAL or remaining <= 0:
+            if doc["state"] in JOB_TERMINAL_STATES or remaining <= 0:
                 return doc
             if await wait_change(request, event, min(remaining, 5.0)):
                 return Response(status_code=204)  # the client is gone; nobody reads this

@@ -10,12 +10,11 @@ import uuid
 from typing import Any
 
 from edgec import results as results_mod
+from edgec.agent.vocab import JOB_TERMINAL_STATES
 from edgec.collector.storage.blobs import blob_size
 from edgec.collector.storage.errors import RecordRefused
 from edgec.collector.storage.reads import device_dict, device_doc, job_doc
 from edgec.collector.storage.schema import insert_labels
-
-TERMINAL = ("done", "failed", "cancelled")
 
 
 def _dumps(value: Any) -> str:
@@ -253,7 +252,7 @@ def cancel_job(conn, job_id: int) -> dict[str, Any]:
     job = conn.execute("SELECT * FROM jobs WHERE id = ?" + conn.lock, (job_id,)).fetchone()
     if job is None:
         raise RecordRefused(404, f"no job {job_id}")
-    if job["state"] in TERMINAL:
+    if job["state"] in JOB_TERMINAL_STATES:
         raise RecordRefused(409, f"job {job_id} is already {job['state']}")
     _end_lease(conn, job["lease_id"], now, "cancelled", "job cancelled")
     conn.execute("UPDATE jobs SET state = 'cancelled', lease_id = NULL, leased_to = NULL, lease_expires = NULL, "
