@@ -129,6 +129,7 @@ def test_tensorrt_analysis_ranks_nodes_of_the_qdq_model(digits_model_path, digit
     assert all(measured[top][1] >= s - SQNR_TOLERANCE_DB for a, s in measured.values() if a == best_acc)
 
 
+@pytest.mark.slow
 def test_cli_without_labels_measures_agreement_and_plots(outlier_model_path, digits_dir, unlabelled_eval, tmp_path):
     png = tmp_path / "sqnr.png"
     proc = run_cli("analyze", outlier_model_path, "--target", "rpi5", "--calib", digits_dir / "calib.npz",

@@ -12,6 +12,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.collector.conftest import upload_and_queue, wait_for
 
 
@@ -33,6 +35,7 @@ def _processes_with(text: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_agent_killed_mid_job_is_requeued_and_finished_by_another(serve, agents, builds, tmp_path, capsys):
     """SIGKILL an agent while it measures: its lease expires, the job is re-queued and a second
     agent completes it; exactly one result is stored, and a late result of the dead attempt is refused."""

@@ -166,6 +166,7 @@ def test_channel_pruning_build_reports_channels_params_and_macs(arch_paths, buil
     ("coral-usb", {"qat": True}),
     ("jetson-orin-nano", {"qat": True}),
 ])
+@pytest.mark.slow
 def test_channel_pruned_model_builds_for_edgetpu_and_tensorrt(arch_paths, build_with, target, options):
     result = build_with(arch_paths["separable"], target=target, prune_channels=0.5, max_accuracy_drop=6.0, **options)
     assert result.passed, result.checks

@@ -88,6 +88,7 @@ def test_layers_that_would_not_save_macs_stay_whole():
         lowrank.low_rank(model, None, spec(low_rank=0.9), None)
 
 
+@pytest.mark.slow
 def test_the_mlp_loses_half_its_parameters(speed_models, build_with):
     paths = speed_models["mlp"]
     result = build_with(paths["model"], precision="fp32", low_rank=0.2, fine_tune=str(paths["fine_tune"]),
