@@ -130,25 +130,26 @@ def run_level(url: str, token: str, posts: list[dict], clients: int) -> tuple[fl
 def direct_store(report: dict, build: Path, count: int, workdir: Path) -> tuple[float, list[float]]:
     """The same inserts through the store's writer thread, no HTTP (one caller)."""
     from edgec.collector import storage
+    from edgec.collector.storage.store import Store
 
     manifest = json.loads((build / "manifest.json").read_text())
     record = manifest["artifacts"][0]
-    with storage.Store(workdir / "direct.db") as store:
-        store.write(storage.add_blob, record["sha256"], 1)
+    with Store(workdir / "direct.db") as store:
+        store.write(storage.blobs.add_blob, record["sha256"], 1)
         spec = {"files": {"model.tflite": record["sha256"]}, "target": "model.tflite", "runtime": "litert",
                 "artifact": record, "manifest": manifest, "device": "direct", "options": {}, "timeout_s": 600,
                 "max_attempts": 3, "lease_seconds": 3600}
         for _ in range(count):
-            store.write(storage.create_job, spec, 3600)
+            store.write(storage.jobs.create_job, spec, 3600)
         instance = uuid.uuid4().hex
-        store.write(storage.register, {"device": "direct", "instance": instance, "profile": "x86-cpu",
-                                       "runtimes": {"litert": None}}, None)
-        leases = [store.write(storage.lease, "direct", instance) for _ in range(count)]
+        store.write(storage.jobs.register, {"device": "direct", "instance": instance, "profile": "x86-cpu",
+                                            "runtimes": {"litert": None}}, None)
+        leases = [store.write(storage.jobs.lease, "direct", instance) for _ in range(count)]
         times = []
         start = time.perf_counter()
         for lease in leases:
             t0 = time.perf_counter()
-            store.write(storage.post_result, uuid.uuid4().hex, "0" * 64, lease["job_id"], lease["lease_id"],
+            store.write(storage.results.post_result, uuid.uuid4().hex, "0" * 64, lease["job_id"], lease["lease_id"],
                         "direct", instance, report)
             times.append(time.perf_counter() - t0)
         return time.perf_counter() - start, times

@@ -128,6 +128,7 @@ def test_require_compiler_is_for_targets_with_a_compiler(digits_model_path, cli_
     assert code == 2 and "--require-compiler applies to targets with a device compiler" in err
 
 
+@pytest.mark.slow
 def test_keras3_file_says_how_to_resave(tmp_path, cli_runner):
     code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None); os.environ['KERAS_BACKEND']='tensorflow'\n"
             "import keras\n"

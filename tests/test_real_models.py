@@ -224,6 +224,7 @@ def test_float_ops_cli_exit_code_and_inspect(squarer, digits_dir, tmp_path):
     assert "SQUARE" in [o["op"] for o in report["float_ops"]]
 
 
+@pytest.mark.slow
 def test_same_inputs_same_bytes_with_fine_tuning(digits_dir, tmp_path):
     """Pruning + QAT twice with one seed: byte-identical artifacts; the manifest says why."""
     shas = []

@@ -12,6 +12,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.collector.conftest import upload_and_queue, wait_for
 
 
@@ -33,6 +35,7 @@ def _processes_with(text: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_agent_killed_mid_job_is_requeued_and_finished_by_another(serve, agents, builds, tmp_path, capsys):
     """SIGKILL an agent while it measures: its lease expires, the job is re-queued and a second
     agent completes it; exactly one result is stored, and a late result of the dead attempt is refused."""
@@ -169,24 +172,24 @@ def test_agent_refused_token_stops_with_one_line(serve, agent_pyz, tmp_path):
 
 
 def test_profile_detection_and_labels():
-    from edgec.agent import daemon, device
+    from edgec.agent import capabilities, device
     from edgec.agent.errors import AgentError
     from tests.agent.conftest import FIXTURES
 
     expected = {"jetson-orin-nano-jp6": "jetson-orin-nano", "jetson-agx-orin-jp5": "jetson-agx-orin",
                 "rpi5": "rpi5", "coral-devboard": "coral-devboard", "rpi4-coral-usb": "rpi4"}
     for tree, profile in expected.items():
-        assert daemon.guess_profile(device.detect(str(FIXTURES / tree))) == profile, tree
-    assert daemon.guess_profile({"kind": "generic", "model": "x", "machine": "x86_64"}) == "x86-cpu"
-    assert daemon.guess_profile({"kind": "generic", "model": "x", "machine": "riscv64"}) is None
-    assert daemon.parse_labels("lab=a, rack=2,") == {"lab": "a", "rack": "2"}
+        assert capabilities.guess_profile(device.detect(str(FIXTURES / tree))) == profile, tree
+    assert capabilities.guess_profile({"kind": "generic", "model": "x", "machine": "x86_64"}) == "x86-cpu"
+    assert capabilities.guess_profile({"kind": "generic", "model": "x", "machine": "riscv64"}) is None
+    assert capabilities.parse_labels("lab=a, rack=2,") == {"lab": "a", "rack": "2"}
     for bad in ("=x", "a", "a=", "../x=1"):
         try:
-            daemon.parse_labels(bad)
+            capabilities.parse_labels(bad)
         except AgentError:
             continue
         raise AssertionError(f"{bad!r} was accepted")
-    runtimes = daemon.detect_runtimes()
+    runtimes = capabilities.detect_runtimes()
     assert runtimes["litert"] == "2.3.0" and "tensorrt" not in runtimes
 
 

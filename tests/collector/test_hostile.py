@@ -19,6 +19,7 @@ import time
 import uuid
 
 import httpx
+import pytest
 
 from tests.collector.conftest import upload_and_queue, wait_for
 from tests.collector.test_fleet import _job, _processes_with
@@ -126,6 +127,7 @@ def _serve_with_open_files(limit: int):
     return preexec
 
 
+@pytest.mark.slow
 def test_idle_socket_flood_leaves_real_clients_served(serve):
     """D3: 300 idle sockets without a token against a server limited to 256 open files; a stalled
     request is closed after the header timeout."""
@@ -200,6 +202,7 @@ def test_header_cap_is_enforced_before_the_token(serve):
         assert c.get("/v1/health").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_second_agent_under_the_same_name_stops_the_first(serve, agents, builds, tmp_path):
     """D5: two agents started with one --name. The second registration releases the job and takes
     it; the first is refused at its next heartbeat, stops its measurement and exits with one line;

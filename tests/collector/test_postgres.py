@@ -14,6 +14,8 @@ from tests.collector.conftest import upload_and_queue, wait_for
 from tests.collector.test_fleet import _job
 from tests.collector.test_protocol import _lease, _post, _register
 
+pytestmark = pytest.mark.slow  # a throwaway PostgreSQL cluster per session, two collectors, racing pollers
+
 
 def test_the_record_on_postgresql(serve, agents, builds, int8_report, postgres_url):
     server = serve("--lease-seconds", "30", db=postgres_url)

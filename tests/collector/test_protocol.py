@@ -190,6 +190,7 @@ def _lease_jobs(server, builds, count):
     return leases
 
 
+@pytest.mark.slow
 def test_1000_concurrent_posts_with_duplicates_store_the_distinct_ones(serve, builds, int8_report, capsys):
     """900 distinct results and 100 re-sent ones (same id and body), posted by 8 clients at once."""
     server = serve()
@@ -226,6 +227,7 @@ def test_1000_concurrent_posts_with_duplicates_store_the_distinct_ones(serve, bu
               f"{1000 / elapsed:.0f} posts/s on this machine")
 
 
+@pytest.mark.slow
 def test_collector_killed_while_results_arrive_keeps_every_acknowledged_one(serve, builds, int8_report, tmp_path):
     """SIGKILL the collector in the middle of concurrent posts, start it again on the same
     database: every result that was answered with a 2xx is there; re-sending the others stores

@@ -131,6 +131,7 @@ def test_bad_requests_get_a_clear_4xx(serve, builds):
     assert "Traceback" not in server.log.read_text()
 
 
+@pytest.mark.slow
 def test_schema_driven_fuzz_finds_no_server_error(serve, builds, capsys):
     """schemathesis generates valid and invalid requests for every operation of the served OpenAPI
     document; no answer may be a 5xx, and every answer must be one the document declares."""

@@ -36,6 +36,7 @@ def test_digits_cnn_maps_every_op(coral_build, digits_model_path):
     assert all(t.shape_signature[0] == 1 and min(t.shape_signature) > 0 for t in activations), "static batch 1"
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_maps_every_op(mobilenet):
     model, result = mobilenet
     report = json.loads((result.out_dir / "edgetpu_report.json").read_text())

@@ -15,20 +15,29 @@ import pytest
 FAST = {"epochs": 3, "lr": 2e-3}  # few epochs: structure, not accuracy
 
 
+class _TrainedOnFirstUse(dict):
+    """arch -> model path, training an architecture the first time a test asks for it."""
+
+    def __init__(self, cnn: Path, split, out: Path):
+        super().__init__(cnn=cnn)
+        self.split, self.out = split, out
+
+    def __missing__(self, arch: str) -> Path:
+        from edgec.examples import make_model, train
+
+        model = make_model(arch)
+        acc = train(model, self.split, epochs=15, seed=0)  # BN statistics settle by ~15
+        assert acc > 0.8, f"{arch} trained to only {acc:.3f}"
+        self[arch] = self.out / f"digits_{arch}.keras"
+        model.save(self[arch])
+        return self[arch]
+
+
 @pytest.fixture(scope="session")
 def arch_paths(digits_dir, digits_split, tmp_path_factory) -> dict[str, Path]:
-    """digits_dir's CNN plus the residual and separable nets of edgec.examples, briefly trained."""
-    from edgec.examples import make_model, train
-
-    out = tmp_path_factory.mktemp("archs")
-    paths = {"cnn": digits_dir / "digits_cnn.keras"}
-    for arch in ("residual", "separable"):
-        model = make_model(arch)
-        acc = train(model, digits_split, epochs=15, seed=0)  # BN statistics settle by ~15
-        assert acc > 0.8, f"{arch} trained to only {acc:.3f}"
-        paths[arch] = out / f"digits_{arch}.keras"
-        model.save(paths[arch])
-    return paths
+    """digits_dir's CNN plus the residual and separable nets of edgec.examples, briefly trained
+    (each the first time a test uses it)."""
+    return _TrainedOnFirstUse(digits_dir / "digits_cnn.keras", digits_split, tmp_path_factory.mktemp("archs"))
 
 
 def unfriendly_model(keras, tf):
@@ -84,3 +93,26 @@ def artifact_report(result) -> dict:
 
 def kernel_rows(report: dict, ops=("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")) -> list[dict]:
     return [r for r in report["ops"] if r["op"] in ops and r["weight_shape"]]
+
+
+@pytest.fixture(scope="session")
+def speed_models(tmp_path_factory) -> dict[str, dict[str, Path]]:
+    """The MobileNetV2-style net (32x32 RGB digits, XNNPACK's sparse layout) and the MLP of
+    edgec.examples, briefly trained, each with its own train.npz / eval.npz."""
+    import numpy as np
+
+    from edgec.examples import arch_shape, digits, make_model, train
+
+    out = {}
+    for arch, epochs in (("mobilenet", 4), ("mlp", 10)):
+        root = tmp_path_factory.mktemp(arch)
+        split = digits(0, shape=arch_shape(arch))
+        model = make_model(arch)
+        acc = train(model, split, epochs=epochs, seed=0)
+        assert acc > 0.8, f"{arch} trained to only {acc:.3f}"
+        model.save(root / f"digits_{arch}.keras")
+        np.savez(root / "train.npz", x=split.x_train, y=split.y_train)
+        np.savez(root / "eval.npz", x=split.x_test, y=split.y_test)
+        out[arch] = {"model": root / f"digits_{arch}.keras", "fine_tune": root / "train.npz",
+                     "eval": root / "eval.npz"}
+    return out

@@ -23,6 +23,7 @@ def cqat(arch_paths, build_with, digits_dir):
     return build_with(arch_paths["cnn"], cluster=16, qat=True, calib=str(digits_dir / "calib.npz"), epochs=2)
 
 
+@pytest.mark.slow
 def test_prune_qat_keeps_sparsity_in_the_int8_artifact(pqat):
     report = artifact_report(pqat)
     rows = kernel_rows(report)
@@ -42,6 +43,7 @@ def test_prune_qat_keeps_sparsity_in_the_int8_artifact(pqat):
     assert o["float_tflite"]["bytes"] == o["totals"]["float_tflite_bytes"] > 3 * o["totals"]["artifact_bytes"]
 
 
+@pytest.mark.slow
 def test_prune_qat_report_table_and_accuracy_chain(pqat):
     m = pqat.manifest
     o = m["optimization"]
@@ -70,6 +72,7 @@ def test_prune_qat_report_table_and_accuracy_chain(pqat):
     assert m["options"]["prune"] == 0.8 and m["options"]["qat"] is True
 
 
+@pytest.mark.slow
 def test_inspect_reads_sparsity_and_clusters_from_the_artifact(pqat, cqat, cli_runner):
     code, out, _ = cli_runner("inspect", pqat.out_dir / "model.tflite")
     assert code == 0
@@ -81,6 +84,7 @@ def test_inspect_reads_sparsity_and_clusters_from_the_artifact(pqat, cqat, cli_r
     assert all(r["sparsity_2_4"] is not None for r in data["ops"] if r["op"] == "CONV_2D")
 
 
+@pytest.mark.slow
 def test_cluster_qat_keeps_16_values_per_kernel(cqat, digits_dir):
     rows = kernel_rows(artifact_report(cqat))
     assert {r["op"] for r in rows} == {"CONV_2D", "FULLY_CONNECTED"}
@@ -96,6 +100,7 @@ def test_cluster_qat_keeps_16_values_per_kernel(cqat, digits_dir):
     assert "representative_data" not in o
 
 
+@pytest.mark.slow
 def test_prune_cluster_qat_with_distillation_on_residual(arch_paths, build_with):
     r = build_with(arch_paths["residual"], prune=0.5, cluster=8, qat=True, distill=True, epochs=2)
     o = r.manifest["optimization"]
@@ -115,6 +120,7 @@ def test_prune_cluster_qat_with_distillation_on_residual(arch_paths, build_with)
     assert r.manifest["verification"]["artifact_accuracy"] > 0.5
 
 
+@pytest.mark.slow
 def test_2_4_qat_on_separable(arch_paths, build_with):
     r = build_with(arch_paths["separable"], prune_structure="2:4", qat=True, epochs=2)
     report = artifact_report(r)

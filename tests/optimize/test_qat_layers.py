@@ -82,6 +82,7 @@ def test_layer_that_cannot_be_rebuilt_is_named(build_with, tmp_path, config, mes
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 def test_cli_prints_float_layers(unfriendly_path, digits_dir, cli_runner, tmp_path):
     code, out, err = cli_runner("build", unfriendly_path, "--target", "rpi5", "--fine-tune", digits_dir / "train.npz",
                                 "--qat", "--epochs", "1", "--out", tmp_path)

@@ -111,6 +111,7 @@ def test_cluster_shares_values_per_kernel(cnn, data):
         assert np.unique(k).size <= 8, name
 
 
+@pytest.mark.slow
 def test_distillation_learns_from_the_teacher_not_the_labels(cnn, digits_split, eval_data):
     """With shuffled labels, fine-tuning on labels alone forgets; on soft targets alone it keeps."""
     rng = np.random.default_rng(0)
@@ -123,6 +124,7 @@ def test_distillation_learns_from_the_teacher_not_the_labels(cnn, digits_split, 
     assert labels_only.steps[1]["accuracy"] < teacher_only.steps[1]["accuracy"] - 0.2
 
 
+@pytest.mark.slow
 def test_target_qat_scheme_is_used_and_sparsity_kept(cnn, data):
     """A target with its own scheme gets it used; the zeros are put back after every batch."""
     import tensorflow_model_optimization as tfmot

@@ -10,6 +10,7 @@ import pytest
 from edgec.errors import EdgecError
 
 
+@pytest.mark.slow
 def test_qat_for_tensorrt_trains_symmetric_ranges_without_calib(arch_paths, build_with):
     """--prune --qat for a Jetson: TensorRT's symmetric scheme, learned ranges exported as is
     (none widened), the zeros kept in the ONNX weights, representative data from fine-tuning."""
@@ -32,6 +33,7 @@ def test_qat_for_tensorrt_trains_symmetric_ranges_without_calib(arch_paths, buil
     assert m["verification"]["accuracy_drop_points"] < 6.0
 
 
+@pytest.mark.slow
 def test_qat_for_edgetpu_builds_without_calib(arch_paths, build_with):
     result = build_with(arch_paths["cnn"], target="coral-usb", qat=True, epochs=1)
     m = result.manifest

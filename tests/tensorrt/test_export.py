@@ -12,6 +12,7 @@ pytest.importorskip("onnxruntime", reason="needs the onnx extra")
 pytest.importorskip("tf2onnx", reason="needs the onnx extra")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["cnn", "residual", "separable"])
 @pytest.mark.parametrize("opset", [13, 17])
 def test_float_onnx_matches_keras(arch, opset, trained_models, digits_split):
@@ -27,6 +28,15 @@ def test_float_onnx_matches_keras(arch, opset, trained_models, digits_split):
     got = onnx_io.OrtRunner(proto.SerializeToString())(x)[0]
     assert got.shape == ref.shape
     assert np.abs(got - ref).max() < 1e-4
+
+
+def test_the_same_model_exports_to_the_same_bytes_twice_in_one_process(trained_models):
+    """tf2onnx names the nodes it adds from a process-wide counter: a second export in a
+    long-running process (edgec ci, edgec search) must not get other names than a fresh one."""
+    from edgec.targets.tensorrt import export
+
+    first = export.export_onnx(trained_models["cnn"], 13).SerializeToString()
+    assert export.export_onnx(trained_models["cnn"], 13).SerializeToString() == first
 
 
 def _graph(op: str, opset: int, zero_point: int | None = None):

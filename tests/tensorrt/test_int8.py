@@ -45,6 +45,7 @@ def test_ptq_cnn_build(digits_dir, tmp_path):
     _assert_tensorrt_qdq(result.out_dir / "model.onnx")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["residual", "separable"])
 def test_ptq_symmetric_keeps_accuracy(arch, trained_models, digits_split):
     """The residual (Add) and depthwise-separable (ReLU6 = Clip) models keep their accuracy."""
@@ -100,6 +101,7 @@ def test_qat_scheme_is_symmetric_and_per_channel(qat_cnn):
     assert dense and all(kernels[k]["max"].size > 1 for k in dense)  # per output channel on Dense too
 
 
+@pytest.mark.slow
 def test_qat_build_exports_learned_ranges(qat_cnn, trained_models, digits_dir, digits_split, tmp_path):
     from edgec.targets.tensorrt import inspect, onnx_io
 

@@ -24,8 +24,9 @@ __all__ = ["__version__", "build", "EdgecError"]
 from edgec.errors import EdgecError  # noqa: E402  (light: no third-party imports)
 
 
-def build(model, target: str, **options):
-    """Build device artifacts for one profile; see :func:`edgec.pipeline.build`."""
+def build(model, target, **options):
+    """Build device artifacts for one profile, or for a list of them (one result each, with shared
+    work); see :func:`edgec.pipeline.build`."""
     from edgec.pipeline import build as _build
 
     return _build(model, target=target, **options)

@@ -18,7 +18,9 @@ from edgec.errors import EXIT_INTERNAL, EdgecError
 #: command name -> "module:attribute" of a click.Command; no registration by import side effects.
 COMMANDS: dict[str, str] = {
     "agent": "edgec.commands.agent:agent",
+    "analyze": "edgec.commands.analyze:analyze",
     "build": "edgec.commands.build:build",
+    "ci": "edgec.commands.ci:ci",
     "devices": "edgec.commands.devices:devices",
     "inspect": "edgec.commands.inspect:inspect",
     "jobs": "edgec.commands.jobs:jobs",

@@ -38,6 +38,9 @@ class BuildOptions:
         max_accuracy_drop: budget in accuracy points; a larger drop fails the build (exit 1).
         allow_float_ops: accept an int8 artifact that still computes some ops in float (they are
             listed either way); without it such a build fails (exit 1).
+        accuracy_control: keep the fewest ops of the int8 artifact in float that bring the drop on
+            ``eval`` within ``max_accuracy_drop`` (:mod:`edgec.accuracy`); those ops are marked as
+            chosen, not counted as float-op errors.
         input_range: the range pixels map onto ("0,1", "-1,1", "0,255"); see
             :mod:`edgec.calibration.inputs` (``None``: inferred from the model, else [0, 1]).
         normalize: a per-channel normalization preset ("imagenet", "caffe") instead of a range.
@@ -48,7 +51,8 @@ class BuildOptions:
         fine_tune: labelled data for the compression steps (path or ``module:function``).
         epochs: fine-tuning epochs per compression step (early stopping may end a step sooner).
         batch_size: fine-tuning batch size.
-        lr: fine-tuning learning rate (Adam).
+        lr: fine-tuning learning rate (Adam) of every step; ``None``: 1e-3, and 1e-4 for QAT as the
+            only step.
         prune: target share of zero weights in the pruned kernels, 0 < prune < 1.
         prune_schedule: "polynomial" (sparsity ramps up over the first half of the epochs) or
             "constant" (target sparsity from the first step); ``None`` means polynomial.
@@ -60,6 +64,15 @@ class BuildOptions:
         distill: fine-tune against the original float model as teacher.
         temperature: softmax temperature of the teacher's soft targets; ``None`` means 4.
         distill_weight: share of the loss from the teacher's soft targets (the rest from labels).
+        prune_channels: share of the output channels removed from each Conv/Dense layer (the
+            layers are rebuilt smaller), 0 < prune_channels < 1.
+        channel_criterion: how channels are ranked for removal: "l1" or "l2" norm of their
+            kernel, or "bn" (|gamma| of the BatchNormalization after the layer); ``None`` means l1.
+        low_rank: SVD factorization keeping this share of each Conv/Dense kernel's rank.
+        low_rank_energy: SVD factorization keeping the smallest rank whose singular values hold
+            this share of the kernel's spectral energy (sum of squares).
+        sparse_inference: prune 1x1 convolutions for XNNPACK's sparse fp32/fp16 kernels and
+            store their weights sparse in the .tflite (CPU targets).
     """
 
     precision: Precision | None = None
@@ -70,6 +83,7 @@ class BuildOptions:
     eval_output: str | None = None
     max_accuracy_drop: float | None = None
     allow_float_ops: bool = False
+    accuracy_control: bool = False
     input_range: str | None = None
     normalize: str | None = None
     mean: tuple[float, ...] | None = None
@@ -79,7 +93,7 @@ class BuildOptions:
     fine_tune: str | None = None
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | None = None
     prune: float | None = None
     prune_schedule: str | None = None
     prune_structure: str | None = None
@@ -89,11 +103,18 @@ class BuildOptions:
     distill: bool = False
     temperature: float | None = None
     distill_weight: float = 0.5
+    prune_channels: float | None = None
+    channel_criterion: str | None = None
+    low_rank: float | None = None
+    low_rank_energy: float | None = None
+    sparse_inference: bool = False
 
     @property
     def optimizing(self) -> bool:
-        """True when any compression step (prune, cluster, QAT) is requested."""
-        return bool(self.prune is not None or self.prune_structure or self.cluster is not None or self.qat)
+        """True when any compression step (channels, low-rank, prune, cluster, QAT) is requested."""
+        return bool(self.prune is not None or self.prune_structure or self.cluster is not None or self.qat
+                    or self.prune_channels is not None or self.low_rank is not None
+                    or self.low_rank_energy is not None or self.sparse_inference)
 
     @property
     def has_representative_data(self) -> bool:

@@ -3,6 +3,11 @@
 Cheap checks (profile, precision, paths, out dir) run before TensorFlow is imported, so bad
 input fails in well under a second. Training and sampling are seeded with TensorFlow's op
 determinism on, so the same model, data, options and seed give the same artifact bytes.
+
+The stages that do not depend on the target (loading the model and data, the float reference,
+the compression fine-tune per QAT scheme) are kept by a :class:`BuildSession`, so a build for
+several targets (``edgec build --target A --target B``, ``edgec ci``) runs them once; each target
+then builds, verifies, checks and writes its manifest as a build for it alone would.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,7 @@ class BuildResult:
 
     out_dir: Path
     manifest: dict[str, Any]
+    reused: tuple[str, ...] = ()  # stages shared with an earlier build of the same session ("load", "optimize")
 
     @property
     def checks(self) -> list[dict[str, Any]]:
@@ -104,8 +111,10 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
     precision = options.precision
 
     from edgec.optimize import resolve as resolve_optimization
+    from edgec.optimize.spec import check_target as check_optimization_target
 
     spec = resolve_optimization(options, precision)
+    check_optimization_target(spec, profile.target, profile.id)
     target_impl = targets.get(profile.target)
     if options.require_compiler and not target_impl.device_compiler:
         raise EdgecError(f"--require-compiler applies to targets with a device compiler (edgetpu); profile "
@@ -116,6 +125,10 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
             f"profile '{profile.id}' ({profile.device}) does not support precision '{precision.value}'; "
             f"supported: {', '.join(profile.precisions)}"
         )
+    if options.accuracy_control:
+        from edgec.accuracy import check_request
+
+        check_request(profile, precision, options)
     if options.calib_samples <= 0:
         raise EdgecError(f"--calib-samples must be positive, got {options.calib_samples}")
     if options.max_accuracy_drop is not None and options.max_accuracy_drop < 0:
@@ -138,25 +151,54 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
     return BuildPlan(model, profile, target_impl, options, spec)
 
 
-def build(model: Any, target: str, *, progress: Progress | None = None, **kwargs: Any) -> BuildResult:
-    """Build, verify and record the artifacts of ``model`` for one device profile.
+def plan_targets(model: Any, targets: Sequence[str], **kwargs: Any) -> list[BuildPlan]:
+    """Check a request for several device profiles (one :class:`BuildPlan` each) without importing
+    TensorFlow.
+
+    Raises:
+        EdgecError: no target, a target given twice (each writes ``OUT/PROFILE``), or bad input
+            for any of them.
+    """
+    if not targets:
+        raise EdgecError("no target given; pass --target PROFILE (repeatable)")
+    requests = [plan(model, target, **kwargs) for target in targets]
+    seen: dict[str, str] = {}
+    for target, request in zip(targets, requests, strict=True):
+        if request.profile.id in seen:
+            raise EdgecError(f"target '{target}' is given twice (profile '{request.profile.id}'); each target writes "
+                             f"OUT/PROFILE once")
+        seen[request.profile.id] = target
+    return requests
+
+
+def build(model: Any, target: str | Sequence[str], *, progress: Progress | None = None,
+          **kwargs: Any) -> BuildResult | list[BuildResult]:
+    """Build, verify and record the artifacts of ``model`` for one device profile, or for several.
+
+    Several targets share the work that does not depend on the target: the model is loaded and its
+    float reference computed once, and each compression fine-tune runs once per QAT scheme (the
+    TFLite and Edge TPU targets share TF-MOT's default scheme). Each target writes ``OUT/PROFILE``
+    with the same bytes as a build for that target alone.
 
     Args:
         model: path to .keras/.h5/SavedModel, or a tf-keras model.
-        target: profile id (``edgec targets`` lists them) or a profile .toml path.
+        target: profile id (``edgec targets`` lists them) or a profile .toml path; or a list of them.
         progress: progress display; none by default.
         **kwargs: fields of :class:`edgec.config.BuildOptions`.
 
     Returns:
-        The build directory and its manifest; check ``passed`` for the budget checks.
+        The build directory and its manifest (check ``passed`` for the budget checks); a list of
+        them, in the order of the targets, when ``target`` is a list.
 
     Raises:
         EdgecError: bad input (exit code 2); nothing is written in that case.
     """
-    request = plan(model, target, **kwargs)
-    progress = progress or Progress(enabled=False)
-    with progress:
-        return _run(request, progress)
+    single = isinstance(target, (str, Path))
+    requests = [plan(model, str(target), **kwargs)] if single else plan_targets(model, list(target), **kwargs)
+    session = BuildSession(progress)
+    with session.progress:
+        results = [session.run(request) for request in requests]
+    return results[0] if single else results
 
 
 @dataclasses.dataclass
@@ -173,16 +215,16 @@ class _Inputs:
     warnings: list[str]
 
 
-def _prepare(request: BuildPlan, progress: Progress, timings: dict[str, float]) -> _Inputs:
+def prepare_inputs(request: BuildPlan, progress: Progress) -> _Inputs:
     from edgec import calibration
     from edgec.calibration import inputs as input_prep
     from edgec.model_io import SignatureModel, input_spec, load_model
-    from edgec.tfcompat import set_seed
+    from edgec.tfcompat import fresh_names, set_seed
     from edgec.verify import reference
 
     options = request.options
-    t0 = time.perf_counter()
     determinism = set_seed(options.seed)
+    fresh_names()
     with progress.task("load model"):
         loaded = load_model(request.model)
     if request.spec is not None and isinstance(loaded.model, SignatureModel):
@@ -196,8 +238,10 @@ def _prepare(request: BuildPlan, progress: Progress, timings: dict[str, float]) 
     def load(spec, purpose, **kw):
         return calibration.load(spec, shape, purpose=purpose, seed=options.seed, preprocess=preprocessing, **kw)
 
+    # accuracy control measures its budget as top-1 agreement with the float model when eval has no labels
+    needs_labels = options.max_accuracy_drop is not None and not options.accuracy_control
     calib = load(options.calib, "calibration", limit=options.calib_samples) if options.calib else None
-    eval_data = load(options.eval, "eval", need_labels=options.max_accuracy_drop is not None) if options.eval else None
+    eval_data = load(options.eval, "eval", need_labels=needs_labels) if options.eval else None
     fine_tune = load(options.fine_tune, "fine-tune", need_labels=True) if request.spec is not None else None
     expected = preprocessing.expected()
     for data, what in ((calib, "calibration data"), (eval_data, "eval data"), (fine_tune, "fine-tune data")):
@@ -214,72 +258,163 @@ def _prepare(request: BuildPlan, progress: Progress, timings: dict[str, float]) 
             if line:
                 warnings.append(line)
     ref = reference(loaded.model, eval_data, options.eval_output, progress) if eval_data is not None else None
-    if options.max_accuracy_drop is not None and (ref is None or ref.labelled is None):
-        raise EdgecError("--max-accuracy-drop needs a classification output (batch, classes) for the --eval labels; "
-                         f"model '{loaded.model.name}' has none")
     for line in warnings:
         log.warning("%s", line)
-    timings["load"] = time.perf_counter() - t0
     return _Inputs(loaded, preprocessing, calib, eval_data, fine_tune, ref, determinism, warnings)
 
 
-def _run(request: BuildPlan, progress: Progress) -> BuildResult:
-    from edgec.targets.base import BuildContext
-    from edgec.tfcompat import library_versions
+def _model_key(model: Any) -> tuple:
+    if isinstance(model, (str, Path)):
+        return ("path", str(Path(model).resolve()))
+    return ("object", id(model))
 
-    options, profile, target_impl, precision = request.options, request.profile, request.target, request.precision
-    timings: dict[str, float] = {}
-    data = _prepare(request, progress, timings)
-    loaded = data.loaded
 
-    model_out, optimized, representative, calib = loaded.model, None, None, data.calib
-    if request.spec is not None:
-        from edgec.optimize import optimize
+def _inputs_key(request: BuildPlan) -> tuple:
+    """What the loaded data and the float reference depend on."""
+    o = request.options
+    return (_model_key(request.model), o.seed, o.calib, o.calib_samples, o.eval, o.eval_output,
+            o.max_accuracy_drop is not None, o.input_range, o.normalize, o.mean, o.std,
+            o.fine_tune if request.spec is not None else None, request.spec is not None)
 
-        t0 = time.perf_counter()
-        optimized = optimize(loaded.model, data.fine_tune, request.spec, target=target_impl, profile=profile,
-                             eval_data=data.eval, progress=progress)
-        model_out = optimized.model
-        if request.spec.qat and calib is None:  # QAT learned the ranges; the fine-tune inputs calibrate the rest
-            calib = optimized.representative(options.calib_samples, options.seed)
-            representative = calib.source
-        timings["optimize"] = time.perf_counter() - t0
 
-    final_dir = Path(options.out) / profile.id
-    with atomic_dir(final_dir) as work:
-        ctx = BuildContext(profile=profile, options=options, precision=precision, model=model_out,
-                           float_model=loaded.model, calib=calib, eval=data.eval, workdir=work,
-                           progress=progress, reference=data.reference)
-        t0 = time.perf_counter()
-        artifacts = target_impl.build(ctx)
-        timings["build"] = time.perf_counter() - t0
-        records = [_record(work, art, precision) for art in artifacts]
+def _scheme_key(scheme: Any) -> str | None:
+    return None if scheme is None else f"{type(scheme).__module__}.{type(scheme).__qualname__}"
 
-        verification = None
-        if data.reference is not None:
+
+class BuildSession:
+    """Builds in one process that share their target-independent stages.
+
+    The loaded model, data and float reference are kept per model and data options; the
+    compression result per those, the compression settings and the QAT scheme of the target
+    (``Target.qat_scheme(profile)``). A stage that failed fails every build that needs it with the
+    same error, without running again. Sampling and training are seeded inside each stage, so a
+    build here writes the same bytes as a build for its target alone.
+    """
+
+    def __init__(self, progress: Progress | None = None):
+        self.progress = progress or Progress(enabled=False)
+        self._inputs: dict[tuple, tuple[Any, float]] = {}
+        self._optimized: dict[tuple, tuple[Any, float]] = {}
+        self._float_tflite: dict[tuple, bytes] = {}
+
+    def _stage(self, store: dict, key: tuple, make):
+        """``(value, seconds, reused)``; ``make()`` runs once per key, its error is kept too."""
+        if key not in store:
             t0 = time.perf_counter()
-            verification = _verify_all(ctx, target_impl, artifacts, records, data.reference)
-            timings["verify"] = time.perf_counter() - t0
+            try:
+                store[key] = (make(), time.perf_counter() - t0)
+            except EdgecError as exc:
+                store[key] = (exc, time.perf_counter() - t0)
+                raise
+            reused = False
+        else:
+            reused = True
+        value, seconds = store[key]
+        if isinstance(value, EdgecError):
+            raise value
+        return value, seconds, reused
 
-        optimization = None
-        if optimized is not None:
+    def inputs(self, request: BuildPlan) -> tuple[_Inputs, float, bool]:
+        """The loaded model, data and float reference of ``request`` (loaded once per key)."""
+        return self._stage(self._inputs, _inputs_key(request), lambda: prepare_inputs(request, self.progress))
+
+    def optimized(self, request: BuildPlan, data: _Inputs) -> tuple[Any, float, bool]:
+        """The compression result of ``request`` (fine-tuned once per QAT scheme)."""
+        spec, target, profile = request.spec, request.target, request.profile
+        scheme = _scheme_key(target.qat_scheme(profile)) if spec.qat else None
+
+        def make():
+            from edgec.optimize import optimize
+
+            return optimize(data.loaded.model, data.fine_tune, spec, target=target, profile=profile,
+                            eval_data=data.eval, progress=self.progress)
+
+        return self._stage(self._optimized, (_inputs_key(request), spec, scheme), make)
+
+    def float_tflite(self, request: BuildPlan, data: _Inputs) -> bytes:
+        """The source model as an fp32 .tflite (the size baseline), converted once per model."""
+        key = _model_key(request.model)
+        if key not in self._float_tflite:
+            from edgec.targets.tflite import convert
+
+            self._float_tflite[key] = convert(data.loaded.model, Precision.FP32, progress=self.progress)
+        return self._float_tflite[key]
+
+    def run(self, request: BuildPlan, out_dir: Path | None = None) -> BuildResult:
+        """Build one target: shared stages, then the target's build, verification, checks and manifest.
+
+        Args:
+            request: from :func:`plan`.
+            out_dir: the build directory (default ``OUT/PROFILE``).
+        """
+        from edgec.targets.base import BuildContext
+        from edgec.tfcompat import library_versions
+
+        options, profile, target_impl, precision = request.options, request.profile, request.target, request.precision
+        progress = self.progress
+        timings: dict[str, float] = {}
+        reused: list[str] = []
+        data, timings["load"], again = self.inputs(request)
+        _check_labelled(request, data)
+        if again:
+            reused.append("load")
+        loaded = data.loaded
+
+        model_out, optimized, representative, calib = loaded.model, None, None, data.calib
+        if request.spec is not None:
+            optimized, timings["optimize"], again = self.optimized(request, data)
+            if again:
+                reused.append("optimize")
+            model_out = optimized.model
+            if request.spec.qat and calib is None:  # QAT learned the ranges; the fine-tune inputs calibrate the rest
+                calib = optimized.representative(options.calib_samples, options.seed)
+                representative = calib.source
+
+        final_dir = Path(out_dir) if out_dir is not None else Path(options.out) / profile.id
+        with atomic_dir(final_dir) as work:
+            ctx = BuildContext(profile=profile, options=options, precision=precision, model=model_out,
+                               float_model=loaded.model, calib=calib, eval=data.eval, workdir=work,
+                               progress=progress, reference=data.reference, out_dir=final_dir)
             t0 = time.perf_counter()
-            optimization = _optimization_report(ctx, target_impl, artifacts, records, optimized, representative)
-            timings["report"] = time.perf_counter() - t0
+            artifacts = target_impl.build(ctx)
+            timings["build"] = time.perf_counter() - t0
+            records = [_record(work, art, precision) for art in artifacts]
 
-        checks = _checks(options, verification, records)
-        manifest = manifest_mod.new(
-            profile=profile.to_json(), target=profile.target, runtime=target_impl.runtime,
-            precision=precision.value, source=loaded.describe(), options=options.to_json(),
-            reproducibility=data.determinism, input=data.preprocessing.describe(),
-            data={"calib": calib.describe() if calib else None,
-                  "eval": data.eval.describe() if data.eval else None},
-            versions=library_versions(), artifacts=records, verification=verification, optimization=optimization,
-            checks=checks, warnings=data.warnings,
-            timings_s={k: round(v, 3) for k, v in timings.items()}, **ctx.extra,
-        )
-        manifest_mod.write(work, manifest)
-    return BuildResult(out_dir=final_dir, manifest=manifest)
+            verification = None
+            if data.reference is not None:
+                t0 = time.perf_counter()
+                verification = _verify_all(ctx, target_impl, artifacts, records, data.reference)
+                timings["verify"] = time.perf_counter() - t0
+
+            optimization = None
+            if optimized is not None:
+                t0 = time.perf_counter()
+                optimization = _optimization_report(ctx, target_impl, artifacts, records, optimized, representative,
+                                                    lambda: self.float_tflite(request, data))
+                timings["report"] = time.perf_counter() - t0
+
+            checks = _checks(options, verification, records, ctx.extra.get("accuracy_control"))
+            manifest = manifest_mod.new(
+                profile=profile.to_json(), target=profile.target, runtime=target_impl.runtime,
+                precision=precision.value, source=loaded.describe(), options=options.to_json(),
+                reproducibility=data.determinism, input=data.preprocessing.describe(),
+                data={"calib": calib.describe() if calib else None,
+                      "eval": data.eval.describe() if data.eval else None},
+                versions=library_versions(), artifacts=records, verification=verification, optimization=optimization,
+                checks=checks, warnings=list(data.warnings),
+                timings_s={k: round(v, 3) for k, v in timings.items()}, **ctx.extra,
+            )
+            manifest_mod.write(work, manifest)
+        return BuildResult(out_dir=final_dir, manifest=manifest, reused=tuple(reused))
+
+
+def _check_labelled(request: BuildPlan, data: _Inputs) -> None:
+    # accuracy control measures its budget as top-1 agreement with the float model when eval has no labels
+    options = request.options
+    needs_labels = options.max_accuracy_drop is not None and not options.accuracy_control
+    if needs_labels and (data.reference is None or data.reference.labelled is None):
+        raise EdgecError("--max-accuracy-drop needs a classification output (batch, classes) for the --eval labels; "
+                         f"model '{data.loaded.model.name}' has none")
 
 
 def _record(work: Path, art, precision: Precision) -> dict[str, Any]:
@@ -291,13 +426,28 @@ def _record(work: Path, art, precision: Precision) -> dict[str, Any]:
               "sha256": sha256_file(path), "bytes": path.stat().st_size, **art.info}
     if art.precision == Precision.INT8.value and art.format in ("tflite", "onnx") and art.role != "edgetpu_model":
         record["float_ops"] = float_ops(path, art.format)
+        if record.get("float_ops_chosen"):  # kept float by --accuracy-control, on purpose
+            from edgec.accuracy import mark_chosen
+
+            record["float_ops"] = mark_chosen(path, art.format, record["float_ops"], record["float_ops_chosen"])
     return record
 
 
 def _checks(options: BuildOptions, verification: dict[str, Any] | None,
-            records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            records: list[dict[str, Any]], control: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     checks = []
-    if options.max_accuracy_drop is not None and verification is not None:
+    if options.max_accuracy_drop is not None and control is not None and not control["metric"]["labelled"]:
+        drop = control["after"]["drop_points"]  # no labels: top-1 disagreement with the float model
+        ok = drop <= options.max_accuracy_drop
+        checks.append({
+            "name": "max_accuracy_drop", "limit": options.max_accuracy_drop, "value": drop, "passed": ok,
+            "metric": "agreement",
+            "message": (f"top-1 disagreement with the float model {drop:.2f} points (no labels) is "
+                        + (f"within the budget of {options.max_accuracy_drop:g}" if ok else
+                           f"over --max-accuracy-drop {options.max_accuracy_drop:g}, even with "
+                           f"{len(control['float_ops'])} ops kept in float (the best found)")),
+        })
+    elif options.max_accuracy_drop is not None and verification is not None:
         drop = verification["accuracy_drop_points"]
         ok = drop <= options.max_accuracy_drop
         where = f" on output '{verification['eval_output']}'" if len(verification["outputs"]) > 1 else ""
@@ -311,6 +461,16 @@ def _checks(options: BuildOptions, verification: dict[str, Any] | None,
         ops = record.get("float_ops")
         if ops is None:
             continue
+        chosen = [o for o in ops if o.get("chosen")]
+        if chosen and len(chosen) == len(ops):
+            kept = record.get("float_ops_chosen") or []
+            checks.append({"name": "full_integer", "artifact": record["file"], "value": 0, "chosen": len(chosen),
+                           "passed": True,
+                           "message": f"{record['file']} is int8 but for the {len(kept)} op{'s' if len(kept) != 1 else ''} "
+                                      f"--accuracy-control kept in float on purpose ({', '.join(o['layer'] for o in kept[:6])}"
+                                      f"{', ...' if len(kept) > 6 else ''})"})
+            continue
+        ops = [o for o in ops if not o.get("chosen")]
         if not ops:
             checks.append({"name": "full_integer", "artifact": record["file"], "value": 0, "passed": True,
                            "message": f"{record['file']} is full-integer: no op computes in float"})
@@ -349,7 +509,8 @@ def _verify_all(ctx, target_impl, artifacts, records, ref) -> dict[str, Any] | N
     return primary
 
 
-def _optimization_report(ctx, target_impl, artifacts, records, optimized, representative) -> dict[str, Any]:
+def _optimization_report(ctx, target_impl, artifacts, records, optimized, representative,
+                         float_tflite) -> dict[str, Any]:
     """The manifest's ``optimization`` section, read from the verified .tflite artifact."""
     from edgec.model_io import output_specs
     from edgec.optimize import finish
@@ -370,4 +531,5 @@ def _optimization_report(ctx, target_impl, artifacts, records, optimized, repres
             got = out[runner.output_names.index(name)]
             accuracy = float((got.reshape(len(got), -1).argmax(axis=1) == optimized.accuracy_y).mean())
     return finish(optimized, ctx.float_model, path, artifact_accuracy=accuracy, artifact_precision=ctx.precision.value,
-                  representative=representative, progress=ctx.progress)
+                  representative=representative, progress=ctx.progress,
+                  float_tflite=float_tflite() if path is not None else None)

@@ -73,6 +73,15 @@ def set_seed(seed: int) -> dict[str, object]:
     return {"seed": int(seed), "op_determinism": determinism_enabled()}
 
 
+def fresh_names() -> None:
+    """Restart Keras' automatic layer names (``quantize_layer``, ``quantize_layer_1``, ...), which
+    end up in the artifact's tensor names: a stage that creates layers starts from the same names
+    in a long-running process (``edgec ci``, ``edgec search``, the Python API) as in a fresh one,
+    so it writes the same bytes. Call it only before a model is built, never in the middle."""
+    _, keras = tf_and_keras()
+    keras.backend.reset_uids()
+
+
 def determinism_enabled() -> bool:
     """Whether TensorFlow's op determinism is on in this process."""
     tf, _ = tf_and_keras()

@@ -176,13 +176,13 @@ def main(argv=None):
         elif args.command == "detect":
             _detect(args)
         elif args.command == "run":
-            from . import daemon
+            from . import run
 
             if args.wait < 0 or args.wait > 60:
                 raise AgentError("--wait must be between 0 and 60 seconds, got %g" % args.wait)
             if args.max_jobs is not None and args.max_jobs < 1:
                 raise AgentError("--max-jobs must be >= 1, got %d" % args.max_jobs)
-            return daemon.main(args)
+            return run.main(args)
         elif args.command == "version":
             from .schema import SCHEMA_VERSION
             sys.stdout.write("edgec-agent %s (report schema %d, Python %s)\n"

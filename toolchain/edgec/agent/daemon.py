@@ -1,4 +1,4 @@
-"""``edgec-agent run``: the agent as a daemon of a fleet collector (``edgec serve``).
+"""The agent as a daemon of a fleet collector (``edgec serve``), as ``edgec-agent run`` starts it.
 
 Loop: register the device with what was detected (profile, runtimes and their versions, power
 sensor), long-poll for a job this device can run, download its files by sha256 and verify
@@ -15,277 +15,34 @@ attempt, so a report posted twice is stored once.
 Standard library only, Python 3.6 syntax, like the rest of the agent.
 """
 
-import hashlib
-import http.client as http_client
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error as urllib_error
-import urllib.request as urllib_request
 import uuid
 
 from . import __version__, device, schema
-from .errors import AgentError
-from .vocab import NAME_PATTERN, RUNTIMES
-from .vocab import parse_labels as _parse_labels
+from .api import AgentRefused, Backoff, Unreachable
+from .capabilities import detect_runtimes, power_summary
+from .errors import EXIT_UNAVAILABLE, AgentError
+from .vocab import FILE_PATTERN, RUNTIMES, SHA256_PATTERN
 
 log = logging.getLogger(__name__)
 
-API = "/v1"
-NAME = re.compile(NAME_PATTERN)
-FILE = re.compile(r"^(bundle/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+FILE = re.compile(FILE_PATTERN)
+SHA256 = re.compile(SHA256_PATTERN)
 # Bench options a job may set. An external power command is not one of them: a collector must not
 # be able to run commands on the device; only the device's own --power-command is used.
 OPTION_FLAGS = (("runs", "--runs"), ("min_seconds", "--min-seconds"), ("warmup", "--warmup"),
                 ("threads", "--threads"), ("batch", "--batch"), ("power", "--power"),
                 ("power_rail", "--power-rail"), ("idle_seconds", "--idle-seconds"), ("seed", "--seed"))
-EXIT_BAD_INPUT = 2
-EXIT_UNAVAILABLE = 3
-CHUNK = 1 << 16
-
-
-class Unreachable(Exception):
-    """The collector did not answer (refused, reset, timed out, 5xx): try again later."""
-
-
-class AgentRefused(AgentError):
-    """The collector refused the agent itself (token, schema version, another agent's name)."""
-
-
-class Answer:
-    def __init__(self, status, data):
-        self.status = status
-        self.data = data
-
-    def json(self):
-        try:
-            return json.loads(self.data.decode("utf-8")) if self.data else None
-        except ValueError:
-            return None
-
-    def detail(self):
-        doc = self.json()
-        if isinstance(doc, dict) and "detail" in doc:
-            detail = doc["detail"]
-            if isinstance(detail, list):
-                return "; ".join("%s: %s" % (".".join(str(x) for x in d.get("loc", [])), d.get("msg"))
-                                 for d in detail[:5] if isinstance(d, dict))
-            return str(detail)
-        return (self.data or b"").decode("utf-8", "replace")[:300]
-
-
-class Api:
-    """The collector's HTTP API with urllib (bearer token on every request)."""
-
-    def __init__(self, url, token, timeout=30.0, cafile=None):
-        self.url = url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-        self.context = None
-        if cafile:
-            import ssl
-
-            self.context = ssl.create_default_context(cafile=cafile)
-
-    def _open(self, method, path, body=None, timeout=None, accept="application/json"):
-        headers = {"Authorization": "Bearer " + self.token, "Accept": accept,
-                   "User-Agent": "edgec-agent/%s" % __version__}
-        data = None
-        if body is not None:
-            data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        request = urllib_request.Request(self.url + API + path, data=data, headers=headers, method=method)
-        try:
-            return urllib_request.urlopen(request, timeout=timeout or self.timeout, context=self.context)
-        except urllib_error.HTTPError as exc:
-            return exc
-        except (urllib_error.URLError, socket.timeout, http_client.HTTPException, OSError) as exc:
-            raise Unreachable("%s %s: %s" % (method, path, getattr(exc, "reason", None) or exc)) from exc
-
-    def call(self, method, path, body=None, timeout=None):
-        """One request -> :class:`Answer`; 401 raises :class:`AgentRefused`, 5xx/no answer :class:`Unreachable`."""
-        response = self._open(method, path, body, timeout)
-        try:
-            status = response.getcode()
-            data = response.read()
-        except (socket.timeout, http_client.HTTPException, OSError) as exc:
-            raise Unreachable("%s %s: reading the answer failed: %s" % (method, path, exc)) from exc
-        finally:
-            response.close()
-        answer = Answer(status, data)
-        if status == 401:
-            raise AgentRefused("the collector at %s refused the token (401): %s" % (self.url, answer.detail()))
-        if status >= 500:
-            raise Unreachable("%s %s: %d %s" % (method, path, status, answer.detail()))
-        return answer
-
-    def download(self, sha256, dest, timeout=None):
-        """Stream a file by sha256 into ``dest``; returns the sha256 of the bytes received."""
-        response = self._open("GET", "/blobs/" + sha256, timeout=timeout, accept="application/octet-stream")
-        digest = hashlib.sha256()
-        try:
-            status = response.getcode()
-            if status == 401:
-                raise AgentRefused("the collector at %s refused the token (401)" % self.url)
-            if status != 200:
-                answer = Answer(status, response.read())
-                if status >= 500:
-                    raise Unreachable("download of %s: %d %s" % (sha256, status, answer.detail()))
-                raise AgentError("the collector has no file %s (%d %s)" % (sha256, status, answer.detail()))
-            with open(dest, "wb") as fh:
-                for chunk in iter(lambda: response.read(CHUNK), b""):
-                    digest.update(chunk)
-                    fh.write(chunk)
-        except (socket.timeout, http_client.HTTPException, OSError) as exc:
-            raise Unreachable("download of %s failed: %s" % (sha256, exc)) from exc
-        finally:
-            response.close()
-        return digest.hexdigest()
-
-
-class Backoff:
-    """Exponential backoff with full jitter: 0.5 s doubling up to ``cap``."""
-
-    def __init__(self, base=0.5, cap=30.0):
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-
-    def next(self):
-        delay = min(self.cap, self.base * (2 ** self.failures))
-        self.failures += 1
-        return random.uniform(delay / 2.0, delay)
-
-    def reset(self):
-        self.failures = 0
-
-
-# ---------------------------------------------------------------------- what the device can run
-
-
-def _distribution_version(*names):
-    for name in names:
-        try:
-            if sys.version_info >= (3, 8):
-                from importlib import metadata
-
-                return metadata.version(name)
-            import pkg_resources
-
-            return pkg_resources.get_distribution(name).version
-        except Exception:  # noqa: BLE001 - metadata absent or unreadable: version unknown
-            continue
-    return None
-
-
-def _importable(module):
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def detect_runtimes():
-    """Runtime name -> version (None when unknown) of the runtimes this Python can import.
-
-    Found without importing them (``importlib.util.find_spec`` and package metadata), so it is
-    fast and has no side effects on accelerators.
-    """
-    found = {}
-    litert = _importable("ai_edge_litert")
-    tflite = _importable("tflite_runtime")
-    if litert:
-        found["litert"] = _distribution_version("ai-edge-litert")
-    if tflite:
-        found["tflite"] = _distribution_version("tflite-runtime", "tflite_runtime")
-        found.setdefault("litert", found["tflite"])
-    if (litert or tflite) and _edgetpu_library():
-        found["edgetpu"] = _distribution_version("pycoral")
-    if _importable("onnxruntime"):
-        found["onnxruntime"] = _distribution_version("onnxruntime", "onnxruntime-gpu")
-    if _importable("tensorrt"):
-        found["tensorrt"] = _distribution_version("tensorrt", "tensorrt-libs")
-    return found
-
-
-def _edgetpu_library():
-    import ctypes.util
-    import platform
-
-    name = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}.get(platform.system())
-    if not name:
-        return None
-    for directory in ("/usr/lib", "/usr/lib/aarch64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
-                      "/usr/lib/arm-linux-gnueabihf", "/usr/local/lib"):
-        if os.path.exists(os.path.join(directory, name)):
-            return os.path.join(directory, name)
-    return ctypes.util.find_library("edgetpu")
-
-
-def guess_profile(info):
-    """The edgec device profile id of a detected device, or None when it is not obvious."""
-    model = (info.get("model") or "").lower()
-    kind = info.get("kind")
-    if kind == "jetson":
-        for needle, profile in (("orin nano", "jetson-orin-nano"), ("agx orin", "jetson-agx-orin"),
-                                ("xavier nx", "jetson-xavier-nx"), ("nano", "jetson-nano")):
-            if needle in model:
-                return profile
-        return None
-    if kind == "coral-devboard":
-        return "coral-devboard"
-    if kind == "rpi":
-        for needle, profile in (("raspberry pi 5", "rpi5"), ("raspberry pi 4", "rpi4")):
-            if needle in model:
-                return profile
-        return None
-    if any(a.get("kind") == "edgetpu" and a.get("bus") == "usb" for a in info.get("accelerators") or []):
-        return "coral-usb"
-    if info.get("machine") in ("x86_64", "AMD64"):
-        return "x86-cpu"
-    return None
-
-
-def parse_labels(text):
-    """``k=v,k2=v2`` -> dict (:func:`edgec.agent.vocab.parse_labels`).
-
-    Raises:
-        AgentError: a malformed pair or key.
-    """
-    try:
-        return _parse_labels(text)
-    except ValueError as exc:
-        raise AgentError(str(exc)) from None
-
-
-def power_summary(root, command=None):
-    """The power sensor this device would use (or why there is none)."""
-    from . import sensors
-    from .errors import Unavailable
-
-    try:
-        sensor = sensors.open_sensor("auto", root, command=command)
-    except Unavailable as exc:
-        return {"available": False, "reason": str(exc)}
-    try:
-        info = sensor.describe()
-        return {"available": True, "sensor": info.get("sensor"), "scope": info.get("scope"),
-                "rails": info.get("rails"), "total_rail": info.get("total_rail")}
-    finally:
-        sensor.close()
 
 
 # ---------------------------------------------------------------------- the child that measures
@@ -717,94 +474,3 @@ class Daemon:
 
 class _Stop(BaseException):
     """Leaves the main loop at once (raised from the signal handler while idle)."""
-
-
-def default_credential_file(name):
-    """Where the agent keeps the credential of device ``name`` (``$EDGEC_AGENT_CONFIG``, else
-    ``~/.config/edgec-agent``)."""
-    root = os.environ.get("EDGEC_AGENT_CONFIG") or os.path.join(os.path.expanduser("~"), ".config", "edgec-agent")
-    return os.path.join(root, name + ".credential")
-
-
-def _read_secret(path, what):
-    try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except OSError as exc:
-        raise AgentError("cannot read %s %s: %s" % (what, path, exc)) from exc
-
-
-def write_private(path, text):
-    """Write ``text`` to ``path`` readable by this user only (0600, directory 0700), atomically."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o700)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.rename(tmp, path)
-
-
-def enroll(api, name, path):
-    """Trade the enrollment token ``api`` carries for this device's own credential, kept in ``path``.
-
-    Raises:
-        AgentError: the collector refused the token or cannot be reached.
-    """
-    try:
-        answer = api.call("POST", "/enroll", {"device": name})
-    except Unreachable as exc:
-        raise AgentError("cannot reach the collector to enroll '%s': %s" % (name, exc)) from exc
-    doc = answer.json() or {}
-    if answer.status != 201 or not doc.get("credential"):
-        raise AgentRefused("the collector refused to enroll '%s' (%d): %s" % (name, answer.status, answer.detail()))
-    write_private(path, doc["credential"])
-    log.info("enrolled as '%s': credential kept in %s (mode 0600)", name, path)
-    return doc["credential"]
-
-
-def main(args):
-    """``run`` subcommand: parsed argparse namespace -> exit code."""
-    token = args.token or os.environ.get("EDGEC_TOKEN", "").strip()
-    if args.token_file:
-        token = _read_secret(args.token_file, "--token-file")
-    if not re.match(r"^https?://[^/\s]+(/\S*)?$", args.server or ""):
-        raise AgentError("--server %r: expected http://HOST:PORT (the URL 'edgec serve' prints)" % args.server)
-    name = args.name or socket.gethostname().split(".")[0] or "device"
-    if not NAME.match(name):
-        raise AgentError("device name %r: expected 1-64 letters, digits, '.', '_' or '-' (pass --name)" % name)
-    credential_file = args.credential_file or default_credential_file(name)
-    enroll_token = args.enroll_token
-    if args.enroll_token_file:
-        enroll_token = _read_secret(args.enroll_token_file, "--enroll-token-file")
-    if enroll_token and not token:
-        if os.path.exists(credential_file):
-            log.info("already enrolled: using the credential in %s", credential_file)
-            token = _read_secret(credential_file, "credential file")
-        else:
-            token = enroll(Api(args.server, enroll_token, cafile=args.cafile), name, credential_file)
-    elif not token and os.path.exists(credential_file):
-        token = _read_secret(credential_file, "credential file")
-    if not token:
-        raise AgentError("no token: pass --enroll-token-file FILE (from 'edgec devices enroll %s'), --token-file "
-                         "FILE (a copy of the collector's token file), --token TOKEN or set EDGEC_TOKEN" % name)
-    labels = parse_labels(args.labels)
-    profile, source = args.profile, "given"
-    if not profile:
-        profile, source = guess_profile(device.detect(args.root)), "detected"
-        if profile is None:
-            source = "none"
-            log.warning("no device profile given or recognized: only jobs addressed to '%s' will come "
-                        "(pass --profile ID)", name)
-    elif not NAME.match(profile):
-        raise AgentError("--profile %r: expected a profile id such as rpi5 or jetson-orin-nano" % profile)
-    work_dir = args.work_dir or os.path.join(os.environ.get("EDGEC_AGENT_CACHE")
-                                             or os.path.join(os.path.expanduser("~"), ".cache", "edgec-agent"),
-                                             "run", name)
-    api = Api(args.server, token, cafile=args.cafile)
-    daemon = Daemon(api, name, profile=profile, labels=labels, work_dir=work_dir, wait=args.wait,
-                    max_jobs=args.max_jobs, power_command=args.power_command, root=args.root, profile_source=source)
-    return daemon.run()

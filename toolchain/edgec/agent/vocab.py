@@ -31,6 +31,11 @@ SENSOR_CHOICES = ("auto", "none") + SENSORS
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 #: label values: up to 128 characters, no control characters, ',' or '='
 LABEL_VALUE_PATTERN = r"^[^\x00-\x1f,=]{1,128}$"
+#: a file a measuring job ships: one plain name, or 'bundle/NAME' for a TensorRT bundle (never a path)
+FILE_PATTERN = r"^(bundle/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+#: the states a fleet job ends in
+JOB_TERMINAL_STATES = ("done", "failed", "cancelled")
 LABEL_KEY = re.compile(NAME_PATTERN)
 LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)
 

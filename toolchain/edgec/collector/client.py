@@ -10,12 +10,12 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from edgec.agent.vocab import JOB_TERMINAL_STATES
 from edgec.collector import API
 from edgec.errors import EdgecError
 
 log = logging.getLogger(__name__)
 
-TERMINAL = ("done", "failed", "cancelled")
 
 
 def check_url(url: str) -> str:
@@ -139,7 +139,7 @@ class Client:
         while True:
             remaining = deadline - time.monotonic()
             doc = self.job(job_id, wait=max(0.0, min(30.0, remaining)))
-            if doc["state"] in TERMINAL:
+            if doc["state"] in JOB_TERMINAL_STATES:
                 return doc
             if time.monotonic() >= deadline:
                 where = f"leased to {doc['leased_to']}" if doc["state"] == "leased" else "queued"

@@ -20,16 +20,21 @@ from pydantic import (
 )
 
 from edgec.agent.schema import SCHEMA_VERSION
-from edgec.agent.vocab import LABEL_VALUE_PATTERN, NAME_PATTERN, RUNTIME_CHOICES, SENSOR_CHOICES
+from edgec.agent.vocab import (
+    FILE_PATTERN,
+    JOB_TERMINAL_STATES,
+    LABEL_VALUE_PATTERN,
+    NAME_PATTERN,
+    RUNTIME_CHOICES,
+    SENSOR_CHOICES,
+    SHA256_PATTERN,
+)
 
-SHA256_PATTERN = r"^[0-9a-f]{64}$"
-# Shipment file names: one plain name, or 'bundle/NAME' for a TensorRT bundle.
-FILE_PATTERN = r"^(bundle/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 UID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 LEASE_PATTERN = r"^[0-9a-f]{32}$"
 # a job names a sensor, never the external meter command: that is the device's own --power-command
 JOB_SENSORS = tuple(s for s in SENSOR_CHOICES if s != "command")
-JOB_STATES = ("queued", "leased", "done", "failed", "cancelled")
+JOB_STATES = ("queued", "leased", *JOB_TERMINAL_STATES)
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]

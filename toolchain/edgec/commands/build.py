@@ -13,8 +13,9 @@ from edgec.config import Precision
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("-t", "--target", required=True, metavar="PROFILE",
-              help="Device profile id (see 'edgec targets') or a profile .toml file.")
+@click.option("-t", "--target", "targets", required=True, multiple=True, metavar="PROFILE",
+              help="Device profile id (see 'edgec targets') or a profile .toml file; repeat it to build several "
+                   "targets with shared work (load, float evaluation, fine-tuning once per QAT scheme).")
 @click.option("-p", "--precision", type=click.Choice([p.value for p in Precision]), default=None,
               help="Artifact precision. Default: the profile's default (int8 for CPU devices).")
 @click.option("--calib", metavar="DATA", help="Representative data for int8: .npz (x), .npy, image folder or module:function.")
@@ -29,6 +30,9 @@ from edgec.config import Precision
               help="Fail (exit 1) when the artifact's accuracy is more than POINTS below the float model's.")
 @click.option("--allow-float-ops", is_flag=True, help="Accept an int8 artifact that still computes some ops in float "
               "(listed either way); without it such a build fails (exit 1).")
+@click.option("--accuracy-control", is_flag=True, help="int8: keep the fewest ops in float that bring the drop on --eval "
+              "within --max-accuracy-drop (ranked by sensitivity, reverted greedily; see 'edgec analyze'). Without "
+              "labels the drop is top-1 disagreement with the float model.")
 @click.option("--input-range", type=click.Choice(range_names()),
               help="What pixels (image folders, uint8 arrays) map onto for this model. Default: from a Rescaling or "
                    "Normalization input layer, else 0,1.")
@@ -48,13 +52,26 @@ from edgec.config import Precision
 @click.option("--epochs", type=int, default=10, show_default=True,
               help="Fine-tuning epochs per compression step (a held-out slice stops a step early).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Fine-tuning batch size.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Fine-tuning learning rate (Adam).")
+@click.option("--lr", type=float, help="Fine-tuning learning rate (Adam) of every step. Default: 1e-3, and 1e-4 "
+              "for --qat as the only step.")
 @click.option("--prune", type=float, metavar="SPARSITY",
               help="Magnitude pruning: share of Conv/Dense kernel weights set to zero, e.g. 0.8.")
 @click.option("--prune-schedule", type=click.Choice(["polynomial", "constant"]),
               help="Sparsity schedule for --prune. Default: polynomial (ramps up over the first half).")
 @click.option("--prune-structure", type=click.Choice(["2:4"]),
               help="Structured pruning: 2 zeros in every 4 weights along the input axis.")
+@click.option("--prune-channels", type=float, metavar="FRACTION",
+              help="Channel pruning: remove FRACTION of each Conv/Dense layer's output channels and rebuild the "
+                   "model with smaller layers (fewer MACs), e.g. 0.5.")
+@click.option("--channel-criterion", type=click.Choice(["l1", "l2", "bn"]),
+              help="How --prune-channels ranks channels: kernel L1 or L2 norm, or BatchNorm |gamma|.  [default: l1]")
+@click.option("--low-rank", type=float, metavar="RANK_FRACTION",
+              help="Low-rank factorization (SVD) of Dense/Conv kernels keeping RANK_FRACTION of each rank.")
+@click.option("--low-rank-energy", type=float, metavar="E",
+              help="Low-rank factorization keeping the share E of each kernel's spectral energy, e.g. 0.9.")
+@click.option("--sparse-inference", is_flag=True,
+              help="Prune 1x1 convolutions for XNNPACK's sparse fp32/fp16 kernels and store them sparse "
+                   "(CPU targets; --prune sets the sparsity, default 0.75).")
 @click.option("--cluster", type=int, metavar="N", help="Weight clustering: N shared values per kernel (at most N per output channel in int8).")
 @click.option("--qat", is_flag=True, help="Quantization-aware training for the int8 artifact.")
 @click.option("--qat-skip", multiple=True, metavar="LAYER", help="Leave LAYER float during QAT (repeatable).")
@@ -62,22 +79,35 @@ from edgec.config import Precision
 @click.option("--temperature", type=float, metavar="T", help="Distillation temperature.  [default: 4]")
 @click.option("--distill-weight", type=float, default=0.5, show_default=True,
               help="Share of the loss from the teacher's soft targets.")
-def build(model: Path, target: str, as_json: bool, **options) -> None:
+def build(model: Path, targets: tuple[str, ...], as_json: bool, **options) -> None:
     """Build and verify device artifacts for MODEL (.keras, .h5 or SavedModel dir).
 
     \b
     Compression (each step optional, in this order, fine-tuned on --fine-tune data):
-      --prune 0.8 | --prune-structure 2:4  ->  --cluster 16  ->  --qat   [--distill]
+      --prune-channels 0.5  ->  --low-rank 0.25  ->  --prune 0.8 | --prune-structure 2:4
+      ->  --cluster 16  ->  --qat   [--distill]      (--sparse-inference: fp32/fp16 CPU builds)
+    Several targets (--target rpi5 --target coral-usb) write OUT/rpi5 and OUT/coral-usb, each as a
+    build for that target alone would.
     """
+    from edgec.errors import CheckFailed
     from edgec.pipeline import build as run_build
     from edgec.progress import Progress
 
-    result = run_build(model, target, progress=Progress(), **options)
+    target = targets[0] if len(targets) == 1 else list(targets)
+    built = run_build(model, target, progress=Progress(), **options)
+    results = [built] if len(targets) == 1 else built
     if as_json:
-        click.echo(json.dumps(result.manifest, indent=2))
+        payload = results[0].manifest if len(results) == 1 else [r.manifest for r in results]
+        click.echo(json.dumps(payload, indent=2))
     else:
-        print_summary(result)
-    result.raise_for_checks()
+        for result in results:
+            print_summary(result)
+    if len(results) == 1:
+        results[0].raise_for_checks()
+        return
+    failed = [f"{r.manifest['profile']['id']}: {c['message']}" for r in results for c in r.checks if not c["passed"]]
+    if failed:
+        raise CheckFailed("; ".join(failed))
 
 
 def print_summary(result) -> None:
@@ -110,10 +140,15 @@ def print_summary(result) -> None:
             out.print("[yellow]warning:[/] " + escape(
                 f"{v['artifact']} orders its outputs differently from the model; by name: "
                 + ", ".join(f"{o['name']} -> output {o['index']}" for o in v["outputs"])))
+    if m.get("accuracy_control"):
+        from edgec.accuracy.report import control_table
+
+        out.print(control_table(m["accuracy_control"]))
     for a in m["artifacts"]:
-        if a.get("float_ops"):
-            ops = ", ".join(f"#{o['index']} {o['op']}" for o in a["float_ops"][:12])
-            out.print(escape(f"float ops in {a['file']}: {ops}{' ...' if len(a['float_ops']) > 12 else ''}"))
+        unchosen = [o for o in a.get("float_ops") or [] if not o.get("chosen")]
+        if unchosen:
+            ops = ", ".join(f"#{o['index']} {o['op']}" for o in unchosen[:12])
+            out.print(escape(f"float ops in {a['file']}: {ops}{' ...' if len(unchosen) > 12 else ''}"))
     for line in (m.get("edgetpu") or {}).get("summary", []):
         out.print(escape(line))
     if m.get("optimization"):
@@ -178,6 +213,7 @@ def print_optimization(out, o: dict) -> None:
         for e in step.get("layers", []):
             if e.get("pruned") is False or e.get("clustered") is False:
                 out.print(escape(f"{step['step']}: {e['layer']}: {e.get('reason', 'left as it is')}"))
+    print_structure(out, o)
     if not o.get("layers"):
         if o.get("artifact_unavailable"):
             out.print(f"per-layer table unavailable: {o['artifact_unavailable']}")
@@ -214,12 +250,58 @@ def print_optimization(out, o: dict) -> None:
         out.print(f"int8 representative data: {o['representative_data']}")
 
 
+def print_structure(out, o: dict) -> None:
+    """Channel pruning and low-rank rows (channels or rank, parameters and MACs before/after), and
+    the model's parameters and MACs against the original."""
+    from rich.table import Table
+
+    for step in o["step_details"]:
+        if step["step"] not in ("channels", "low_rank"):
+            continue
+        structural = step["step"] == "channels"
+        table = Table(title=f"{'channels' if structural else 'low-rank'}: per layer (Keras model)",
+                      title_justify="left")
+        for col in ("layer", "type", "channels" if structural else "rank", "params", "MACs", "note"):
+            table.add_column(col, justify="left" if col in ("layer", "type", "note") else "right")
+        for r in step["layers"]:
+            if structural:
+                size = f"{r['channels_before']} -> {r['channels_after']}" if "channels_before" in r else "-"
+                note = r.get("kept_whole") or (f"tied with {', '.join(r['tied_with'])}" if r.get("tied_with") else "")
+            else:
+                size = f"{r['rank']} of {r['full_rank']} ({r['form']})" if r.get("factorized") else "-"
+                note = f"energy {r['energy_kept'] * 100:.1f} %" if r.get("factorized") else r.get("reason", "")
+            after = r.get("params_after", r["params_before"]), r.get("macs_after", r["macs_before"])
+            table.add_row(r["layer"], r["type"], size, f"{r['params_before']:,} -> {after[0]:,}",
+                          f"{r['macs_before']:,} -> {after[1]:,}", note)
+        out.print(table)
+    sparse = o.get("sparse_inference") or {}
+    if "densify_ops" in sparse:
+        out.print(f"sparse inference: {len(sparse['sparse_kernels'])} kernels stored sparse behind "
+                  f"{sparse['densify_ops']} DENSIFY ops; speed: {sparse['speed']}")
+    st = o.get("structure")
+    if st:
+        out.print(f"model: {st['params']['before']:,} -> {st['params']['after']:,} parameters "
+                  f"({st['params']['cut_percent']:.1f} % fewer), {st['macs']['before']:,} -> {st['macs']['after']:,} "
+                  f"MACs per sample ({st['macs']['cut_percent']:.1f} % fewer)")
+
+
 def _step_detail(step: dict) -> str:
     name = step.get("step")
+    if name == "channels":
+        g = step["groups"]
+        return (f"{step['fraction']:g} of the channels removed ({step['criterion']}), {g['pruned']} groups; "
+                f"{g['kept_whole']} kept whole")
+    if name == "low_rank":
+        done = [r for r in step["layers"] if r.get("factorized")]
+        how = (f"rank fraction {step['rank_fraction']:g}" if step["rank_fraction"] is not None
+               else f"energy {step['energy']:g}")
+        return f"{how}, {len(done)} of {len(step['layers'])} layers factorized"
     if name == "prune":
         kept = [e for e in step["layers"] if e.get("pruned")]
         left = [e["layer"] for e in step["layers"] if not e.get("pruned")]
         text = f"{step.get('structure') or step['schedule']['kind']} to {step['sparsity']:g}, {len(kept)} layers"
+        if step.get("pruning_policy"):
+            text += f" ({step['pruning_policy']})"
         return text + (f"; unpruned: {', '.join(left)}" if left else "")
     if name == "cluster":
         kept = [e for e in step["layers"] if e.get("clustered")]

@@ -66,7 +66,9 @@ def serve(host: str, port: int, db: str | None, blobs_dir: Path | None, token_fi
     import logging
     import os
 
-    from edgec.collector import default_db, default_dir, http, server, storage, tokens
+    from edgec.collector import default_db, default_dir, http, routes, server, tokens
+    from edgec.collector.storage.connections import is_url
+    from edgec.collector.storage.store import Store
     from edgec.errors import EdgecError
 
     log = logging.getLogger("edgec.collector")
@@ -75,13 +77,13 @@ def serve(host: str, port: int, db: str | None, blobs_dir: Path | None, token_fi
     if tls_cert:
         server.check_tls(tls_cert, tls_key)
     os.umask(0o077)  # the record, its WAL, blobs and their directories: readable by this user only
-    if db and storage.is_url(db):
+    if db and is_url(db):
         home = (token_file.parent if token_file else default_dir()).expanduser()
-        store = storage.Store(db)
+        store = Store(db)
     else:
         path = Path(db or default_db()).expanduser()
         home = path.parent
-        store = storage.Store(path)
+        store = Store(path)
     token_file = (token_file or home / "token").expanduser()
     token, created = tokens.load_or_create(token_file)
     sock = server.listen(host, port)
@@ -95,7 +97,7 @@ def serve(host: str, port: int, db: str | None, blobs_dir: Path | None, token_fi
                                          max_body=int(max_body_mb * server.MiB),
                                          max_upload=int(max_upload_mb * server.MiB), lease_seconds=lease_seconds,
                                          offline_after=offline_after, max_poll=max_poll_seconds)
-        app = server.create_app(store, settings)
+        app = routes.create_app(store, settings)
         url = server.url_of(sock, tls=bool(tls_cert))
         click.echo(f"edgec collector on {url}  (database {store.name})")
         if created:

@@ -1,6 +1,10 @@
-"""Compression in the build: prune -> cluster -> QAT (each optional), with distillation.
+"""Compression in the build: channels -> low-rank -> prune -> cluster -> QAT (each optional), with
+distillation.
 
-The steps use TF-MOT's collaborative optimizations so that later steps keep what earlier ones
+Channel pruning (:mod:`edgec.optimize.channels`) and low-rank factorization
+(:mod:`edgec.optimize.lowrank`) rebuild the model with smaller layers, so they cut the work (MACs)
+as well as the size; they run first, and the other steps act on the smaller model. The other
+steps use TF-MOT's collaborative optimizations so that later steps keep what earlier ones
 gave (sparsity-preserving clustering, pruning- and cluster-preserving QAT); pruning and
 clustering wrappers are stripped before export. :func:`optimize` runs the steps on the loaded
 model; :func:`finish` reads the built artifact and writes the report that goes into
@@ -28,6 +32,9 @@ __all__ = ["OptimizeResult", "OptimizeSpec", "PruneSchedule", "finish", "optimiz
 
 log = logging.getLogger(__name__)
 
+LATENCY_NOTE = ("not measured by the build: 'edgec profile' measures the artifact on the device and 'edgec report' "
+                "sets it against the fp32 artifact of the same source model")
+
 
 @dataclasses.dataclass
 class OptimizeResult:
@@ -41,6 +48,7 @@ class OptimizeResult:
     accuracy_x: np.ndarray
     accuracy_y: np.ndarray
     seconds: float
+    structure: dict[str, Any] | None = None  # parameters and MACs of the original and the optimized model
 
     def representative(self, limit: int, seed: int) -> Dataset:
         """Fine-tune inputs as int8 representative data (QAT builds without --calib)."""
@@ -80,8 +88,13 @@ def optimize(model, fine_tune: Dataset, spec: OptimizeSpec, *, target, profile, 
 
 
 def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> OptimizeResult:
+    from edgec.tfcompat import fresh_names
+
+    fresh_names()  # the layers the steps add are named as in a fresh process: the same bytes
+    from edgec.optimize import channels as channels_step
     from edgec.optimize import cluster as cluster_step
     from edgec.optimize import graph, train
+    from edgec.optimize import lowrank as lowrank_step
     from edgec.optimize import prune as prune_step
     from edgec.optimize import qat as qat_step
 
@@ -100,8 +113,15 @@ def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> O
 
     steps: list[dict[str, Any]] = [{"step": "float", "accuracy": accuracy(model)}]
     current, folded = model, []
+    if spec.prune_channels is not None:
+        current, info = channels_step.prune_channels(current, data, spec, progress)
+        steps.append({"step": "channels", "accuracy": accuracy(current), **info})
+    if spec.low_ranking:
+        current, info = lowrank_step.low_rank(current, data, spec, progress)
+        steps.append({"step": "low_rank", "accuracy": accuracy(current), **info})
+    structure = graph.compare(graph.totals(model), graph.totals(current))
     if spec.cluster is not None:  # share the values of the kernels the artifact will store
-        current, folded = graph.fold_batchnorm(model)
+        current, folded = graph.fold_batchnorm(current)
     if spec.pruning:
         current, info = prune_step.prune(current, data, spec, progress)
         steps.append({"step": "prune", "accuracy": accuracy(current), **info})
@@ -116,11 +136,13 @@ def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> O
     for step in steps[1:]:
         log.info("optimize: after %s, accuracy %.2f %% on %s", step["step"], step["accuracy"] * 100, acc_on)
     return OptimizeResult(model=current, spec=spec, data=data, steps=steps, accuracy_data=acc_on,
-                          accuracy_x=acc_x, accuracy_y=acc_y, seconds=round(time.perf_counter() - t0, 2))
+                          accuracy_x=acc_x, accuracy_y=acc_y, seconds=round(time.perf_counter() - t0, 2),
+                          structure=structure)
 
 
 def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifact_accuracy: float | None,
-           artifact_precision: str, representative: str | None, progress: Progress | None = None) -> dict[str, Any]:
+           artifact_precision: str, representative: str | None, progress: Progress | None = None,
+           float_tflite: bytes | None = None) -> dict[str, Any]:
     """The ``optimization`` section of the manifest: settings, steps, accuracies, per-layer table.
 
     Args:
@@ -131,6 +153,8 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
         artifact_precision: precision of the artifact ("int8", ...).
         representative: where int8 representative data came from, if not ``--calib``.
         progress: shows the baseline conversion.
+        float_tflite: ``float_model`` already converted to an fp32 .tflite (builds for several
+            targets convert it once); converted here when ``None``.
     """
     from edgec.config import Precision
     from edgec.inspection import compressed_sizes
@@ -146,6 +170,8 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
     }
     if representative:
         record["representative_data"] = representative
+    if result.structure is not None:
+        record["structure"] = {**result.structure, "latency": LATENCY_NOTE}
     chain = [{"stage": s["step"], "accuracy": s["accuracy"]} for s in result.steps]
     if artifact_accuracy is not None:
         chain.append({"stage": f"artifact ({artifact_precision})", "accuracy": round(artifact_accuracy, 6)})
@@ -158,10 +184,32 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
         record["artifact_unavailable"] = ("the target wrote no .tflite and the per-layer table reads .tflite files; "
                                          "'edgec inspect' on the artifact shows its zeros per op")
         return record
-    float_bytes = convert(float_model, Precision.FP32, progress=progress)
+    if result.spec.sparse_inference:
+        record["sparse_inference"] = {**(record.get("sparse_inference") or {}), **sparse_record(artifact)}
+    float_bytes = float_tflite if float_tflite is not None else convert(float_model, Precision.FP32, progress=progress)
     record["float_tflite"] = {"bytes": len(float_bytes), **{f"{k}_bytes": v for k, v in compressed_sizes(float_bytes).items()}}
-    from edgec.optimize.graph import kernels_of
+    from edgec.optimize.graph import inner, kernels_of
 
-    kernels = {layer.name: [name for name, _ in kernels_of(layer)] for layer in float_model.layers}
+    # the optimized model's own layers too: a factorized layer adds '<name>_lowrank'
+    kernels = {inner(layer).name: [name for name, _ in kernels_of(layer)] for layer in result.model.layers}
+    kernels.update({layer.name: [name for name, _ in kernels_of(layer)] for layer in float_model.layers})
     record.update(artifact_report(artifact, len(float_bytes), kernels))
     return record
+
+
+def sparse_record(artifact: Path) -> dict[str, Any]:
+    """What a --sparse-inference artifact holds for XNNPACK: kernels stored sparse (read through
+    DENSIFY ops) and whether the path can be taken at all; whether it is faster is a measurement."""
+    from edgec import tflite_model
+
+    m = tflite_model.load(artifact)
+    densify = [op for op in m.operators if op.op == "DENSIFY"]
+    sparse = [m.tensors[op.inputs[0]] for op in densify if op.inputs]
+    return {
+        "densify_ops": len(densify),
+        "sparse_kernels": [{"tensor": t.name, "shape": list(t.shape), "stored_values": int(t.data.size)
+                            if t.data is not None else None} for t in sparse],
+        "speed": "XNNPACK takes its sparse path on its own when it can (fp32/fp16, LiteRT's default delegate); "
+                 "whether it is faster than the dense model is measured by 'edgec profile' on the device and "
+                 "by bench/bench_speed.py here",
+    }

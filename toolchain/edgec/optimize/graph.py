@@ -199,11 +199,21 @@ def structure_keeper(model, reference, layer_names, *, zeros: bool, clusters: in
 _FOLDABLE = ("Conv2D", "DepthwiseConv2D", "Dense")
 
 
-class _Reused(list):
+class Reused(list):
     """A tensor_dict entry for Node.map_arguments that hands out its tensor however often it is used."""
 
     def pop(self, index=-1):  # noqa: ARG002 - the list interface
         return self[0]
+
+
+def fresh_inputs(model) -> list:
+    """New ``keras.Input`` tensors like ``model``'s, named after its input layers (a rebuilt model
+    keeps its input names)."""
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    return [keras.Input(shape=tuple(t.shape[1:]), batch_size=t.shape[0], dtype=t.dtype,
+                        name=t._keras_history.layer.name) for t in model.inputs]  # noqa: SLF001
 
 
 def fold_batchnorm(model) -> tuple[Any, list[str]]:
@@ -240,8 +250,8 @@ def fold_batchnorm(model) -> tuple[Any, list[str]]:
     if not folds:
         return model, []
     skipped = {bn.name for bn in folds.values()}
-    new_inputs = [keras.Input(type_spec=t.type_spec, name=t.name.split(":")[0]) for t in model.inputs]
-    tensors: dict[str, list] = {str(id(x)): _Reused([y]) for x, y in zip(model.inputs, new_inputs, strict=True)}
+    new_inputs = fresh_inputs(model)
+    tensors: dict[str, list] = {str(id(x)): Reused([y]) for x, y in zip(model.inputs, new_inputs, strict=True)}
     with rebuilding_in_memory():
         for depth in sorted(model._nodes_by_depth, reverse=True):  # noqa: SLF001
             for node in model._nodes_by_depth[depth]:  # noqa: SLF001
@@ -260,7 +270,7 @@ def fold_batchnorm(model) -> tuple[Any, list[str]]:
                     weights = _folded(layer, folds[layer.name]) if layer.name in folds else layer.get_weights()
                     clone.set_weights(weights)
                 for x_id, y in zip(node.flat_output_ids, tf.nest.flatten(outputs), strict=True):
-                    tensors[x_id] = _Reused([y])
+                    tensors[x_id] = Reused([y])
     outputs = [tensors[str(id(x))][0] for x in model.outputs]
     folded = keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
     return folded, sorted(skipped)
@@ -282,3 +292,116 @@ def _folded(layer, bn) -> list[np.ndarray]:
     bias = (bias - stats["moving_mean"]) * factor + beta
     dtype = layer.weights[0].dtype.as_numpy_dtype
     return [kernel.astype(dtype), bias.astype(dtype)]
+
+
+def nodes_in_order(model) -> list:
+    """The model's own call nodes (inputs included), producers before consumers."""
+    return [node for depth in sorted(model._nodes_by_depth, reverse=True)  # noqa: SLF001
+            for node in model._nodes_by_depth[depth]]  # noqa: SLF001
+
+
+def shape_of(tensor) -> tuple:
+    return tuple(int(d) if d is not None else None for d in tensor.shape)
+
+
+def prod(values) -> int:
+    return int(np.prod([v for v in values if v is not None], dtype=np.int64)) if values else 1
+
+
+def node_macs(layer, in_shape: tuple, out_shape: tuple) -> int:
+    """Multiply-accumulates of one call of a Conv/Dense-like layer, per sample (0 for other layers).
+
+    Shapes include the batch axis. BatchNormalization and element-wise ops are left out: the
+    converter folds the first, and the second cost no multiplies worth counting next to these.
+    """
+    layer = inner(layer)
+    kind = type(layer).__name__
+    cfg = layer.get_config()
+    if kind == "Dense":
+        return prod(out_shape[1:-1]) * int(in_shape[-1]) * int(cfg["units"])
+    if kind in ("DepthwiseConv1D", "DepthwiseConv2D"):
+        return prod(out_shape[1:-1]) * prod(cfg["kernel_size"]) * int(out_shape[-1])
+    if kind in ("SeparableConv1D", "SeparableConv2D"):
+        mid = int(in_shape[-1]) * int(cfg.get("depth_multiplier", 1))
+        return prod(out_shape[1:-1]) * (prod(cfg["kernel_size"]) * mid + mid * int(out_shape[-1]))
+    if kind in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"):
+        return prod(in_shape[1:-1]) * prod(cfg["kernel_size"]) * int(in_shape[-1]) * int(out_shape[-1])
+    if kind in ("Conv1D", "Conv2D", "Conv3D"):
+        groups = int(cfg.get("groups", 1) or 1)
+        return prod(out_shape[1:-1]) * prod(cfg["kernel_size"]) * (int(in_shape[-1]) // groups) * int(out_shape[-1])
+    return 0
+
+
+def layer_costs(model) -> dict[str, dict[str, int]]:
+    """Per layer of a functional or Sequential model: parameters and MACs per sample, summed over
+    the layer's calls; TF-MOT wrappers are looked through (their masks and ranges not counted)."""
+    costs: dict[str, dict[str, int]] = {}
+    for node in nodes_in_order(model):
+        if node.is_input:
+            continue
+        layer = node.layer
+        if layer.name not in costs:
+            costs[layer.name] = {"params": int(inner(layer).count_params()), "macs": 0}
+        if node.keras_inputs:
+            outputs = flat(node.outputs)
+            costs[layer.name]["macs"] += node_macs(layer, shape_of(node.keras_inputs[0]), shape_of(outputs[0]))
+    return costs
+
+
+def flat(structure) -> list:
+    from edgec.tfcompat import tf_and_keras
+
+    tf, _ = tf_and_keras()
+    return tf.nest.flatten(structure)
+
+
+def totals(model) -> dict[str, int]:
+    """Parameters (all weights, as ``count_params``) and MACs per sample of the whole model."""
+    costs = layer_costs(model)
+    return {"params": int(sum(c["params"] for c in costs.values())), "macs": int(sum(c["macs"] for c in costs.values()))}
+
+
+def compare(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+    """Two :func:`totals` side by side: before, after, after/before and the cut in percent."""
+    return {key: {"before": before[key], "after": after[key],
+                  "ratio": round(after[key] / before[key], 6) if before[key] else None,
+                  "cut_percent": round(100.0 * (1 - after[key] / before[key]), 3) if before[key] else None}
+            for key in ("params", "macs")}
+
+
+RECALIBRATION_SAMPLES = 512
+
+
+def recalibrate_batchnorm(model, x: np.ndarray, limit: int = RECALIBRATION_SAMPLES) -> int:
+    """Set every BatchNormalization's moving mean and variance to the statistics of its input over
+    the first ``limit`` samples of ``x``, with the model's current weights.
+
+    A model rebuilt with fewer channels or factorized kernels feeds its BatchNorm layers data of
+    another spread; fine-tuning moves the moving averages only slowly (momentum 0.99), so the
+    inference-mode model lags behind the trained weights. One forward pass in training mode with
+    momentum 0 on one large batch gives each layer the population statistics of its input, in
+    order, as inference will see it (dropout is switched off for the pass).
+
+    Returns:
+        The number of BatchNormalization layers recalibrated.
+    """
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    norms = [inner(layer) for layer in model.layers if isinstance(inner(layer), keras.layers.BatchNormalization)]
+    if not norms or len(x) == 0:
+        return 0
+    noisy = [layer for layer in model.layers if isinstance(getattr(layer, "rate", None), float)]
+    saved = [(layer, layer.momentum) for layer in norms], [(layer, layer.rate) for layer in noisy]
+    try:
+        for layer in norms:
+            layer.momentum = 0.0
+        for layer in noisy:
+            layer.rate = 0.0
+        model(np.ascontiguousarray(x[:limit]), training=True)
+    finally:
+        for layer, momentum in saved[0]:
+            layer.momentum = momentum
+        for layer, rate in saved[1]:
+            layer.rate = rate
+    return len(norms)

@@ -8,7 +8,14 @@ A kernel that holds less than :data:`MIN_LAYER_SHARE` of the weights pruning wou
 dense too (listed, with its share): typically the first convolution (3x3 over 1-3 input channels),
 where pruning saves a few hundred weights and costs a point or more of accuracy that fine-tuning
 does not win back — the rule practitioners follow by hand ("prune the later layers, not the
-first"). The sparsity target applies to the kernels that are pruned.
+first"). The sparsity target applies to the kernels that are pruned. With ``--sparse-inference``
+the XNNPACK policy below decides alone.
+
+With ``--sparse-inference`` the step follows TF-MOT's ``PruneForLatencyOnXNNPack`` policy: only
+1x1 Conv2D kernels are pruned, and the model must have the shape XNNPACK's sparse subgraph takes
+(a 3x3 stride-2 convolution on 3 input channels after 1-pixel zero padding, then only 1x1
+convolutions, 3x3/5x5 depthwise convolutions, element-wise ops and BatchNorm up to a
+GlobalAveragePooling2D with keepdims); the policy's own check names the layer that breaks it.
 """
 
 from __future__ import annotations
@@ -90,6 +97,8 @@ def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> 
     schedule, full_from_epoch, schedule_info = schedule_for(spec, steps_per_epoch)
     structured = spec.prune_structure is not None
     layers: list[dict[str, Any]] = []
+    copy = graph.private_copy(model)
+    policy = _sparse_policy(copy) if spec.sparse_inference else None
     sizes = {}
     for layer in model.layers:
         if _prunable(layer, keras, structured)[0]:
@@ -100,7 +109,9 @@ def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> 
 
     def wrap(layer):
         ok, reason = _prunable(layer, keras, structured)
-        if ok and len(sizes) > 1 and 0 < sizes.get(layer.name, 0) < MIN_LAYER_SHARE * total:
+        if ok and policy is not None and not policy.allow_pruning(layer):
+            ok, reason = False, "XNNPACK's sparse kernels take 1x1 Conv2D only"
+        if ok and policy is None and len(sizes) > 1 and 0 < sizes.get(layer.name, 0) < MIN_LAYER_SHARE * total:
             share = sizes[layer.name] / total
             ok, reason = False, (f"{sizes[layer.name]:,} weights, {share * 100:.1f} % of the prunable ones (under "
                                  f"{MIN_LAYER_SHARE * 100:g} %): left dense, pruning it saves little and costs accuracy")
@@ -113,7 +124,7 @@ def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> 
             layers.append({"layer": layer.name, "type": type(layer).__name__, "pruned": False, "reason": reason})
         return layer
 
-    wrapped = keras.models.clone_model(graph.private_copy(model), clone_function=wrap)
+    wrapped = keras.models.clone_model(copy, clone_function=wrap)
     if not any(entry["pruned"] for entry in layers):
         reasons = "; ".join(f"{e['layer']}: {e['reason']}" for e in layers) or "no layer has weights"
         raise EdgecError(f"model '{model.name}' has no layer TF-MOT can prune ({reasons}); drop --prune")
@@ -128,4 +139,24 @@ def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> 
     info = {"sparsity": spec.prune, "schedule": schedule_info, "layers": layers, "fine_tune": fit}
     if structured:
         info["structure"] = f"{spec.prune_structure[0]}:{spec.prune_structure[1]}"
+    if policy is not None:
+        info["pruning_policy"] = type(policy).__name__
     return stripped, info
+
+
+def _sparse_policy(model):
+    """TF-MOT's XNNPACK policy, checked against ``model``.
+
+    Raises:
+        EdgecError: the model lacks the structure XNNPACK's sparse subgraph needs (the policy's
+            reason, and the way out).
+    """
+    import tensorflow_model_optimization as tfmot
+
+    policy = tfmot.sparsity.keras.PruneForLatencyOnXNNPack()
+    try:
+        policy.ensure_model_supports_pruning(model)
+    except ValueError as exc:
+        raise EdgecError(f"--sparse-inference: model '{model.name}' cannot use XNNPACK's sparse inference: "
+                         f"{str(exc).strip().splitlines()[0]}; drop --sparse-inference") from exc
+    return policy

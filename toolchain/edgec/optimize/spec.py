@@ -10,8 +10,15 @@ from edgec.config import BuildOptions, Precision
 from edgec.errors import EdgecError, choices
 
 DEFAULT_TEMPERATURE = 4.0
+DEFAULT_LR = 1e-3  # Adam, for the steps that recover from compression
+QAT_ALONE_LR = 1e-4  # Adam, for quantization-aware training with no step before it
 STRUCTURES = {"2:4": (2, 4)}  # name -> (zeros, group size), as TF-MOT's sparsity_m_by_n
 MAX_CLUSTERS = 256  # an int8 kernel cannot hold more distinct values
+CHANNEL_CRITERIA = ("l1", "l2", "bn")  # kernel norm per output channel, or |gamma| of the BatchNorm after
+SPARSE_MIN_SPARSITY = 2 / 3  # XNNPACK takes its sparse path only when this share of the 1x1 weights is zero
+SPARSE_DEFAULT_SPARSITY = 0.75
+SPARSE_PRECISIONS = (Precision.FP32, Precision.FP16)  # XNNPACK's sparse kernels are float kernels
+SPARSE_TARGET_KIND = "tflite"  # LiteRT with XNNPACK on a CPU
 
 
 class PruneSchedule(enum.StrEnum):
@@ -23,7 +30,8 @@ class PruneSchedule(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class OptimizeSpec:
-    """The compression steps of one build, in the order they run: prune, cluster, QAT."""
+    """The compression steps of one build, in the order they run: channels, low-rank, prune,
+    cluster, QAT."""
 
     prune: float | None
     prune_schedule: PruneSchedule | None
@@ -36,16 +44,35 @@ class OptimizeSpec:
     distill_weight: float
     epochs: int
     batch_size: int
-    lr: float
+    lr: float | None  # None: each step's default (:meth:`learning_rate`)
     seed: int
+    prune_channels: float | None = None
+    channel_criterion: str = "l1"
+    low_rank: float | None = None
+    low_rank_energy: float | None = None
+    sparse_inference: bool = False
 
     @property
     def pruning(self) -> bool:
         return self.prune is not None
 
     @property
+    def low_ranking(self) -> bool:
+        return self.low_rank is not None or self.low_rank_energy is not None
+
+    def learning_rate(self, step: str) -> float:
+        """The step's learning rate: ``--lr`` when given, else :data:`DEFAULT_LR`, except for QAT
+        as the only step, which adapts a trained model to int8 rounding and starts at
+        :data:`QAT_ALONE_LR` (the larger rate pulls a converged BatchNorm model away from its
+        optimum in the first epoch)."""
+        if self.lr is not None:
+            return self.lr
+        return QAT_ALONE_LR if step == "qat" and self.steps == ["qat"] else DEFAULT_LR
+
+    @property
     def steps(self) -> list[str]:
-        return [name for name, on in (("prune", self.pruning), ("cluster", self.cluster is not None),
+        return [name for name, on in (("channels", self.prune_channels is not None), ("low_rank", self.low_ranking),
+                                      ("prune", self.pruning), ("cluster", self.cluster is not None),
                                       ("qat", self.qat)) if on]
 
     def to_json(self) -> dict[str, Any]:
@@ -56,11 +83,18 @@ class OptimizeSpec:
                 "schedule": self.prune_schedule.value if self.prune_schedule else None,
                 "structure": f"{self.prune_structure[0]}:{self.prune_structure[1]}" if self.prune_structure else None,
             },
+            "channels": None if self.prune_channels is None else {"fraction": self.prune_channels,
+                                                                   "criterion": self.channel_criterion},
+            "low_rank": None if not self.low_ranking else {"rank_fraction": self.low_rank,
+                                                           "energy": self.low_rank_energy},
+            "sparse_inference": None if not self.sparse_inference else {
+                "pruning_policy": "PruneForLatencyOnXNNPack", "converter": "EXPERIMENTAL_SPARSITY"},
             "cluster": None if self.cluster is None else {"clusters": self.cluster},
             "qat": None if not self.qat else {"skip": list(self.qat_skip)},
             "distill": None if not self.distill else {"temperature": self.temperature,
                                                       "weight": self.distill_weight},
-            "fine_tune": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+            "fine_tune": {"epochs": self.epochs, "batch_size": self.batch_size,
+                          "lr": {step: self.learning_rate(step) for step in self.steps},
                           "optimizer": "adam", "seed": self.seed},
         }
 
@@ -76,17 +110,27 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
         raise EdgecError(f"--qat-skip {' '.join(o.qat_skip)} only applies with --qat; add --qat or drop --qat-skip")
     if o.temperature is not None and not o.distill:
         raise EdgecError("--temperature sets the distillation temperature; add --distill or drop --temperature")
-    if o.prune_schedule is not None and o.prune is None and not o.prune_structure:
+    if o.prune_schedule is not None and o.prune is None and not o.prune_structure and not o.sparse_inference:
         raise EdgecError(f"--prune-schedule {o.prune_schedule} needs --prune SPARSITY")
+    if o.channel_criterion is not None and o.prune_channels is None:
+        raise EdgecError(f"--channel-criterion {o.channel_criterion} ranks channels for --prune-channels; "
+                         "add --prune-channels FRACTION or drop --channel-criterion")
     if not o.optimizing:
         if o.distill:
-            raise EdgecError("--distill recovers accuracy while compressing; add --prune, --cluster or --qat")
+            raise EdgecError("--distill recovers accuracy while compressing; add --prune, --cluster or --qat "
+                             "(or --prune-channels, --low-rank)")
         if o.fine_tune:
-            raise EdgecError("--fine-tune data is used by the compression steps; add --prune, --cluster or --qat, "
-                             "or drop --fine-tune")
+            raise EdgecError("--fine-tune data is used by the compression steps; add --prune, --cluster or --qat "
+                             "(or --prune-channels, --low-rank, --sparse-inference), or drop --fine-tune")
         return None
-    requested = " ".join(f for f, on in (("--prune", o.prune is not None), ("--prune-structure", bool(o.prune_structure)),
-                                          ("--cluster", o.cluster is not None), ("--qat", o.qat)) if on)
+    requested = " ".join(f for f, on in (
+        ("--prune-channels", o.prune_channels is not None),
+        ("--low-rank", o.low_rank is not None), ("--low-rank-energy", o.low_rank_energy is not None),
+        ("--sparse-inference", o.sparse_inference),
+        ("--prune", o.prune is not None), ("--prune-structure", bool(o.prune_structure)),
+        ("--cluster", o.cluster is not None), ("--qat", o.qat)) if on)
+    channels, criterion = _channels(o)
+    low_rank, low_rank_energy = _low_rank(o)
     prune = o.prune
     if prune is not None:
         if not isinstance(prune, (int, float)) or not 0.0 < float(prune) < 1.0:
@@ -106,6 +150,8 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
             raise EdgecError(f"--prune-structure {o.prune_structure} sets its masks at the first training step; "
                              "--prune-schedule applies to unstructured --prune only")
         prune = fixed
+    if o.sparse_inference:
+        prune = _sparse_inference(o, precision, prune, structure, low_rank is not None or low_rank_energy is not None)
     schedule = None
     if prune is not None and structure is None:
         raw = o.prune_schedule or PruneSchedule.POLYNOMIAL.value
@@ -124,7 +170,7 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
         raise EdgecError(f"--epochs must be at least 1, got {o.epochs}")
     if o.batch_size < 1:
         raise EdgecError(f"--batch-size must be at least 1, got {o.batch_size}")
-    if not o.lr > 0:
+    if o.lr is not None and not o.lr > 0:
         raise EdgecError(f"--lr must be positive, got {o.lr}")
     if not o.fine_tune:
         raise EdgecError(
@@ -140,6 +186,67 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
     return OptimizeSpec(
         prune=prune, prune_schedule=schedule, prune_structure=structure, cluster=o.cluster, qat=bool(o.qat),
         qat_skip=tuple(o.qat_skip), distill=bool(o.distill), temperature=temperature,
-        distill_weight=float(o.distill_weight), epochs=int(o.epochs), batch_size=int(o.batch_size), lr=float(o.lr),
-        seed=int(o.seed),
+        distill_weight=float(o.distill_weight), epochs=int(o.epochs), batch_size=int(o.batch_size),
+        lr=None if o.lr is None else float(o.lr),
+        seed=int(o.seed), prune_channels=channels, channel_criterion=criterion, low_rank=low_rank,
+        low_rank_energy=low_rank_energy, sparse_inference=bool(o.sparse_inference),
     )
+
+
+def _share(flag: str, what: str, value, name: str) -> float:
+    """``value`` as a float strictly between 0 and 1, or a one-line error naming ``flag``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+        hint = f"; did you mean {float(value) / 100:g}?" if isinstance(value, (int, float)) and 1 < value < 100 else ""
+        raise EdgecError(f"{flag} is {what}: expected 0 < {name} < 1, got {value}{hint}")
+    return float(value)
+
+
+def _channels(o: BuildOptions) -> tuple[float | None, str]:
+    criterion = o.channel_criterion or CHANNEL_CRITERIA[0]
+    if criterion not in CHANNEL_CRITERIA:
+        raise EdgecError(f"unknown --channel-criterion '{criterion}'; valid: {choices(CHANNEL_CRITERIA)}")
+    if o.prune_channels is None:
+        return None, criterion
+    return _share("--prune-channels", "the share of output channels removed per layer", o.prune_channels,
+                  "FRACTION"), criterion
+
+
+def _low_rank(o: BuildOptions) -> tuple[float | None, float | None]:
+    if o.low_rank is not None and o.low_rank_energy is not None:
+        raise EdgecError(f"--low-rank {o.low_rank:g} and --low-rank-energy {o.low_rank_energy:g} both choose the "
+                         "rank of each factorized layer; pass one of them")
+    rank = None if o.low_rank is None else _share(
+        "--low-rank", "the share of each kernel's rank kept", o.low_rank, "RANK_FRACTION")
+    energy = None if o.low_rank_energy is None else _share(
+        "--low-rank-energy", "the share of each kernel's spectral energy kept", o.low_rank_energy, "E")
+    return rank, energy
+
+
+def _sparse_inference(o: BuildOptions, precision: Precision, prune: float | None, structure, low_rank: bool) -> float:
+    """The sparsity of a --sparse-inference build (checked against what XNNPACK's sparse path takes)."""
+    if precision not in SPARSE_PRECISIONS:
+        raise EdgecError(f"--sparse-inference uses XNNPACK's sparse fp32/fp16 kernels, but this build's precision is "
+                         f"{precision.value}; pass --precision fp32 or fp16, or drop --sparse-inference")
+    if structure is not None:
+        raise EdgecError(f"--prune-structure {o.prune_structure} and --sparse-inference both choose where the zeros go "
+                         "(2:4 groups vs. unstructured 1x1 convolutions for XNNPACK); pass one of them")
+    if low_rank:
+        raise EdgecError("--low-rank splits convolutions into k x 1 and 1 x k layers, which XNNPACK's sparse "
+                         "subgraph cannot hold; drop --low-rank or --sparse-inference")
+    if prune is None:
+        return SPARSE_DEFAULT_SPARSITY
+    if prune < SPARSE_MIN_SPARSITY - 1e-9:
+        raise EdgecError(f"--sparse-inference needs at least 2/3 of the 1x1 convolution weights to be zero for "
+                         f"XNNPACK to use its sparse kernels; got --prune {prune:g} (pass 0.67 or more, default 0.75)")
+    return prune
+
+
+def check_target(spec: OptimizeSpec | None, target_kind: str, profile_id: str) -> None:
+    """Refuse steps the build's target cannot use (before TensorFlow loads).
+
+    Raises:
+        EdgecError: --sparse-inference for a target that does not run LiteRT on a CPU.
+    """
+    if spec is not None and spec.sparse_inference and target_kind != SPARSE_TARGET_KIND:
+        raise EdgecError(f"--sparse-inference stores weights for XNNPACK's sparse kernels in LiteRT on CPU targets; "
+                         f"profile '{profile_id}' is a {target_kind} target: drop --sparse-inference")

@@ -164,7 +164,8 @@ def fine_tune(model, data: FineTuneData, spec: OptimizeSpec, *, step: str, progr
     _, keras = tf_and_keras()
     set_seed(spec.seed)
     loss, metric = _loss_and_metric(data, spec)
-    model.compile(optimizer=keras.optimizers.Adam(spec.lr), loss=loss, metrics=[metric])
+    lr = spec.learning_rate(step)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric])
     best = _best_weights(select_from_epoch, PATIENCE)
     t0 = time.perf_counter()
     with progress.task(f"fine-tune: {step}", total=spec.epochs) as task:
@@ -176,7 +177,7 @@ def fine_tune(model, data: FineTuneData, spec: OptimizeSpec, *, step: str, progr
         task.advance(spec.epochs - len(history.history.get("loss", [])))
     h = history.history
     if not h.get("loss") or not all(math.isfinite(v) for v in h["loss"]):
-        raise EdgecError(f"fine-tuning diverged in step '{step}' (loss {h.get('loss')}); lower --lr (now {spec.lr:g})")
+        raise EdgecError(f"fine-tuning diverged in step '{step}' (loss {h.get('loss')}); lower --lr (now {lr:g})")
     return {
         "epochs_run": len(h["loss"]),
         "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,

@@ -29,7 +29,13 @@ class BuildContext:
     workdir: Path
     progress: Progress
     reference: Any = None  # verify.Reference: the float model's outputs on the eval data, when given
+    out_dir: Path | None = None  # where the build directory lands (``workdir`` is moved there); None: OUT/PROFILE
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # target-specific manifest fields
+
+    @property
+    def final_dir(self) -> Path:
+        """Where the build directory lands once complete (``workdir`` is moved there)."""
+        return self.out_dir if self.out_dir is not None else Path(self.options.out) / self.profile.id
 
     @property
     def output_names(self) -> list[str]:

@@ -39,12 +39,19 @@ class TFLiteTarget(Target):
             )
 
     def build(self, ctx: BuildContext) -> list[Artifact]:
-        content = convert(ctx.model, ctx.precision, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
-                          progress=ctx.progress, output_names=ctx.output_names)
         path = ctx.workdir / "model.tflite"
+        chosen: dict[str, Any] = {}
+        if ctx.options.accuracy_control and ctx.precision is Precision.INT8:
+            from edgec.accuracy.build import tflite_artifact
+
+            content, chosen = tflite_artifact(ctx, path.name)
+        else:
+            content = convert(ctx.model, ctx.precision, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
+                              progress=ctx.progress, output_names=ctx.output_names,
+                              sparsity=ctx.options.sparse_inference)
         path.write_bytes(content)
         return [Artifact(file=path.name, role="model", format="tflite", precision=ctx.precision.value,
-                         verify_with="litert", info=artifact_info(path))]
+                         verify_with="litert", info={**artifact_info(path), **chosen})]
 
     def runner(self, path: Path, ctx: BuildContext | None = None):
         threads = ctx.profile.threads if ctx is not None and ctx.profile.threads else None
@@ -53,7 +60,7 @@ class TFLiteTarget(Target):
 
 def convert(model, precision: Precision, *, calib: Dataset | None = None, io_dtype: str = "int8",
             progress: Progress | None = None, batch_size: int | None = None,
-            output_names: list[str] | None = None) -> bytes:
+            output_names: list[str] | None = None, sparsity: bool = False) -> bytes:
     """Convert a tf-keras model to TFLite bytes.
 
     Args:
@@ -66,6 +73,8 @@ def convert(model, precision: Precision, *, calib: Dataset | None = None, io_dty
         batch_size: fix the batch dimension (the Edge TPU needs 1); ``None`` keeps it dynamic.
         output_names: the names the artifact's outputs get, in the model's output order (default:
             the model's own, :func:`edgec.model_io.output_specs`).
+        sparsity: store sparse kernels in TFLite's sparse format behind DENSIFY ops (the
+            converter's EXPERIMENTAL_SPARSITY), which XNNPACK's sparse fp32/fp16 path reads.
 
     Raises:
         EdgecError: missing calibration data, or the converter rejected the model (the message
@@ -98,6 +107,8 @@ def convert(model, precision: Precision, *, calib: Dataset | None = None, io_dty
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
         converter.representative_dataset = _representative(calib, progress)
+    if sparsity:
+        converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     with progress.task(f"convert: TFLite {precision.value}") as _task, capture_native_stderr() as native:
         try:
             content = converter.convert()

@@ -82,7 +82,7 @@ class EdgeTPUTarget(Target):
             report = analyze(int8, settings)
         report["file"] = INT8_MODEL
         with ctx.progress.task("compile: edgetpu_compiler"):
-            compiled = compile_model(int8, settings, user_out_dir=Path(ctx.options.out) / ctx.profile.id)
+            compiled = compile_model(int8, settings, user_out_dir=ctx.final_dir)
         compiler: dict[str, Any] = {k: compiled.get(k) for k in ("status", "reason", "command", "invocation",
                                                                   "returncode", "version", "install") if
                                     compiled.get(k) is not None}

@@ -8,6 +8,7 @@ matrix); zero points must be 0.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import logging
 from typing import Any
@@ -40,6 +41,7 @@ def export_onnx(model, opset: int, output_names: list[str] | None = None):
     inp = model.inputs[0]
     specs = output_specs(model)
     names = output_names or [o.name for o in specs]
+    _restart_tf2onnx_names()
     try:
         with _quiet():
             if isinstance(model, SignatureModel):
@@ -61,6 +63,21 @@ def export_onnx(model, opset: int, output_names: list[str] | None = None):
     if got != names:
         raise EdgecError(f"the ONNX export's outputs are {got}, expected the model's {names}")
     return proto
+
+
+_first_tf2onnx_name: int | None = None
+
+
+def _restart_tf2onnx_names() -> None:
+    """tf2onnx names the nodes it adds from a process-wide counter: set it back to where a fresh
+    process starts (after tf2onnx's imports), so an export writes the same bytes in a long-running
+    process (``edgec ci``, ``edgec search``, the Python API) as in a fresh one."""
+    global _first_tf2onnx_name
+    importlib.import_module("tf2onnx.convert")  # its imports move the counter once, in any process
+    utils = importlib.import_module("tf2onnx.utils")
+    if _first_tf2onnx_name is None:
+        _first_tf2onnx_name = utils.INTERNAL_NAME
+    utils.INTERNAL_NAME = _first_tf2onnx_name
 
 
 def rename_outputs(proto, renames: dict[str, str]) -> None:

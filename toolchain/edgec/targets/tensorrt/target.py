@@ -94,11 +94,18 @@ class TensorRTTarget(Target):
             export["float_max_abs_diff"] = keras_vs_onnx(keras_predict(model), ctx.output_names, runner, sample)
             export["float_parity_samples"] = int(len(sample))
         quant = None
+        chosen: dict[str, Any] = {}
         proto = float_proto
         if ctx.precision is Precision.INT8:
             from edgec.targets.tensorrt.quantize import quantize_model
 
             proto, quant = quantize_model(model, float_proto, ranges, ctx.calib, ctx.progress)
+            if ctx.options.accuracy_control:
+                from edgec.accuracy.build import tensorrt_artifact
+                from edgec.targets.tensorrt.quantize import qdq_report
+
+                proto, chosen = tensorrt_artifact(ctx, proto)
+                quant = {**quant, **qdq_report(proto)}
             checks = onnx_export.check_for_tensorrt(proto, trt["tensorrt"])
         elif qat:
             log.warning("QAT model built at %s: its fake-quant is dropped and the float weights exported",
@@ -117,7 +124,7 @@ class TensorRTTarget(Target):
             info["quantization"] = {k: v for k, v in quant.items() if k not in ("weights_per_channel", "weighted_inputs_quantized")}
         artifacts = [
             Artifact(file=path.name, role="model", format="onnx", precision=ctx.precision.value,
-                     verify_with="onnxruntime", info=info),
+                     verify_with="onnxruntime", info={**info, **chosen}),
             Artifact(file=BUILD_SPEC, role="build_spec", format="json", precision=ctx.precision.value,
                      info={"trtexec": spec["trtexec"]}),
         ]

@@ -1,0 +1,74 @@
+"""Budget verdicts: limits, regressions against a baseline, and figures that were not measured."""
+
+from __future__ import annotations
+
+from edgec.ci.gates import FAILED, NO_BASELINE, NOT_MEASURED, PASSED, evaluate, figures
+
+FIGS = {"artifact": "model.tflite", "bytes": 40_000, "float_accuracy": 0.97, "artifact_accuracy": 0.96,
+        "accuracy_drop_points": 1.0, "float_tflite_bytes": 120_000, "compression_rate": 3.0,
+        "edgetpu_op_share": 0.8, "edgetpu_ops": 10, "edgetpu_ops_on_tpu": 8,
+        "edgetpu_first_cpu_op": {"index": 8, "op": "SQUARE"}}
+
+
+def by_name(verdicts):
+    return {v["name"]: v for v in verdicts}
+
+
+def test_limits():
+    v = by_name(evaluate({"max_accuracy_drop": 1.0, "max_bytes": 39_999, "min_compression_rate": 3.0,
+                          "min_edgetpu_op_share": 0.9}, FIGS, None))
+    assert v["max_accuracy_drop"]["verdict"] == PASSED  # the limit itself holds
+    assert v["max_bytes"]["verdict"] == FAILED and "40,000 bytes, exceeds max_bytes 39,999" in v["max_bytes"]["message"]
+    assert v["min_compression_rate"]["verdict"] == PASSED
+    tpu = v["min_edgetpu_op_share"]
+    assert tpu["verdict"] == FAILED and "8 of 10 ops (80.0 %)" in tpu["message"] and "SQUARE" in tpu["message"]
+
+
+def test_latency_is_never_invented():
+    v = by_name(evaluate({"max_latency_p90_ms": 5, "max_latency_growth_pct": 10}, FIGS,
+                         {"latency_p90_ms": 1.0, "latency_std_ms": 0.1}))
+    assert v["max_latency_p90_ms"]["verdict"] == NOT_MEASURED and v["max_latency_p90_ms"]["value"] is None
+    assert "--device" in v["max_latency_p90_ms"]["message"]
+    skipped = by_name(evaluate({"max_latency_p90_ms": 5}, FIGS, None, {"latency_p90_ms": "the device is asleep"}))
+    assert skipped["max_latency_p90_ms"]["message"] == "not measured: the device is asleep"
+    # a device that was asked for and did not answer fails the budget: a gate that cannot be checked
+    failed = by_name(evaluate({"max_latency_p90_ms": 5}, FIGS, None,
+                              failed={"latency_p90_ms": "the agent on ssh://pi@lab could not measure model.tflite"}))
+    assert failed["max_latency_p90_ms"]["verdict"] == FAILED
+    assert failed["max_latency_p90_ms"]["message"].startswith("could not be measured: the agent on ssh://pi@lab")
+
+
+def test_regressions_against_the_baseline():
+    base = {"bytes": 39_000, "artifact_accuracy": 0.965, "latency_p90_ms": 1.0, "latency_std_ms": 0.05}
+    figs = {**FIGS, "latency_p90_ms": 1.12, "latency_std_ms": 0.02}
+    budgets = {"max_bytes_growth_pct": 2, "max_accuracy_regression": 0.3, "max_latency_growth_pct": 10}
+    v = by_name(evaluate(budgets, figs, base))
+    growth = v["max_bytes_growth_pct"]
+    assert growth["verdict"] == FAILED and growth["value"] == 2.5641 and growth["regression"]
+    assert v["max_accuracy_regression"]["verdict"] == FAILED and v["max_accuracy_regression"]["value"] == 0.5
+    # 1.12 ms against 1.0 ms: +12 %, but the allowance is 1.0 * 1.10 + spread 0.05 = 1.15 ms
+    lat = v["max_latency_growth_pct"]
+    assert lat["verdict"] == PASSED and lat["allowed"] == 1.15 and lat["value"] == 12.0
+    worse = by_name(evaluate(budgets, {**figs, "latency_p90_ms": 1.2}, base))
+    assert worse["max_latency_growth_pct"]["verdict"] == FAILED
+    better = by_name(evaluate(budgets, {**figs, "bytes": 30_000, "artifact_accuracy": 0.99}, base))
+    assert better["max_bytes_growth_pct"]["verdict"] == PASSED and not better["max_bytes_growth_pct"]["regression"]
+    assert "above the baseline" in better["max_accuracy_regression"]["message"]
+
+
+def test_no_baseline_is_said():
+    v = by_name(evaluate({"max_bytes_growth_pct": 2}, FIGS, None, no_baseline="the baseline has no row m/t"))
+    assert v["max_bytes_growth_pct"]["verdict"] == NO_BASELINE
+    assert "the baseline has no row m/t" in v["max_bytes_growth_pct"]["message"]
+
+
+def test_figures_from_a_manifest():
+    manifest = {"precision": "int8", "artifacts": [{"file": "model_int8.tflite", "format": "tflite", "bytes": 30_000,
+                                                    "sha256": "ab"}],
+                "verification": {"float_accuracy": 0.9, "artifact_accuracy": 0.89, "accuracy_drop_points": 1.0,
+                                 "agreement": 0.98},
+                "edgetpu": {"compiled": False, "analysis": {"op_share": 1.0, "ops": 9, "ops_on_tpu": 9,
+                                                            "first_cpu_op": None}}}
+    f = figures(manifest, 120_000)
+    assert f["compression_rate"] == 4.0 and f["edgetpu_op_share"] == 1.0 and f["bytes"] == 30_000
+    assert figures(manifest, None)["compression_rate"] is None

@@ -1,0 +1,65 @@
+"""``edgec build --accuracy-control``: the int8 artifact of a target with the fewest ops in float that
+meet ``--max-accuracy-drop`` on the eval data.
+
+Each target's build calls in here instead of its plain int8 quantization; the choice lands in the
+manifest's ``accuracy_control`` (``ctx.extra``) and in the artifact record's ``float_ops_chosen``,
+which the full-integer check reads to tell the ops kept float on purpose from ops without an int8
+kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from edgec.errors import EdgecError
+
+log = logging.getLogger(__name__)
+
+
+def _control(ctx, backend, artifact: str) -> tuple[frozenset[str], dict[str, Any]]:
+    from edgec.accuracy.metric import Metric
+    from edgec.accuracy.report import control_section
+    from edgec.accuracy.search import Evaluator, control
+
+    if ctx.reference is None or ctx.options.max_accuracy_drop is None:
+        raise EdgecError("--accuracy-control needs --eval DATA and --max-accuracy-drop POINTS")
+    metric = Metric(ctx.reference)
+    evaluate = Evaluator(backend, metric, ctx.reference.data.x)
+    result = control(evaluate, backend.candidates(), [o.id for o in backend.ops], ctx.options.max_accuracy_drop,
+                     progress=ctx.progress)
+    section = control_section(result, backend, metric, artifact)
+    ctx.extra["accuracy_control"] = section
+    log.info("accuracy control: %d of %d ops kept in float, drop %.2f -> %.2f points (budget %g)",
+             len(section["float_ops"]), len(backend.ops), section["before"]["drop_points"],
+             section["after"]["drop_points"], ctx.options.max_accuracy_drop)
+    chosen = [{"id": o["id"], "op": o["op"], "layer": o["layer"]} for o in section["float_ops"]]
+    return result.chosen, {"float_ops_chosen": chosen}
+
+
+def tflite_artifact(ctx, artifact: str = "model.tflite") -> tuple[bytes, dict[str, Any]]:
+    """The TFLite int8 model with the chosen ops deny-listed, and the artifact record's additions."""
+    from edgec.accuracy.tflite import TFLiteBackend
+
+    threads = min(ctx.profile.threads or os.cpu_count() or 1, os.cpu_count() or 1)
+    backend = TFLiteBackend(ctx.model, ctx.calib, io_dtype=ctx.profile.int8_io, output_names=ctx.output_names,
+                            threads=threads, progress=ctx.progress)
+    chosen, info = _control(ctx, backend, artifact)
+    if not chosen:  # plain int8 meets the budget: the artifact a build without accuracy control writes
+        from edgec.config import Precision
+        from edgec.targets.tflite import convert
+
+        return convert(ctx.model, Precision.INT8, calib=ctx.calib, io_dtype=ctx.profile.int8_io, progress=ctx.progress,
+                       output_names=ctx.output_names), info
+    return backend.build(chosen), info
+
+
+def tensorrt_artifact(ctx, qdq, artifact: str = "model.onnx") -> tuple[Any, dict[str, Any]]:
+    """The Q/DQ ONNX model without Q/DQ around the chosen nodes, and the artifact record's additions."""
+    from edgec.accuracy.tensorrt import TensorRTBackend
+
+    layer_names = [layer.name for layer in getattr(ctx.model, "layers", [])]
+    backend = TensorRTBackend(qdq, layer_names=layer_names, threads=os.cpu_count())
+    chosen, info = _control(ctx, backend, artifact)
+    return backend.proto(chosen), info

@@ -1,0 +1,221 @@
+"""Sensitivity ranking and the accuracy-control loop, over any backend (:mod:`edgec.accuracy.base`).
+
+Sensitivity of an op: the metric with that op alone left in float, minus the plain int8 metric
+(points); SQNR of the metric's output orders ops whose metric is the same. The control loop is
+NNCF's ``quantize_with_accuracy_control``: rank the candidates by sensitivity, revert them to float
+one by one in that order, re-measuring after each step, and stop once the drop is within the
+budget. A step that makes the metric worse is undone and the remaining candidates are ranked again
+on top of what is already float (the next step is then kept, so the loop always moves on). Once
+the budget is met, every op kept float is tried back in int8, last added first, and stays int8
+when the budget still holds: the result keeps no op in float it does not need. At most all ops but
+one are left in float; when even that misses the budget, the best configuration measured is the
+result.
+
+Every configuration is measured once (cached), on the same data, so a search is deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from edgec.accuracy.base import Backend, Candidate
+from edgec.accuracy.metric import Metric, Score
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """One configuration measured: the ops left in float, the score, the artifact's size."""
+
+    float_ops: frozenset[str]
+    score: Score
+    bytes: int
+
+
+class Evaluator:
+    """Build, run and score configurations, each once."""
+
+    def __init__(self, backend: Backend, metric: Metric, x: np.ndarray, task=None):
+        self.backend, self.metric, self.x = backend, metric, x
+        self.task = task
+        self.cache: dict[frozenset[str], Evaluation] = {}
+
+    def __call__(self, float_ops: Iterable[str]) -> Evaluation:
+        key = frozenset(float_ops)
+        if key not in self.cache:
+            artifact = self.backend.build(key)
+            outs, names = self.backend.run(artifact, self.x)
+            self.cache[key] = Evaluation(key, self.metric.score(outs, names), self.backend.size(artifact))
+            if self.task is not None:
+                self.task.info(f"{len(self.cache)} measured")
+        return self.cache[key]
+
+    @property
+    def count(self) -> int:
+        return len(self.cache)
+
+
+def rank(evaluate: Evaluator, candidates: list[Candidate], base: frozenset[str] = frozenset(),
+         task=None) -> list[tuple[Candidate, Evaluation]]:
+    """Candidates with the evaluation of ``base`` plus each, best first (graph order among equals)."""
+    measured = []
+    for candidate in candidates:
+        measured.append((candidate, evaluate(base | set(candidate.ops))))
+        if task is not None:
+            task.advance()
+    return sorted(measured, key=lambda item: item[1].score.key(), reverse=True)
+
+
+@dataclasses.dataclass
+class ControlResult:
+    """What the control loop chose, and how.
+
+    Attributes:
+        met: the final drop is within the budget.
+        plain: the plain int8 model (no op in float).
+        final: the chosen configuration.
+        ranking: the first ranking (empty when the plain model met the budget).
+        steps: one entry per measured step: the candidate, the ops float after it, its score, and
+            whether it was kept, undone (and the rest re-ranked) or pruned back to int8.
+        evaluations: configurations measured.
+    """
+
+    met: bool
+    budget: float
+    plain: Evaluation
+    final: Evaluation
+    ranking: list[tuple[Candidate, Evaluation]]
+    steps: list[dict[str, Any]]
+    evaluations: int
+
+    @property
+    def chosen(self) -> frozenset[str]:
+        return self.final.float_ops
+
+
+def control(evaluate: Evaluator, candidates: list[Candidate], ops: list[str], budget: float,
+            progress=None) -> ControlResult:
+    """Keep the fewest ops in float that bring the drop within ``budget`` points (see the module doc).
+
+    Args:
+        evaluate: measures a configuration (a set of op ids left in float).
+        candidates: what may be reverted (single ops, tensor groups), in graph order.
+        ops: every quantizable op id, in graph order.
+        budget: the largest accepted drop, in points.
+        progress: shows the ranking and the steps.
+    """
+    from edgec.progress import Progress
+
+    progress = progress or Progress(enabled=False)
+    n_ops, position = len(ops), {op_id: k for k, op_id in enumerate(ops)}
+    plain = evaluate(())
+    if plain.score.drop_points <= budget:
+        return ControlResult(True, budget, plain, plain, [], [], evaluate.count)
+    with progress.task("accuracy control: rank ops by sensitivity", total=len(candidates)) as task:
+        ranking = rank(evaluate, candidates, task=task)
+    steps: list[dict[str, Any]] = []
+    queue = [c for c, _ in ranking]
+    current, now = frozenset(), plain
+    stepped_back = met = False
+    with progress.task("accuracy control: revert ops to float") as task:
+        evaluate.task = task
+        while queue:
+            candidate = queue.pop(0)
+            trial = current | set(candidate.ops)
+            if trial == current or len(trial) >= n_ops:  # keep at least one op in int8
+                continue
+            result = evaluate(trial)
+            step = {"candidate": candidate, "float_ops": trial, "score": result.score, "action": "kept"}
+            steps.append(step)
+            if result.score.drop_points <= budget:
+                current, now, met = trial, result, True
+                break
+            if result.score.value >= now.score.value or stepped_back:
+                current, now, stepped_back = trial, result, False
+                continue
+            step["action"] = "undone"  # worse: step back and rank the rest on top of what is float
+            queue = [c for c, _ in rank(evaluate, queue, current)]
+            stepped_back = True
+        if met:
+            for op_id in sorted(current, key=lambda i: (_added_at(steps, i), position[i]), reverse=True):
+                trial = current - {op_id}
+                result = evaluate(trial)
+                if result.score.drop_points <= budget:
+                    steps.append({"candidate": Candidate((op_id,), "op"), "float_ops": trial, "score": result.score,
+                                  "action": "pruned"})
+                    current, now = trial, result
+        else:
+            int8 = [e for e in evaluate.cache.values() if len(e.float_ops) < n_ops]
+            now = max(int8, key=lambda e: (e.score.key(), -len(e.float_ops)))
+        evaluate.task = None
+    return ControlResult(met, budget, plain, now, ranking, steps, evaluate.count)
+
+
+def _added_at(steps: list[dict[str, Any]], op_id: str) -> int:
+    return next((k for k, s in enumerate(steps) if s["action"] == "kept" and op_id in s["float_ops"]), -1)
+
+
+def analyze(backend: Backend, metric: Metric, x: np.ndarray, *, stats: bool = True, progress=None) -> dict[str, Any]:
+    """Per quantizable op, in graph order: scales, parameters, MACs, the per-layer error of the plain
+    int8 model, and the sensitivity (the metric with that op alone left in float, against plain
+    int8); where the format quantizes an op's output in the op itself (TFLite), also the metric with
+    the op's output tensor kept float (the op and its consumers in float).
+
+    Returns:
+        A JSON-ready dict: ``metric``, ``plain``, ``ops`` (graph order, each with its ``rank``),
+        ``ranking`` (op ids, most sensitive first), ``evaluations``.
+    """
+    from edgec.progress import Progress
+
+    progress = progress or Progress(enabled=False)
+    evaluate = Evaluator(backend, metric, x)
+    plain = evaluate(())
+    candidates = backend.candidates()
+    singles = [c for c in candidates if c.kind == "op"]
+    groups = {c.ops[0]: c for c in candidates if c.kind == "tensor"}
+    with progress.task("analyze: each op alone in float", total=len(singles) + len(groups)) as task:
+        ranking = rank(evaluate, singles, task=task)
+        grouped = {}
+        for op_id, candidate in groups.items():
+            grouped[op_id] = (candidate, evaluate(candidate.ops))
+            task.advance()
+    layer_stats = {}
+    if stats:
+        with progress.task("analyze: per-layer error (int8 vs float, same input)"):
+            layer_stats = backend.layer_stats(x)
+    order = {c.ops[0]: k for k, (c, _) in enumerate(ranking)}
+    alone = {c.ops[0]: e for c, e in ranking}
+    rows = []
+    for op in backend.ops:
+        row = op.describe()
+        row.update(layer_stats.get(op.id, {"rmse_steps": None, "sqnr_db": None}))
+        e = alone[op.id]
+        row["rank"] = order[op.id] + 1
+        row["float_alone"] = e.score.to_json()
+        row["sensitivity_points"] = round((e.score.value - plain.score.value) * 100.0, 4)
+        row["sensitivity_sqnr_db"] = _gain(e.score.sqnr_db, plain.score.sqnr_db)
+        if op.id in grouped:
+            candidate, g = grouped[op.id]
+            row["output_float"] = {"ops": list(candidate.ops), "layers": candidate.label,
+                                   "sensitivity_points": round((g.score.value - plain.score.value) * 100.0, 4),
+                                   **g.score.to_json()}
+        rows.append(row)
+    total_macs = sum(o.macs for o in backend.ops)
+    return {
+        "kind": backend.kind,
+        "metric": metric.describe(),
+        "plain": {**plain.score.to_json(), "bytes": plain.bytes},
+        "ops": rows,
+        "ranking": [c.ops[0] for c, _ in ranking],
+        "totals": {"ops": len(rows), "params": sum(o.params for o in backend.ops), "macs": total_macs},
+        "evaluations": evaluate.count,
+    }
+
+
+def _gain(after: float, before: float) -> float | None:
+    if not (np.isfinite(after) and np.isfinite(before)):
+        return None
+    return round(after - before, 3)

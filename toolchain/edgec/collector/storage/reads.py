@@ -1,0 +1,124 @@
+"""Reads of the record: jobs, devices and results as the API shows them, the health probe, and
+the rows of ``edgec report``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+
+def job_doc(conn, job_id: int, leases: bool = True) -> dict[str, Any] | None:
+    row = conn.execute("SELECT j.*, a.file, a.precision, a.format, a.bytes, a.source_name FROM jobs j "
+                       "JOIN artifacts a ON a.sha256 = j.artifact_sha256 WHERE j.id = ?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    return _job_dict(conn, row, leases)
+
+
+def _job_dict(conn, row, leases: bool) -> dict[str, Any]:
+    spec = json.loads(row["spec"])
+    doc = {
+        "id": row["id"], "state": row["state"], "created": row["created"], "updated": row["updated"],
+        "profile": row["profile"], "device": row["device"], "labels": json.loads(row["labels"]),
+        "runtime": row["runtime"],
+        "artifact": {"sha256": row["artifact_sha256"], "file": row["file"], "precision": row["precision"],
+                     "format": row["format"], "bytes": row["bytes"], "model": row["source_name"]},
+        "build_dir": spec.get("build_dir"), "files": spec["files"], "target": spec["target"],
+        "options": spec["options"], "timeout_s": spec["timeout_s"], "warnings": spec.get("warnings") or [],
+        "attempts": row["attempts"], "max_attempts": row["max_attempts"], "lease_seconds": row["lease_seconds"],
+        "leased_to": row["leased_to"], "lease_expires": row["lease_expires"], "result_id": row["result_id"],
+        "error": row["error"],
+    }
+    if leases:
+        doc["leases"] = [dict(r) for r in conn.execute(
+            "SELECT id, device, attempt, issued, expires, ended, outcome, detail FROM leases WHERE job_id = ? "
+            "ORDER BY attempt", (row["id"],))]
+    return doc
+
+
+def list_jobs(conn, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    query = ("SELECT j.*, a.file, a.precision, a.format, a.bytes, a.source_name FROM jobs j "
+             "JOIN artifacts a ON a.sha256 = j.artifact_sha256")
+    params: list[Any] = []
+    if state:
+        query += " WHERE j.state = ?"
+        params.append(state)
+    query += " ORDER BY j.id DESC LIMIT ?"
+    params.append(limit)
+    return [_job_dict(conn, row, leases=False) for row in conn.execute(query, params).fetchall()]
+
+
+def device_dict(row) -> dict[str, Any]:
+    d = dict(row)
+    for key in ("labels", "runtimes", "power", "detected"):
+        d[key] = json.loads(d[key])
+    return d
+
+
+def device_doc(conn, device: str, now: float, offline_after: float = 60.0) -> dict | None:
+    row = conn.execute("SELECT * FROM devices WHERE id = ?", (device,)).fetchone()
+    if row is None:
+        return None
+    return _device_public(conn, row, now, offline_after)
+
+
+def _device_public(conn, row, now: float, offline_after: float) -> dict[str, Any]:
+    d = device_dict(row)
+    d["jobs"] = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE state = 'leased' AND leased_to = ? ORDER BY id",
+                                            (d["id"],))]
+    d["online"] = now - d["last_seen"] <= offline_after
+    d["state"] = ("busy" if d["jobs"] else "idle") if d["online"] else "offline"
+    d.pop("instance", None)
+    return d
+
+
+def list_devices(conn, offline_after: float = 60.0) -> list[dict[str, Any]]:
+    now = time.time()
+    return [_device_public(conn, row, now, offline_after)
+            for row in conn.execute("SELECT * FROM devices ORDER BY id").fetchall()]
+
+
+def result_doc(conn, result_id: int) -> dict[str, Any] | None:
+    row = conn.execute("SELECT r.*, j.result_uid AS uid, j.id AS job_id, j.result_lease AS lease_id FROM results r "
+                       "LEFT JOIN jobs j ON j.result_id = r.id WHERE r.id = ?", (result_id,)).fetchone()
+    if row is None:
+        return None
+    doc = dict(row)
+    doc["report"] = json.loads(doc["report"])
+    return doc
+
+
+def probe(conn) -> dict[str, Any]:
+    """What /v1/health reports of the database: it answers, and how many jobs wait or run."""
+    queued = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()[0]
+    leased = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'leased'").fetchone()[0]
+    results = conn.execute("SELECT MAX(id) FROM results").fetchone()[0]
+    devices = conn.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
+    return {"queued": queued, "leased": leased, "devices": devices, "last_result": results}
+
+
+class _Rows:
+    """The record's results as :func:`edgec.report.select_results` reads a results store."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def rows(self, *, device: str | None = None, latest: bool = True) -> list[dict[str, Any]]:
+        from edgec import results
+
+        return results.query_rows(self.conn, device=device, latest=latest)
+
+    def artifacts(self) -> list[dict[str, Any]]:
+        from edgec import results
+
+        return results.query_artifacts(self.conn)
+
+
+def report_rows(conn, device: str | None, model: str | None, every_run: bool) -> list[dict[str, Any]]:
+    """The rows of ``edgec report`` (latest run per artifact and device unless ``every_run``)."""
+    from edgec import report
+
+    source = _Rows(conn)
+    return report.build_rows(report.select_results(source, device=device, model=model, every_run=every_run),
+                             source.artifacts())
