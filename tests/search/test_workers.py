@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,13 @@ from tests.search.conftest import PTQ_SPACE, request_for, write_space
 optuna = pytest.importorskip("optuna")
 
 
-def _worker(data, space: Path, storage: str, out: Path, trials: int) -> subprocess.Popen:
+def _worker(data, space: Path, storage: str, out: Path, trials: int, *extra: str) -> subprocess.Popen:
     log = open(out.with_suffix(".log"), "w")
     return subprocess.Popen(
         [sys.executable, "-m", "edgec", "search", str(data["model"]), "--target", "x86-cpu", "--eval", str(data["eval"]),
          "--calib", str(data["calib"]), "--space", str(space), "--trials", str(trials), "--storage", storage,
          "--study", "pg", "--out", str(out), "--runs", "30", "--warmup", "2", "--min-repeats", "1", "--max-repeats",
-         "1", "--heartbeat", "1", "--sampler", "random", "--json"],
+         "1", "--heartbeat", "1", "--sampler", "random", "--json", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, env={**os.environ, "EDGEC_PROGRESS": "0"})
 
 
@@ -124,13 +125,28 @@ def test_worker_processes_share_one_study(data, tmp_path, quick_device):
     assert sorted(starts) == sorted(set(starts))
 
 
+FINE_TUNE_SPACE = """
+[space]
+precision = "int8"
+prune_structure = "none"
+prune = [0.3, 0.5, 0.7]
+cluster = "none"
+quantization = "ptq"
+epochs = 3
+lr = 0.002
+distill = false
+"""
+
+
 def test_an_interrupted_search_queues_its_trial_and_resumes(data, tmp_path):
     from edgec.search.study import open_storage, storage_url
 
-    space = write_space(tmp_path / "space.toml", PTQ_SPACE)
+    # trials that fine-tune for a few seconds: the interrupt lands inside one
+    space = write_space(tmp_path / "space.toml", FINE_TUNE_SPACE)
     out = tmp_path / "out"
     out.mkdir()
-    proc = _worker(data, space, f"sqlite:///{out / 'search.db'}", out, 3)
+    tune = ("--fine-tune", str(data["fine_tune"]), "--pruner", "none")
+    proc = _worker(data, space, f"sqlite:///{out / 'search.db'}", out, 3, *tune)
     storage = None
     try:
         def building():
@@ -147,6 +163,7 @@ def test_an_interrupted_search_queues_its_trial_and_resumes(data, tmp_path):
             return next((t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING" and t.params), None)
 
         victim = wait_for(building, 300, "a trial to be built", interval=0.05)
+        time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
@@ -159,7 +176,7 @@ def test_an_interrupted_search_queues_its_trial_and_resumes(data, tmp_path):
     assert [t.user_attrs.get("interrupted_trial") for t in queued] == [victim.number]
     done_before = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False))
 
-    again = _worker(data, space, f"sqlite:///{out / 'search.db'}", out, 3)
+    again = _worker(data, space, f"sqlite:///{out / 'search.db'}", out, 3, *tune)
     stdout, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out.with_suffix(".log").read_text()[-2000:]
     assert json.loads(stdout)["counts"]["finished"] == 3
@@ -168,3 +185,31 @@ def test_an_interrupted_search_queues_its_trial_and_resumes(data, tmp_path):
     assert len(finished) == 3 and done_before < 3
     resumed = [t for t in finished if t.user_attrs.get("interrupted_trial") == victim.number]
     assert len(resumed) == 1 and resumed[0].params == victim.params
+
+
+def test_a_ctrl_c_is_kept_for_a_safe_moment_and_never_lost():
+    """Ctrl-C raises at once inside a trial's own work, waits for the next step while Optuna
+    records a trial, and survives being dropped by Python in a finalizer ("Exception ignored in")."""
+    from edgec.search.interrupts import checkpoint, immediate, interrupts_kept
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, an exception it raised is dropped
+
+    with interrupts_kept():
+        os.kill(os.getpid(), signal.SIGINT)  # outside a trial's work: remembered, not raised
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint()
+    checkpoint()  # forgotten once the search is over
+    with interrupts_kept():
+        with pytest.raises(KeyboardInterrupt):
+            with immediate():
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(100):  # the handler runs between two bytecodes
+                    pass
+    with interrupts_kept():
+        with immediate():
+            Finalized()
+        with pytest.raises(KeyboardInterrupt):
+            checkpoint()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

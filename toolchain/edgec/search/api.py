@@ -15,6 +15,7 @@ from typing import Any
 
 from edgec.errors import EdgecError, choices
 from edgec.search import cache as cache_mod
+from edgec.search import interrupts
 from edgec.search import space as space_mod
 from edgec.search.device import Device
 from edgec.search.study import BASELINES_ATTR, SETTINGS_ATTR
@@ -218,6 +219,13 @@ def run(request: Request, on_event: Callable[[str, dict[str, Any]], None] | None
         EdgecError: bad input, an unreachable storage or device, or a study started with other
             arguments.
     """
+    from edgec.search.interrupts import interrupts_kept
+
+    with interrupts_kept():
+        return _run(request, on_event)
+
+
+def _run(request: Request, on_event: Callable[[str, dict[str, Any]], None] | None) -> dict[str, Any]:
     from edgec.search import report
     from edgec.search.study import import_optuna, load_study, open_storage, open_study, storage_url
 
@@ -245,7 +253,9 @@ def run(request: Request, on_event: Callable[[str, dict[str, Any]], None] | None
     if request.model is not None and study.user_attrs.get(BASELINES_ATTR) is None:
         emit("baselines: fp32 and plain int8 PTQ, built and measured", {"event": "baselines"})
         ctx = _context(request, profile, space, objectives)
-        study.set_user_attr(BASELINES_ATTR, ctx.baselines())
+        with interrupts.immediate():
+            baselines = ctx.baselines()
+        study.set_user_attr(BASELINES_ATTR, baselines)
     children = []
     if request.workers > 1:
         spawn = multiprocessing.get_context("spawn")
@@ -277,9 +287,12 @@ def _child(request: Request, url: str, name: str, on_event) -> None:
     """A spawned worker process (its own TensorFlow, its own sampler seed)."""
     import os
 
+    from edgec.search.interrupts import interrupts_kept
+
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     try:
-        work(request, url, name, on_event or (lambda line, event: None))
+        with interrupts_kept():
+            work(request, url, name, on_event or (lambda line, event: None))
     except EdgecError as exc:
         import sys
 

@@ -150,6 +150,8 @@ class Device:
         Raises:
             EdgecError: the agent or the fleet could not measure it.
         """
+        from edgec.search.interrupts import checkpoint
+
         t0 = time.perf_counter()
         reports: list[tuple[str, dict[str, Any]]] = []
         why = None
@@ -161,6 +163,7 @@ class Device:
             with self.client() as client:
                 batch = self.min_runs
                 while why is None:
+                    checkpoint()
                     jobs = queue_on_fleet(client, [build_dir] * batch, request)
                     got, failures = collect_from_fleet(client, jobs, self.timeout)
                     if failures:
@@ -173,6 +176,7 @@ class Device:
             from edgec.measure import measure
 
             while why is None:
+                checkpoint()
                 m = measure(build_dir, self.device or "local", python=self.python, identity=self.identity,
                             ssh_options=self.ssh_options, timeout=self.timeout, store=False, **self.bench())
                 reports.append((m.device, m.report))

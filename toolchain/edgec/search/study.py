@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.errors import EdgecError, MissingExtra
+from edgec.search import interrupts
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,7 @@ def work(study, objective, n_trials: int, *, timeout: float | None = None, poll:
     failures = 0
     last_error = None
     while True:
+        interrupts.checkpoint()  # a Ctrl-C that came during the storage's bookkeeping stops here
         if timeout is not None and time.monotonic() - start >= timeout:
             return "timeout"
         fail_stale(study)

@@ -30,6 +30,7 @@ import numpy as np
 
 from edgec.errors import EdgecError
 from edgec.search import cache as cache_mod
+from edgec.search import interrupts
 from edgec.search import space as space_mod
 from edgec.search.study import BASELINES_ATTR, Surplus, check_claim
 
@@ -151,6 +152,7 @@ class Context:
     def build(self, model: Path, model_key: str, options: dict[str, Any], timer: Timer):
         """A cached build: ``(build_dir, manifest, build_key)``."""
         key = self.build_key(model_key, options)
+        interrupts.checkpoint()
         t0 = time.perf_counter()
         try:
             build_dir, manifest, reused = self.cache.build(key, model, self.profile.id, options)
@@ -160,6 +162,7 @@ class Context:
             timer.build += time.perf_counter() - t0
         timer.builds += 1
         timer.builds_reused += int(reused)
+        interrupts.checkpoint()
         return build_dir, manifest, key
 
     def measure(self, build_dir: Path, build_key: str, against: list[float], timer: Timer,
@@ -173,6 +176,7 @@ class Context:
         t0 = time.perf_counter()
         record = self.device.measure(build_dir, against, limit)
         timer.measure += time.perf_counter() - t0
+        interrupts.checkpoint()
         self.cache.keep_measurement(build_key, mkey, record)
         return record
 
@@ -290,7 +294,8 @@ class Runner:
             retry_of = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
             _journal(self.journal, {"event": "start", "trial": trial.number, "worker": self.worker,
                                     "retry_of": retry_of})
-            return self._run(trial, timer)
+            with interrupts.immediate():
+                return self._run(trial, timer)
         except Stopped as stop:
             trial.set_user_attr("stopped", stop.detail)
             raise optuna.TrialPruned(stop.detail.get("reason", "")) from None
@@ -307,8 +312,9 @@ class Runner:
             log.warning("trial %d failed", trial.number, exc_info=True)
             raise
         except KeyboardInterrupt:
-            # the worker is stopped: the trial goes back to the queue for the next start
-            self.study.enqueue_trial(dict(trial.params), user_attrs={"interrupted_trial": trial.number})
+            # the worker is stopped: a trial that had its configuration goes back to the queue for the next start
+            if trial.params:
+                self.study.enqueue_trial(dict(trial.params), user_attrs={"interrupted_trial": trial.number})
             raise
         finally:
             timer.total = time.perf_counter() - t0
