@@ -17,7 +17,7 @@ and in the kernels TF-MOT pruned, the most unique values per output channel and 
 the least share of 2:4-compliant groups, the float .tflite / int8 / gzip / zstd bytes and the
 compression rate (float .tflite bytes / artifact zstd bytes).
 
-Usage: python bench/bench_compression.py [--epochs 30] [--lr 1e-3] [--arch cnn residual ...]
+Usage: python bench/bench_compression.py [--epochs 30] [--lr LR] [--arch cnn residual ...]
                                          [--method qat prune+qat ...] [--json out.json]
 """
 
@@ -85,7 +85,7 @@ def train_models(archs, work: Path, epochs: int) -> dict[str, Path]:
     return paths
 
 
-def measure(path: Path, method: str, work: Path, epochs: int, lr: float, seed: int = 0) -> dict:
+def measure(path: Path, method: str, work: Path, epochs: int, lr: float | None, seed: int = 0) -> dict:
     import edgec
     from edgec.errors import EdgecError
 
@@ -158,7 +158,8 @@ def fmt(value, spec: str = "") -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30, help="fine-tuning epochs per step (early stopping applies)")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="fine-tune learning rate (default: the build's, 1e-3, or 1e-4 for QAT alone)")
     parser.add_argument("--train-epochs", type=int, default=40, help="epochs to train each float model")
     parser.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS))
     parser.add_argument("--method", nargs="+", choices=list(METHODS), default=list(METHODS))
@@ -191,7 +192,8 @@ def main(argv=None) -> None:
                                artifact_acc=float(np.mean([r["artifact_acc"] for r in ok])), runs=runs)
                 results.append(row)
 
-    print(f"\nedgec build --target rpi5 --precision int8, fine-tune: --epochs {args.epochs} --lr {args.lr:g} "
+    print(f"\nedgec build --target rpi5 --precision int8, fine-tune: --epochs {args.epochs} "
+          f"--lr {format(args.lr, 'g') if args.lr else 'default (1e-3; 1e-4 for QAT alone)'} "
           f"(early stopping on a 10 % held-out slice), seeds {' '.join(map(str, args.seeds))}; eval: 540 held-out "
           "digits (1 sample = 0.19 pt); artifact acc and drop: mean over the seeds, drop range in brackets; "
           "sizes and counts: first seed\n")
