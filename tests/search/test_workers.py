@@ -20,6 +20,12 @@ from tests.search.conftest import PTQ_SPACE, request_for, write_space
 optuna = pytest.importorskip("optuna")
 
 
+def _foreground_ctrl_c() -> None:
+    """In the child: SIGINT as in a terminal's foreground job (a shell starts background jobs, and
+    with them CI runners' test processes, with SIGINT ignored, which the child would inherit)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _worker(data, space: Path, storage: str, out: Path, trials: int, *extra: str) -> subprocess.Popen:
     log = open(out.with_suffix(".log"), "w")
     return subprocess.Popen(
@@ -27,7 +33,8 @@ def _worker(data, space: Path, storage: str, out: Path, trials: int, *extra: str
          "--calib", str(data["calib"]), "--space", str(space), "--trials", str(trials), "--storage", storage,
          "--study", "pg", "--out", str(out), "--runs", "30", "--warmup", "2", "--min-repeats", "1", "--max-repeats",
          "1", "--heartbeat", "1", "--sampler", "random", "--json", *extra],
-        stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, env={**os.environ, "EDGEC_PROGRESS": "0"})
+        stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO, env={**os.environ, "EDGEC_PROGRESS": "0"},
+        preexec_fn=_foreground_ctrl_c)
 
 
 def _starts(out: Path) -> list[int]:
@@ -187,7 +194,16 @@ def test_an_interrupted_search_queues_its_trial_and_resumes(data, tmp_path):
     assert len(resumed) == 1 and resumed[0].params == victim.params
 
 
-def test_a_ctrl_c_is_kept_for_a_safe_moment_and_never_lost():
+@pytest.fixture
+def foreground_ctrl_c():
+    """SIGINT with Python's default handler, as in a terminal's foreground job, whatever the test
+    process was started with (a background job ignores SIGINT)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_a_ctrl_c_is_kept_for_a_safe_moment_and_never_lost(foreground_ctrl_c):
     """Ctrl-C raises at once inside a trial's own work, waits for the next step while Optuna
     records a trial, and survives being dropped by Python in a finalizer ("Exception ignored in")."""
     from edgec.search.interrupts import checkpoint, immediate, interrupts_kept
@@ -213,3 +229,6 @@ def test_a_ctrl_c_is_kept_for_a_safe_moment_and_never_lost():
         with pytest.raises(KeyboardInterrupt):
             checkpoint()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job: Ctrl-C is not for it, nor for its search
+    with interrupts_kept():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
