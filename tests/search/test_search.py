@@ -21,6 +21,7 @@ def _journal(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_search_reports_the_front_with_baselines_and_resumes(data, tmp_path, quick_device):
     from edgec.search import api, report
 
@@ -92,6 +93,7 @@ def test_a_repeated_configuration_reuses_its_result(data, tmp_path, quick_device
     assert [t["number"] for t in doc["front"]] == [0]
 
 
+@pytest.mark.slow
 def test_constraints_stop_trials_before_fine_tuning(data, tmp_path, quick_device):
     from edgec.search import api
 
@@ -119,6 +121,7 @@ def bracket_zero_name(trials: int, eta: int) -> str:
                 if all(hyperband.bracket_of(f"hb{i}", n, 2, eta) == 0 for n in range(trials)))
 
 
+@pytest.mark.slow
 def test_hyperband_stops_a_trial_at_its_first_fine_tune_rung(data, tmp_path, quick_device):
     from edgec.search import api
 

@@ -44,6 +44,7 @@ def _starts(out: Path) -> list[int]:
     return [e["trial"] for e in map(json.loads, path.read_text().splitlines()) if e["event"] == "start"]
 
 
+@pytest.mark.slow
 def test_two_workers_on_postgresql_and_one_killed_mid_trial(data, tmp_path, postgres_url):
     from edgec.search.study import open_storage, storage_url
 
@@ -120,6 +121,7 @@ def test_trials_measured_by_a_fleet_agent(data, tmp_path, serve, agents):
     assert len(jobs) == 6 and all(j["state"] == "done" for j in jobs)
 
 
+@pytest.mark.slow
 def test_worker_processes_share_one_study(data, tmp_path, quick_device):
     from edgec.search import api
 
@@ -145,6 +147,7 @@ distill = false
 """
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_queues_its_trial_and_resumes(data, tmp_path):
     from edgec.search.study import open_storage, storage_url
 
