@@ -121,3 +121,37 @@ def console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     return Console(file=stream, highlight=False, width=None if stream.isatty() else 160, soft_wrap=False)
+
+
+def load_function(spec: str, what: str, module_prefix: str):
+    """The function named by ``module:function`` or ``file.py:function`` (a data loader, a
+    search's model builder). ``what`` starts each error message (e.g. ``--builder 'SPEC'``);
+    a file is imported as module ``<module_prefix><stem>``.
+
+    Raises:
+        EdgecError: no such file or module, an import that fails, or no such function.
+    """
+    import importlib
+    import importlib.util
+    import sys
+
+    target, _, name = spec.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            file = Path(target)
+            if not file.is_file():
+                raise EdgecError(f"{what}: file '{target}' does not exist")
+            mod_spec = importlib.util.spec_from_file_location(f"{module_prefix}{file.stem}", file)
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[mod_spec.name] = module
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except EdgecError:
+        raise
+    except Exception as exc:
+        raise EdgecError(f"{what}: cannot import '{target}': {type(exc).__name__}: {exc}") from exc
+    func = getattr(module, name, None)
+    if not callable(func):
+        raise EdgecError(f"{what}: '{target}' has no function '{name}'")
+    return func

@@ -17,9 +17,6 @@ build's :class:`~edgec.calibration.inputs.InputPreprocessing` (``--input-range``
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -27,6 +24,7 @@ import numpy as np
 
 from edgec.calibration.inputs import InputPreprocessing
 from edgec.errors import EdgecError
+from edgec.util import load_function
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -165,25 +163,7 @@ def _load_image_folder(root: Path, input_shape, purpose: str):
 
 
 def _load_callable(spec: str, purpose: str, limit: int | None):
-    target, _, func_name = spec.rpartition(":")
-    try:
-        if target.endswith(".py"):
-            file = Path(target)
-            if not file.exists():
-                raise EdgecError(f"{purpose} data '{spec}': file '{target}' does not exist")
-            mod_spec = importlib.util.spec_from_file_location(f"_edgec_data_{file.stem}", file)
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[mod_spec.name] = module
-            mod_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except EdgecError:
-        raise
-    except Exception as exc:
-        raise EdgecError(f"{purpose} data '{spec}': cannot import '{target}': {type(exc).__name__}: {exc}") from exc
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise EdgecError(f"{purpose} data '{spec}': '{target}' has no function '{func_name}'")
+    func = load_function(spec, f"{purpose} data '{spec}'", "_edgec_data_")
     try:
         batches: Iterable = func()
         xs, ys, count = [], [], 0

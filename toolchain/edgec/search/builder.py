@@ -17,19 +17,16 @@ the ``--eval`` accuracy, and then runs the compression part of the trial on the 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import logging
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgec.errors import EdgecError
+from edgec.util import load_function
 
 log = logging.getLogger(__name__)
 
@@ -112,24 +109,7 @@ def load(spec: str) -> tuple[Callable, dict[str, Any]]:
     target, sep, name = spec.rpartition(":")
     if not sep or not target or not name:
         raise EdgecError(f"--builder '{spec}': expected module:function or file.py:function")
-    try:
-        if target.endswith(".py"):
-            file = Path(target)
-            if not file.is_file():
-                raise EdgecError(f"--builder '{spec}': file '{target}' does not exist")
-            mod_spec = importlib.util.spec_from_file_location(f"_edgec_builder_{file.stem}", file)
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[mod_spec.name] = module
-            mod_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except EdgecError:
-        raise
-    except Exception as exc:
-        raise EdgecError(f"--builder '{spec}': cannot import '{target}': {type(exc).__name__}: {exc}") from exc
-    func = getattr(module, name, None)
-    if not callable(func):
-        raise EdgecError(f"--builder '{spec}': '{target}' has no function '{name}'")
+    func = load_function(spec, f"--builder '{spec}'", "_edgec_builder_")
     try:
         source = inspect.getsourcefile(func)
     except TypeError:
