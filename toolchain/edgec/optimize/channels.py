@@ -341,29 +341,18 @@ def rebuild(model, plan: Plan):
 
     Every tensor keeps its layer names, so outputs are found by the same names.
     """
-    from edgec.tfcompat import tf_and_keras
+    def smaller(layer, args, kwargs):
+        config = layer.get_config()
+        if layer.name in plan.producers:
+            _, out = plan.producers[layer.name]
+            key = "units" if "units" in config else "filters"
+            config[key] = len(plan.kept[out])
+        clone = layer.__class__.from_config(config)
+        outputs = clone(*args, **kwargs)
+        clone.set_weights(_sliced(layer, plan))
+        return outputs
 
-    tf, keras = tf_and_keras()
-    new_inputs = graph.fresh_inputs(model)
-    tensors: dict[str, list] = {str(id(x)): graph.Reused([y]) for x, y in zip(model.inputs, new_inputs, strict=True)}
-    with graph.rebuilding_in_memory():
-        for node in graph.nodes_in_order(model):
-            if node.is_input or any(i not in tensors for i in node.flat_input_ids):
-                continue
-            args, kwargs = node.map_arguments(tensors)
-            layer = node.layer
-            config = layer.get_config()
-            if layer.name in plan.producers:
-                _, out = plan.producers[layer.name]
-                key = "units" if "units" in config else "filters"
-                config[key] = len(plan.kept[out])
-            clone = layer.__class__.from_config(config)
-            outputs = clone(*args, **kwargs)
-            clone.set_weights(_sliced(layer, plan))
-            for x_id, y in zip(node.flat_output_ids, tf.nest.flatten(outputs), strict=True):
-                tensors[x_id] = graph.Reused([y])
-    outputs = [tensors[str(id(x))][0] for x in model.outputs]
-    return keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    return graph.rebuild(model, smaller)
 
 
 def _sliced(layer, plan: Plan) -> list[np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -216,6 +217,33 @@ def fresh_inputs(model) -> list:
                         name=t._keras_history.layer.name) for t in model.inputs]  # noqa: SLF001
 
 
+def rebuild(model, replace: Callable[[Any, list, dict], Any] | None = None):
+    """A new functional model computing ``model``'s graph node by node, its inputs and output
+    layers keeping their names. ``replace(layer, args, kwargs)`` returns the outputs of a layer
+    it changes (new layers called on ``args``) or None for a copy of the layer with its config and
+    weights; without it the copy is exact."""
+    from edgec.tfcompat import tf_and_keras
+
+    tf, keras = tf_and_keras()
+    new_inputs = fresh_inputs(model)
+    tensors: dict[str, list] = {str(id(x)): Reused([y]) for x, y in zip(model.inputs, new_inputs, strict=True)}
+    with rebuilding_in_memory():
+        for node in nodes_in_order(model):
+            if node.is_input or any(i not in tensors for i in node.flat_input_ids):
+                continue
+            args, kwargs = node.map_arguments(tensors)
+            layer = node.layer
+            outputs = replace(layer, args, kwargs) if replace is not None else None
+            if outputs is None:
+                clone = layer.__class__.from_config(layer.get_config())
+                outputs = clone(*args, **kwargs)
+                clone.set_weights(layer.get_weights())
+            for x_id, y in zip(node.flat_output_ids, tf.nest.flatten(outputs), strict=True):
+                tensors[x_id] = Reused([y])
+    outputs = [tensors[str(id(x))][0] for x in model.outputs]
+    return keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
 def fold_batchnorm(model) -> tuple[Any, list[str]]:
     """A copy of ``model`` with every BatchNormalization that follows a Conv2D, DepthwiseConv2D or
     Dense layer (linear activation, no other consumer) folded into that layer's kernel and bias.
@@ -250,29 +278,18 @@ def fold_batchnorm(model) -> tuple[Any, list[str]]:
     if not folds:
         return model, []
     skipped = {bn.name for bn in folds.values()}
-    new_inputs = fresh_inputs(model)
-    tensors: dict[str, list] = {str(id(x)): Reused([y]) for x, y in zip(model.inputs, new_inputs, strict=True)}
-    with rebuilding_in_memory():
-        for depth in sorted(model._nodes_by_depth, reverse=True):  # noqa: SLF001
-            for node in model._nodes_by_depth[depth]:  # noqa: SLF001
-                if node.is_input or any(i not in tensors for i in node.flat_input_ids):
-                    continue
-                args, kwargs = node.map_arguments(tensors)
-                layer = node.layer
-                if layer.name in skipped:
-                    outputs = args[0]
-                else:
-                    config = layer.get_config()
-                    if layer.name in folds:
-                        config["use_bias"] = True
-                    clone = layer.__class__.from_config(config)
-                    outputs = clone(*args, **kwargs)
-                    weights = _folded(layer, folds[layer.name]) if layer.name in folds else layer.get_weights()
-                    clone.set_weights(weights)
-                for x_id, y in zip(node.flat_output_ids, tf.nest.flatten(outputs), strict=True):
-                    tensors[x_id] = Reused([y])
-    outputs = [tensors[str(id(x))][0] for x in model.outputs]
-    folded = keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+    def folded_layer(layer, args, kwargs):
+        if layer.name in skipped:
+            return args[0]
+        if layer.name not in folds:
+            return None
+        clone = layer.__class__.from_config({**layer.get_config(), "use_bias": True})
+        outputs = clone(*args, **kwargs)
+        clone.set_weights(_folded(layer, folds[layer.name]))
+        return outputs
+
+    folded = rebuild(model, folded_layer)
     return folded, sorted(skipped)
 
 

@@ -173,33 +173,19 @@ def _pair(layer, choice: dict[str, Any]):
 
 def factorize(model, chosen: dict[str, dict[str, Any]]):
     """A new model with each layer in ``chosen`` replaced by its factorized pair."""
-    from edgec.tfcompat import tf_and_keras
+    def factorized(layer, args, kwargs):
+        if layer.name not in chosen:
+            return None
+        first_cfg, first_w, second_cfg, second_w = _pair(layer, chosen[layer.name])
+        first = layer.__class__.from_config(first_cfg)
+        mid = first(*args, **kwargs)
+        first.set_weights(first_w)
+        second = layer.__class__.from_config(second_cfg)
+        outputs = second(mid)
+        second.set_weights(second_w)
+        return outputs
 
-    tf, keras = tf_and_keras()
-    new_inputs = graph.fresh_inputs(model)
-    tensors: dict[str, list] = {str(id(x)): graph.Reused([y]) for x, y in zip(model.inputs, new_inputs, strict=True)}
-    with graph.rebuilding_in_memory():
-        for node in graph.nodes_in_order(model):
-            if node.is_input or any(i not in tensors for i in node.flat_input_ids):
-                continue
-            args, kwargs = node.map_arguments(tensors)
-            layer = node.layer
-            if layer.name in chosen:
-                first_cfg, first_w, second_cfg, second_w = _pair(layer, chosen[layer.name])
-                first = layer.__class__.from_config(first_cfg)
-                mid = first(*args, **kwargs)
-                first.set_weights(first_w)
-                second = layer.__class__.from_config(second_cfg)
-                outputs = second(mid)
-                second.set_weights(second_w)
-            else:
-                clone = layer.__class__.from_config(layer.get_config())
-                outputs = clone(*args, **kwargs)
-                clone.set_weights(layer.get_weights())
-            for x_id, y in zip(node.flat_output_ids, tf.nest.flatten(outputs), strict=True):
-                tensors[x_id] = graph.Reused([y])
-    outputs = [tensors[str(id(x))][0] for x in model.outputs]
-    return keras.Model(new_inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    return graph.rebuild(model, factorized)
 
 
 def low_rank(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> tuple[Any, dict[str, Any]]:
