@@ -9,19 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.collector.conftest import agents, serve  # noqa: F401  (a collector and agents on loopback)
+# results, caches and token files in the test's tmp dir; a collector and agents on loopback
+from tests.collector.conftest import _isolated, agents, serve  # noqa: F401
 
 FINE_TUNE_SAMPLES = 240
 EVAL_SAMPLES = 180
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGEC_RESULTS_DB", str(tmp_path / "results.db"))
-    monkeypatch.setenv("EDGEC_AGENT_CACHE", str(tmp_path / "agent-cache"))
-    monkeypatch.setenv("EDGEC_AGENT_CONFIG", str(tmp_path / "agent-config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    monkeypatch.delenv("EDGEC_TOKEN", raising=False)
 
 
 @pytest.fixture(scope="session")
