@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_build import latency_ms  # bench/ is on the path of a script run from it
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,33 +39,6 @@ os.environ.setdefault("EDGEC_PROGRESS", "0")
 
 ARCHS = ("cnn", "residual", "separable", "outlier")
 OUTLIER_RATIO = 200.0
-
-
-def latency_ms(path: Path, threads: int, runs: int) -> float:
-    """Median LiteRT latency of one invoke with batch 1 (random inputs over the input's range)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(path), num_threads=threads)
-    inp = it.get_input_details()[0]
-    shape = [1, *inp["shape"][1:]]
-    it.resize_tensor_input(inp["index"], shape)
-    it.allocate_tensors()
-    dtype = np.dtype(inp["dtype"])
-    rng = np.random.default_rng(0)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        x = rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
-    else:
-        x = rng.random(shape, dtype=np.float32)
-    it.set_tensor(inp["index"], x)
-    for _ in range(max(10, runs // 10)):
-        it.invoke()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        it.invoke()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def train_models(archs, epochs: int, work: Path):
@@ -125,7 +99,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for t in (1, 2):
                 for name, p in paths.items():
-                    lat[(name, t)].append(latency_ms(p, t, args.runs))
+                    lat[(name, t)].append(latency_ms(p, t, args.runs, warmup=max(10, args.runs // 10)))
         med = {k: statistics.median(v) for k, v in lat.items()}
         for name, (result, seconds) in built.items():
             m = result.manifest

@@ -51,7 +51,9 @@ def timed(cmd: list[str]) -> float:
     return elapsed
 
 
-def latency_ms(path: Path, threads: int, runs: int) -> float:
+def latency_ms(path: Path, threads: int, runs: int, warmup: int | None = None) -> float:
+    """LiteRT median latency (ms) of one batch-1 inference on random inputs, after ``warmup``
+    invokes (default: a tenth of ``runs``, at least 3)."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path), num_threads=threads)
@@ -69,7 +71,7 @@ def latency_ms(path: Path, threads: int, runs: int) -> float:
     else:
         x = rng.random(shape, dtype=np.float32)
     it.set_tensor(inp["index"], x)
-    for _ in range(max(3, runs // 10)):
+    for _ in range(max(3, runs // 10) if warmup is None else warmup):
         it.invoke()
     times = []
     for _ in range(runs):
