@@ -40,3 +40,25 @@ class MissingExtra(EdgecError):
 def choices(values) -> str:
     """Format valid choices for an error message."""
     return ", ".join(sorted(str(v) for v in values))
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop (SIGINT, SIGTERM, SIGHUP); the CLI exits with 128 + signal.
+
+    A ``KeyboardInterrupt`` raised by user code (a data function) is not one: only the signal
+    handlers the CLI installs raise this, so it can tell a real request to stop from a data error.
+    """
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = int(signum)
+        try:
+            self.name = signal.Signals(self.signum).name
+        except ValueError:
+            self.name = f"signal {self.signum}"
+        super().__init__(self.name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

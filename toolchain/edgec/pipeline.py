@@ -98,6 +98,11 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
         kwargs["out"] = Path(kwargs["out"])
     if kwargs.get("qat_skip") is not None:
         kwargs["qat_skip"] = _tuple(kwargs["qat_skip"])
+    if kwargs.get("custom_objects") is not None:
+        from edgec.custom_objects import check as check_custom_objects
+
+        value = kwargs["custom_objects"]
+        kwargs["custom_objects"] = check_custom_objects((value,) if isinstance(value, (str, Path)) else value)
     for name in ("mean", "std"):
         if kwargs.get(name) is not None:
             from edgec.calibration.inputs import parse_numbers
@@ -226,7 +231,12 @@ def prepare_inputs(request: BuildPlan, progress: Progress) -> _Inputs:
     determinism = set_seed(options.seed)
     fresh_names()
     with progress.task("load model"):
-        loaded = load_model(request.model)
+        loaded = load_model(request.model, keras_layers=request.spec is not None,
+                            custom_objects=options.custom_objects)
+        if loaded.keras and loaded.keras["path"] == "bridge":  # Keras 3 -> tf-keras layers, checked below
+            from edgec.keras3 import bridge
+
+            loaded = bridge.to_tf_keras(loaded)
     if request.spec is not None and isinstance(loaded.model, SignatureModel):
         raise EdgecError(f"the compression steps train Keras layers, but '{loaded.path}' is a SavedModel without "
                          "Keras metadata (its serving signature); save the model with tf-keras model.save(), or drop "
@@ -243,6 +253,10 @@ def prepare_inputs(request: BuildPlan, progress: Progress) -> _Inputs:
     calib = load(options.calib, "calibration", limit=options.calib_samples) if options.calib else None
     eval_data = load(options.eval, "eval", need_labels=needs_labels) if options.eval else None
     fine_tune = load(options.fine_tune, "fine-tune", need_labels=True) if request.spec is not None else None
+    if loaded.keras and loaded.keras["path"] == "bridge":
+        from edgec.keras3 import bridge
+
+        bridge.check(loaded, (calib if calib is not None else fine_tune).x)
     expected = preprocessing.expected()
     for data, what in ((calib, "calibration data"), (eval_data, "eval data"), (fine_tune, "fine-tune data")):
         if data is not None:
@@ -457,6 +471,12 @@ def _checks(options: BuildOptions, verification: dict[str, Any] | None,
                         else f"accuracy drop {drop:.2f} points{where} exceeds --max-accuracy-drop {options.max_accuracy_drop:g} "
                              f"(float {verification['float_accuracy']:.4f}, artifact {verification['artifact_accuracy']:.4f})"),
         })
+    if verification is not None and verification.get("non_finite_outputs"):
+        bad = [o for o in verification["outputs"] if o.get("non_finite_samples")]
+        checks.append({"name": "finite_outputs", "value": sum(o["non_finite_samples"] for o in bad), "passed": False,
+                       "message": f"{verification['artifact']} outputs NaN or Inf on "
+                                  + ", ".join(f"{o['non_finite_samples']} samples of '{o['name']}'" for o in bad)
+                                  + f" of {verification['data']}, where the float model's outputs are finite"})
     for record in records:
         ops = record.get("float_ops")
         if ops is None:

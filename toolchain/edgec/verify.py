@@ -80,6 +80,12 @@ def reference(model, data: Dataset, eval_output: str | None = None, progress=Non
     names = [o.name for o in specs]
     with progress.task("verify: float model", total=len(data)) as task:
         values = run_batched(keras_predict(model), data.x, BATCH, task)
+    for spec, value in zip(specs, values, strict=True):
+        rows = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1) if value.dtype.kind in "fc" else None
+        if rows is not None and rows.any():
+            raise EdgecError(f"the float model's output '{spec.name}' is NaN or infinite on {int(rows.sum())} of "
+                             f"{len(rows)} samples of '{data.source}' (first: sample {int(np.argmax(rows))}); "
+                             "verification needs finite reference outputs")
     labelled = None
     if eval_output is not None:
         if eval_output not in names:
@@ -112,6 +118,14 @@ def reference(model, data: Dataset, eval_output: str | None = None, progress=Non
     return Reference(data, specs, values, labelled, accuracy)
 
 
+def _top1(values: np.ndarray) -> np.ndarray:
+    """argmax over the last axis; -1 (no class) where a row holds NaN or Inf, which argmax would
+    otherwise turn into a class."""
+    pred = values.argmax(-1)
+    pred[~np.isfinite(values).all(-1)] = -1
+    return pred
+
+
 def output_metrics(ref: np.ndarray, got: np.ndarray, *, top1: bool) -> dict[str, Any]:
     """Differences of one artifact output from the float one (same shape)."""
     f, a = ref.astype(np.float64), got.astype(np.float64).reshape(ref.shape)
@@ -127,7 +141,7 @@ def output_metrics(ref: np.ndarray, got: np.ndarray, *, top1: bool) -> dict[str,
         "float_range": float(np.ptp(f)) if f.size else 0.0,
     }
     if top1:
-        metrics["agreement"] = float((f.argmax(-1) == a.argmax(-1)).mean())
+        metrics["agreement"] = float((f.argmax(-1) == _top1(a)).mean())
     return metrics
 
 
@@ -153,9 +167,13 @@ def compare(ref: Reference, art_outs: list[np.ndarray], art_names: list[str]) ->
         entry = {"name": spec.name, "index": index, "shape": list(spec.shape), "labelled": labelled,
                  "distribution": is_distribution(ref.values[i])}
         top1 = entry["distribution"] or labelled
-        entry.update(output_metrics(ref.values[i], art_outs[index], top1=top1))
+        got = np.asarray(art_outs[index])
+        bad = int((~np.isfinite(got.reshape(len(got), -1)).all(axis=1)).sum()) if got.dtype.kind in "fc" else 0
+        entry.update(output_metrics(ref.values[i], got, top1=top1))
+        if bad:  # a NaN never agrees, never scores, and the metrics say so rather than hide it
+            entry["non_finite_samples"] = bad
         if labelled and ref.data.y is not None:
-            got = art_outs[index].reshape(ref.values[i].shape).argmax(-1)
+            got = _top1(art_outs[index].reshape(ref.values[i].shape).astype(np.float64))
             entry["float_accuracy"] = ref.float_accuracy
             entry["artifact_accuracy"] = float((got == ref.data.y).mean())
             entry["accuracy_drop_points"] = round((ref.float_accuracy - entry["artifact_accuracy"]) * 100.0, 4)
@@ -168,6 +186,7 @@ def compare(ref: Reference, art_outs: list[np.ndarray], art_names: list[str]) ->
         "max_abs_diff": max(o["max_abs_diff"] for o in outputs),
         "mean_abs_diff": float(np.mean([o["mean_abs_diff"] for o in outputs])),
         "reordered_outputs": [o["name"] for i, o in enumerate(outputs) if o["index"] != i],
+        "non_finite_outputs": [o["name"] for o in outputs if o.get("non_finite_samples")],
         "outputs": outputs,
     }
     main = outputs[ref.labelled] if ref.labelled is not None else \

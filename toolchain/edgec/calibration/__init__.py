@@ -12,19 +12,44 @@ One entry point, :func:`load`, takes what a user passes on the command line:
 Pixels (image folders, and uint8 arrays from any source) are turned into model input by the
 build's :class:`~edgec.calibration.inputs.InputPreprocessing` (``--input-range``, ``--normalize``,
 ``--mean``/``--std``, or what the model's first layer implies); float arrays are taken as they are.
+
+Data is checked where it enters, the same way for calibration, fine-tune and eval data: inputs
+must be finite (a NaN or Inf is named by file, sample and position), labels integers or one-hot
+rows, archives readable, images at most :data:`MAX_IMAGE_PIXELS` pixels each, and a function's
+batches are read up to :data:`MAX_SAMPLES` samples (or :data:`MAX_BYTES`), so an endless
+generator ends. The checks take one array and its name, so they apply per input.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import warnings
+import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from edgec.calibration.inputs import InputPreprocessing
-from edgec.errors import EdgecError
+from edgec.errors import EdgecError, Interrupted
 from edgec.util import load_function
+
+log = logging.getLogger(__name__)
+
+#: Largest image (width x height) read from an image folder; a larger one is refused as a
+#: decompression bomb (Pillow's own limit is set to this value while edgec reads images).
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+#: Most samples read from a ``module:function`` without a sample limit (eval, fine-tune data);
+#: the rest of an endless or very long generator is left unread, with a warning.
+MAX_SAMPLES = 100_000
+#: Most bytes of input read from a ``module:function`` without a sample limit.
+MAX_BYTES = 2 << 30
+
+# What reading a damaged archive raises, besides OSError and ValueError: a 0-byte file
+# (EOFError), a cut or foreign zip (BadZipFile), a corrupt member (zlib.error, KeyError).
+_ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -93,9 +118,10 @@ def load(
             f"{purpose} data '{spec_str}' has an unknown format; expected .npz (x, y), .npy, "
             "a folder of images, or module:function"
         )
-    x = _check_shape(np.asarray(x), input_shape, spec_str, purpose)
+    x = _check_shape(_as_array(x, spec_str, purpose, "inputs"), input_shape, spec_str, purpose)
+    check_finite(x, spec_str, purpose)
     if y is not None:
-        y = _labels(np.asarray(y), len(x), spec_str, purpose)
+        y = check_labels(_as_array(y, spec_str, purpose, "labels"), len(x), spec_str, purpose)
     pixels = path.is_dir() or np.asarray(x).dtype == np.uint8
     if pixels:
         x = (preprocess or InputPreprocessing((0.0, 1.0))).apply(x)
@@ -112,23 +138,44 @@ def load(
     return Dataset(x=np.ascontiguousarray(x, dtype=np.float32), y=y, source=spec_str, total=total, pixels=pixels)
 
 
+def _unreadable(path: Path, purpose: str, expected: str, exc: BaseException) -> EdgecError:
+    size = path.stat().st_size if path.is_file() else None
+    if size == 0:
+        why = "the file is empty (0 bytes)"
+    elif isinstance(exc, (EOFError, zipfile.BadZipFile, zlib.error)):
+        why = f"the file is truncated or of another format ({type(exc).__name__}: {exc})"
+    elif isinstance(exc, ValueError) and "pickle" in str(exc):
+        why = "the file has neither a zip nor an .npy header (pickled data is never read)"
+    else:
+        why = f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else (exc.strerror or str(exc))
+    return EdgecError(f"cannot read {purpose} data '{path}' as {expected}: {why}")
+
+
 def _load_npz(path: Path, purpose: str):
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise EdgecError(f"{purpose} data '{path}' holds a single .npy array, not an .npz archive of named "
+                             "arrays; name it .npy, or save it with numpy.savez(path, x=..., y=...)")
+        with data:
             if "x" not in data.files:
                 raise EdgecError(f"{purpose} data '{path}' has no array 'x'; found {sorted(data.files)}")
             return data["x"], (data["y"] if "y" in data.files else None)
     except EdgecError:
         raise
-    except (OSError, ValueError) as exc:
-        raise EdgecError(f"cannot read {purpose} data '{path}': {exc}") from exc
+    except _ARCHIVE_ERRORS as exc:
+        raise _unreadable(path, purpose, "an .npz archive (numpy.savez)", exc) from exc
 
 
 def _load_npy(path: Path, purpose: str):
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise EdgecError(f"cannot read {purpose} data '{path}': {exc}") from exc
+        data = np.load(path, allow_pickle=False)
+    except _ARCHIVE_ERRORS as exc:
+        raise _unreadable(path, purpose, "an .npy array (numpy.save)", exc) from exc
+    if not isinstance(data, np.ndarray):
+        data.close()
+        raise EdgecError(f"{purpose} data '{path}' is an .npz archive; name it .npz")
+    return data
 
 
 def _load_image_folder(root: Path, input_shape, purpose: str):
@@ -149,13 +196,23 @@ def _load_image_folder(root: Path, input_shape, purpose: str):
     classes = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
     labelled = classes and all(len(p.relative_to(root).parts) > 1 for p in files)
     images, labels = [], []
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow warns above it and refuses above twice it
     for p in files:
         try:
-            with Image.open(p) as im:
-                im = im.convert(mode).resize((width, height), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.float32)  # pixels 0..255; the build's preprocessing scales them
-        except (UnidentifiedImageError, OSError) as exc:
-            raise EdgecError(f"cannot read image '{p}': {exc}") from exc
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(p) as im:
+                    if im.width * im.height > MAX_IMAGE_PIXELS:
+                        raise Image.DecompressionBombError(f"{im.width}x{im.height}")
+                    im = im.convert(mode).resize((width, height), Image.BILINEAR)
+                    arr = np.asarray(im, dtype=np.float32)  # pixels 0..255; the build's preprocessing scales them
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise EdgecError(f"image '{p}' is too large to read ({exc}); images are read up to "
+                             f"{MAX_IMAGE_PIXELS:,} pixels each (a guard against decompression bombs); "
+                             "resize it first") from exc
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
+            # Pillow's decoders raise any of these on damaged files
+            raise EdgecError(f"cannot read image '{p}': {type(exc).__name__}: {exc}") from exc
         images.append(arr.reshape(height, width, channels))
         if labelled:
             labels.append(classes.index(p.relative_to(root).parts[0]))
@@ -164,23 +221,35 @@ def _load_image_folder(root: Path, input_shape, purpose: str):
 
 def _load_callable(spec: str, purpose: str, limit: int | None):
     func = load_function(spec, f"{purpose} data '{spec}'", "_edgec_data_")
+    xs, ys, count, nbytes, cut = [], [], 0, 0, False
     try:
         batches: Iterable = func()
-        xs, ys, count = [], [], 0
         for batch in batches:
             if isinstance(batch, (tuple, list)) and len(batch) == 2:
                 bx, by = np.asarray(batch[0]), np.asarray(batch[1])
+                if bx.ndim == 0:
+                    raise EdgecError(f"{purpose} data '{spec}' yielded a scalar input; expected batches of samples")
                 ys.append(by.reshape(len(bx), *by.shape[1:]) if by.ndim else by.reshape(1))
             else:
                 bx = np.asarray(batch)
+                if bx.ndim == 0:
+                    raise EdgecError(f"{purpose} data '{spec}' yielded a scalar; expected batches of samples")
             xs.append(bx)
             count += len(bx)
+            nbytes += bx.nbytes
             if limit is not None and count >= 4 * limit:  # enough to draw a sample from
                 break
-    except EdgecError:
+            if limit is None and (count >= MAX_SAMPLES or nbytes >= MAX_BYTES):
+                cut = True
+                break
+    except (EdgecError, Interrupted):
         raise
-    except Exception as exc:
-        raise EdgecError(f"{purpose} data '{spec}' raised {type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:  # SystemExit or KeyboardInterrupt from the function is the data's failure
+        what = type(exc).__name__ + (f"({exc})" if isinstance(exc, SystemExit) else f": {exc}" if str(exc) else "")
+        raise EdgecError(f"{purpose} data '{spec}' raised {what}") from exc
+    if cut:
+        log.warning("%s data '%s' yields more than %s samples (or %s bytes); using the first %d", purpose, spec,
+                    f"{MAX_SAMPLES:,}", f"{MAX_BYTES:,}", count)
     if not xs:
         raise EdgecError(f"{purpose} data '{spec}' yielded no batches")
     if ys and len(ys) != len(xs):
@@ -190,6 +259,80 @@ def _load_callable(spec: str, purpose: str, limit: int | None):
     except ValueError as exc:
         raise EdgecError(f"{purpose} data '{spec}' yielded batches of different shapes: {exc}") from exc
     return x, (np.concatenate(ys) if ys else None)
+
+
+def _as_array(value, spec: str, purpose: str, what: str) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged lists, objects numpy cannot hold
+        raise EdgecError(f"{purpose} data '{spec}': the {what} are not an array of numbers ({exc})") from exc
+
+
+def check_finite(x: np.ndarray, source: str, purpose: str = "calibration", name: str | None = None) -> None:
+    """Refuse NaN and Inf in one input array, naming the first one by sample and position.
+
+    Args:
+        x: the inputs, batch first.
+        source: the file or function they came from.
+        purpose: "calibration", "eval", "fine-tune".
+        name: the input's name (array key) when the data has several.
+
+    Raises:
+        EdgecError: a value is NaN or infinite.
+    """
+    if x.dtype.kind not in "fc" or x.size == 0:
+        return
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    value = x[first]
+    where = f" input '{name}'" if name else ""
+    raise EdgecError(
+        f"{purpose} data '{source}'{where} holds {value} at sample {first[0]}, position {first[1:]} "
+        f"({int(bad.sum())} non-finite value{'s' if bad.sum() != 1 else ''} in all); inputs must be finite numbers"
+    )
+
+
+def check_labels(y: np.ndarray, n: int, source: str, purpose: str = "eval", name: str | None = None) -> np.ndarray:
+    """Integer class labels from integer labels or one-hot rows, as int64.
+
+    Raises:
+        EdgecError: labels that are text, NaN, fractional, not one-hot, or not one per sample.
+    """
+    where = f"'{source}'" + (f" input '{name}'" if name else "")
+    if y.dtype.kind not in "iub" and y.dtype.kind != "f":
+        raise EdgecError(f"{purpose} data {where}: labels 'y' have dtype {y.dtype}; expected integer class "
+                         "labels or one-hot rows")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise EdgecError(f"{purpose} data {where}: label {y[first]} at sample {first[0]}; expected integer class "
+                             "labels or one-hot rows")
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
+        hot = (y == 0) | (y == 1)
+        rows_ok = hot.all(axis=1) & (y.sum(axis=1) == 1)
+        if not rows_ok.all():
+            i = int(np.argmin(rows_ok))
+            row = ", ".join(f"{v:g}" for v in np.asarray(y[i], dtype=np.float64)[:6])
+            raise EdgecError(f"{purpose} data {where}: labels 'y' at sample {i} are [{row}"
+                             f"{', ...' if y.shape[1] > 6 else ''}]; expected one-hot rows (a single 1, the rest 0) "
+                             "or integer class labels")
+        y = y.argmax(axis=1)
+    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+    if y.ndim != 1 or len(y) != n:
+        raise EdgecError(f"{purpose} data {where}: labels 'y' have shape {tuple(y.shape)}, expected ({n},) to "
+                         "match 'x'")
+    if y.dtype.kind == "f":
+        fractional = y != np.round(y)
+        if fractional.any():
+            i = int(np.argmax(fractional))
+            raise EdgecError(f"{purpose} data {where}: label {y[i]:g} at sample {i} is not a whole number; "
+                             "expected integer class labels or one-hot rows")
+        if np.abs(y).max(initial=0) >= 2 ** 62:
+            raise EdgecError(f"{purpose} data {where}: label {y[np.argmax(np.abs(y))]:g} is out of range for a class")
+    return y.astype(np.int64)
 
 
 def _check_shape(x: np.ndarray, input_shape, spec: str, purpose: str) -> np.ndarray:
@@ -205,12 +348,3 @@ def _check_shape(x: np.ndarray, input_shape, spec: str, purpose: str) -> np.ndar
             f"(batch dimension excluded; data array shape {tuple(x.shape)})"
         )
     return x
-
-
-def _labels(y: np.ndarray, n: int, spec: str, purpose: str) -> np.ndarray:
-    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
-        y = y.argmax(axis=1)
-    y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
-    if y.ndim != 1 or len(y) != n:
-        raise EdgecError(f"{purpose} data '{spec}': labels 'y' have shape {tuple(y.shape)}, expected ({n},) to match 'x'")
-    return y.astype(np.int64)
