@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,6 +96,8 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
     if "precision" in kwargs:
         kwargs["precision"] = parse_precision(kwargs["precision"], profile)
     if "out" in kwargs and kwargs["out"] is not None:
+        if isinstance(kwargs["out"], str) and not kwargs["out"].strip():
+            raise EdgecError("--out is empty; name the output directory (e.g. dist)")
         kwargs["out"] = Path(kwargs["out"])
     if kwargs.get("qat_skip") is not None:
         kwargs["qat_skip"] = _tuple(kwargs["qat_skip"])
@@ -108,9 +111,14 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
             from edgec.calibration.inputs import parse_numbers
 
             kwargs[name] = parse_numbers(kwargs[name], f"--{name}")
+    if kwargs.get("std") is not None and any(v <= 0 for v in kwargs["std"]):
+        raise EdgecError(f"--std values must not be 0 or negative (a spread), got {', '.join(f'{v:g}' for v in kwargs['std'])}")
     unknown = set(kwargs) - {f.name for f in dataclasses.fields(BuildOptions)}
     if unknown:
         raise EdgecError(f"unknown build options {sorted(unknown)}; valid: {choices(f.name for f in dataclasses.fields(BuildOptions))}")
+    for name, value in kwargs.items():  # a NaN budget or rate fails (or passes) every comparison
+        if isinstance(value, float) and not math.isfinite(value):
+            raise EdgecError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     options = BuildOptions(**{k: v for k, v in kwargs.items() if v is not None})
     options = dataclasses.replace(options, precision=parse_precision(options.precision, profile))
     precision = options.precision

@@ -98,6 +98,8 @@ def parse_numbers(text, flag: str) -> tuple[float, ...]:
     values = tuple(float(v) for v in values)
     if not values:
         raise EdgecError(f"{flag} needs at least one number")
+    if not all(np.isfinite(values)):
+        raise EdgecError(f"{flag} '{text}': expected finite numbers, got {', '.join(f'{v:g}' for v in values)}")
     return values
 
 
@@ -136,8 +138,8 @@ def resolve(model, *, input_range: str | None = None, normalize: str | None = No
         m, s = parse_numbers(mean, "--mean"), parse_numbers(std, "--std")
         if len(m) != len(s):
             raise EdgecError(f"--mean has {len(m)} values and --std {len(s)}; give one per channel (or one for all)")
-        if any(v == 0 for v in s):
-            raise EdgecError("--std values must not be 0")
+        if any(v <= 0 for v in s):
+            raise EdgecError(f"--std values must not be 0 or negative (a spread), got {', '.join(f'{v:g}' for v in s)}")
         chosen = InputPreprocessing(None, m, s, pixel_units=any(abs(v) > 1.0 for v in (*m, *s)),
                                     source="--mean/--std")
     elif inferred is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -311,8 +312,8 @@ def _option_value(check: _Checker, label: str, key: str, value: Any, kind: str, 
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("an integer")
     elif kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("a finite number")
         value = float(value)
     elif kind == "strings":
         if isinstance(value, str):
@@ -370,8 +371,8 @@ def _budget_table(check: _Checker, table: dict, where: tuple) -> dict[str, float
         if name not in BUDGETS:
             raise check.error(f"unknown budget '{name}'; valid: {choices(BUDGETS)} (a table [budgets.\"MODEL/TARGET\"] "
                               "holds the budgets of one row)", *where, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise check.error(f"budget '{name}' must be a number, got {type(value).__name__} {value!r}", *where, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise check.error(f"budget '{name}' must be a finite number, got {type(value).__name__} {value!r}", *where, name)
         problem = check_budget_value(name, value)
         if problem:
             raise check.error(f"budget '{name}' = {value!r}: {problem}", *where, name)

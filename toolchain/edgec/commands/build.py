@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgec.calibration.inputs import range_names
+from edgec.commands._types import FINITE, OutputDir
 from edgec.config import Precision
 
 
@@ -26,7 +27,7 @@ from edgec.config import Precision
               "y labels, class folders, module:function); without labels: agreement and error per output.")
 @click.option("--eval-output", metavar="NAME", help="The model output the --eval labels belong to (default: the single "
               "classification output).")
-@click.option("--max-accuracy-drop", type=float, metavar="POINTS",
+@click.option("--max-accuracy-drop", type=FINITE, metavar="POINTS",
               help="Fail (exit 1) when the artifact's accuracy is more than POINTS below the float model's.")
 @click.option("--allow-float-ops", is_flag=True, help="Accept an int8 artifact that still computes some ops in float "
               "(listed either way); without it such a build fails (exit 1).")
@@ -41,7 +42,7 @@ from edgec.config import Precision
 @click.option("--mean", metavar="M1,M2,M3", help="Per-channel mean for pixels: (pixel / 255 - mean) / std "
               "(values above 1: pixel units).")
 @click.option("--std", metavar="S1,S2,S3", help="Per-channel std, with --mean.")
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
+@click.option("-o", "--out", type=OutputDir(), default=Path("dist"), show_default=True,
               help="Output root; artifacts go to OUT/PROFILE.")
 @click.option("--require-compiler", is_flag=True,
               help="Fail (exit 1) when the device compiler (edgetpu_compiler) cannot run here, instead of "
@@ -52,22 +53,22 @@ from edgec.config import Precision
 @click.option("--epochs", type=int, default=10, show_default=True,
               help="Fine-tuning epochs per compression step (a held-out slice stops a step early).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Fine-tuning batch size.")
-@click.option("--lr", type=float, help="Fine-tuning learning rate (Adam) of every step. Default: 1e-3, and 1e-4 "
+@click.option("--lr", type=FINITE, help="Fine-tuning learning rate (Adam) of every step. Default: 1e-3, and 1e-4 "
               "for --qat as the only step.")
-@click.option("--prune", type=float, metavar="SPARSITY",
+@click.option("--prune", type=FINITE, metavar="SPARSITY",
               help="Magnitude pruning: share of Conv/Dense kernel weights set to zero, e.g. 0.8.")
 @click.option("--prune-schedule", type=click.Choice(["polynomial", "constant"]),
               help="Sparsity schedule for --prune. Default: polynomial (ramps up over the first half).")
 @click.option("--prune-structure", type=click.Choice(["2:4"]),
               help="Structured pruning: 2 zeros in every 4 weights along the input axis.")
-@click.option("--prune-channels", type=float, metavar="FRACTION",
+@click.option("--prune-channels", type=FINITE, metavar="FRACTION",
               help="Channel pruning: remove FRACTION of each Conv/Dense layer's output channels and rebuild the "
                    "model with smaller layers (fewer MACs), e.g. 0.5.")
 @click.option("--channel-criterion", type=click.Choice(["l1", "l2", "bn"]),
               help="How --prune-channels ranks channels: kernel L1 or L2 norm, or BatchNorm |gamma|.  [default: l1]")
-@click.option("--low-rank", type=float, metavar="RANK_FRACTION",
+@click.option("--low-rank", type=FINITE, metavar="RANK_FRACTION",
               help="Low-rank factorization (SVD) of Dense/Conv kernels keeping RANK_FRACTION of each rank.")
-@click.option("--low-rank-energy", type=float, metavar="E",
+@click.option("--low-rank-energy", type=FINITE, metavar="E",
               help="Low-rank factorization keeping the share E of each kernel's spectral energy, e.g. 0.9.")
 @click.option("--sparse-inference", is_flag=True,
               help="Prune 1x1 convolutions for XNNPACK's sparse fp32/fp16 kernels and store them sparse "
@@ -75,9 +76,11 @@ from edgec.config import Precision
 @click.option("--cluster", type=int, metavar="N", help="Weight clustering: N shared values per kernel (at most N per output channel in int8).")
 @click.option("--qat", is_flag=True, help="Quantization-aware training for the int8 artifact.")
 @click.option("--qat-skip", multiple=True, metavar="LAYER", help="Leave LAYER float during QAT (repeatable).")
+@click.option("--custom-objects", multiple=True, metavar="PATH.py|MODULE",
+              help="Import the code that registers the model's custom layers before loading it (repeatable).")
 @click.option("--distill", is_flag=True, help="Fine-tune with the original float model as teacher.")
-@click.option("--temperature", type=float, metavar="T", help="Distillation temperature.  [default: 4]")
-@click.option("--distill-weight", type=float, default=0.5, show_default=True,
+@click.option("--temperature", type=FINITE, metavar="T", help="Distillation temperature.  [default: 4]")
+@click.option("--distill-weight", type=FINITE, default=0.5, show_default=True,
               help="Share of the loss from the teacher's soft targets.")
 def build(model: Path, targets: tuple[str, ...], as_json: bool, **options) -> None:
     """Build and verify device artifacts for MODEL (.keras, .h5 or SavedModel dir).

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgec.ci.config import DEFAULT_CONFIG
+from edgec.commands._types import FiniteFloat
 
 
 class _CiGroup(click.Group):
@@ -67,8 +68,8 @@ def ci() -> None:
               "(any device of each row's profile).")
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False),
               help="With --server: the collector's token (default: $EDGEC_TOKEN).")
-@click.option("--min-seconds", type=click.FloatRange(min=0), help="Time inferences for at least S seconds.")
-@click.option("--wait-timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+@click.option("--min-seconds", type=FiniteFloat(min=0), help="Time inferences for at least S seconds.")
+@click.option("--wait-timeout", type=FiniteFloat(min=1), default=3600, show_default=True,
               help="With --server: seconds to wait for each measurement.")
 def run(config: Path, only: tuple[str, ...], jobs: int, baseline: Path | None, cache_dir: Path | None,
         no_cache: bool, json_path: Path | None, junit_path: Path | None, markdown_path: Path | None, out: Path,

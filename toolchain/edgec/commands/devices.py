@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgec.commands._server import ago, connect, server_options
+from edgec.commands._types import FiniteFloat
 
 
 @click.group(invoke_without_command=True)
@@ -66,7 +67,7 @@ def _name(ctx, param, value: str) -> str:
 @devices.command()
 @click.argument("name", callback=_name)
 @server_options
-@click.option("--expires-hours", type=click.FloatRange(0.02, 2160), default=24, show_default=True,
+@click.option("--expires-hours", type=FiniteFloat(0.02, 2160), default=24, show_default=True,
               help="How long the enrollment token may be used.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 def enroll(name: str, server: str, token_file: Path | None, cafile: Path | None, expires_hours: float,

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgec.agent.vocab import RUNTIMES, SENSOR_CHOICES
+from edgec.commands._types import FiniteFloat
 
 
 @click.command()
@@ -22,16 +23,16 @@ from edgec.agent.vocab import RUNTIMES, SENSOR_CHOICES
               help="With --server: any device of this profile may run it (default: the build's profile).")
 @click.option("--labels", metavar="k=v,...", help="With --server: the device must carry these labels.")
 @click.option("--wait", is_flag=True, help="With --server: wait for the results and print them.")
-@click.option("--wait-timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+@click.option("--wait-timeout", type=FiniteFloat(min=1), default=3600, show_default=True,
               help="With --wait: give up waiting after S seconds (the jobs go on).")
 @click.option("--attempts", type=click.IntRange(1, 100), default=3, show_default=True,
               help="With --server: leases before a job is failed (an agent that dies loses its lease).")
-@click.option("--lease-seconds", type=click.FloatRange(1, 86400),
+@click.option("--lease-seconds", type=FiniteFloat(1, 86400),
               help="With --server: the job's lease without a heartbeat (default: the collector's).")
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False),
               help="With --server: file holding the collector's token (default: $EDGEC_TOKEN).")
 @click.option("--runs", type=click.IntRange(min=1), help="Timed inferences (default: as many as fit in 2 s).")
-@click.option("--min-seconds", type=click.FloatRange(min=0), help="Time inferences for at least S seconds.")
+@click.option("--min-seconds", type=FiniteFloat(min=0), help="Time inferences for at least S seconds.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Untimed inferences after the cold one (default 10).")
 @click.option("--threads", type=click.IntRange(min=1), help="Runtime CPU threads (default: the profile's threads).")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size (models with a dynamic batch axis).")
@@ -39,13 +40,13 @@ from edgec.agent.vocab import RUNTIMES, SENSOR_CHOICES
 @click.option("--power", type=click.Choice(SENSOR_CHOICES), help="Power sensor on the device (default: auto).")
 @click.option("--power-command", metavar="CMD", help="Command on the device that prints watts, one number per line.")
 @click.option("--power-rail", metavar="RAIL", help="Rail to report as the total (default: module input, else sum).")
-@click.option("--idle-seconds", type=click.FloatRange(min=0), help="Idle power window before loading (default 1).")
+@click.option("--idle-seconds", type=FiniteFloat(min=0), help="Idle power window before loading (default 1).")
 @click.option("--python", "python", metavar="PATH",
               help="The device's Python (default: this interpreter for local, python3 over ssh).")
 @click.option("-i", "--identity", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="ssh private key (ssh -i).")
 @click.option("--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE", help="Extra ssh -o option (repeatable).")
-@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+@click.option("--timeout", type=FiniteFloat(min=1), default=600, show_default=True,
               help="Seconds allowed for each step on the device.")
 @click.option("--db", type=click.Path(path_type=Path, dir_okay=False),
               help="Results database (default: $EDGEC_RESULTS_DB or ~/.local/share/edgec/results.db).")

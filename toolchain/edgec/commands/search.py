@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from edgec.commands._types import FINITE, FiniteFloat
+
 
 class SearchGroup(click.Group):
     """``edgec search MODEL ...`` is ``edgec search run MODEL ...``."""
@@ -55,14 +57,14 @@ def _storage_options(func):
 @click.option("--train", metavar="DATA", help="With --builder: labelled training data.")
 @click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
               help="Finished trials (complete or stopped early) the study ends with, across all its workers.")
-@click.option("--timeout", type=click.FloatRange(min=0), help="Start no trial after S seconds.")
+@click.option("--timeout", type=FiniteFloat(min=0), help="Start no trial after S seconds.")
 @click.option("--objectives", metavar="LIST", help="Comma-separated among accuracy, latency, size (zstd bytes), "
               "bytes, params, energy (default: accuracy,latency,size and energy where the device reads power).")
-@click.option("--max-accuracy-drop", type=float, metavar="POINTS", help="Constraint: accuracy drop against the "
+@click.option("--max-accuracy-drop", type=FINITE, metavar="POINTS", help="Constraint: accuracy drop against the "
               "float model.")
-@click.option("--max-latency-ms", type=float, metavar="L", help="Constraint: median latency; checked before "
+@click.option("--max-latency-ms", type=FINITE, metavar="L", help="Constraint: median latency; checked before "
               "fine-tuning.")
-@click.option("--max-bytes", type=float, metavar="B", help="Constraint: artifact bytes; checked before fine-tuning.")
+@click.option("--max-bytes", type=FINITE, metavar="B", help="Constraint: artifact bytes; checked before fine-tuning.")
 @click.option("--space", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="TOML file overriding the default search space of the target kind.")
 @click.option("--sampler", type=click.Choice(["tpe", "nsga2", "random"]), default="tpe", show_default=True)
@@ -77,14 +79,14 @@ def _storage_options(func):
 @click.option("--cafile", type=click.Path(path_type=Path, dir_okay=False), envvar="EDGEC_CAFILE",
               help="With --server: CA certificate of an https:// collector.")
 @click.option("--runs", type=click.IntRange(min=1), help="Timed inferences per repetition (default: 2 s of them).")
-@click.option("--min-seconds", type=click.FloatRange(min=0), help="Time each repetition for at least S seconds.")
+@click.option("--min-seconds", type=FiniteFloat(min=0), help="Time each repetition for at least S seconds.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Warm-up inferences per repetition (default 10).")
 @click.option("--threads", type=click.IntRange(min=1), help="Runtime threads (default: the profile's).")
 @click.option("--min-repeats", type=click.IntRange(min=1), default=3, show_default=True,
               help="Agent runs per measurement before its interval is judged.")
 @click.option("--max-repeats", type=click.IntRange(min=1), default=8, show_default=True,
               help="Most agent runs per measurement.")
-@click.option("--latency-rtol", type=click.FloatRange(min=0), default=0.02, show_default=True,
+@click.option("--latency-rtol", type=FiniteFloat(min=0), default=0.02, show_default=True,
               help="Stop repeating once the 95 %% interval is within this share of the median.")
 @click.option("--python", metavar="PATH", help="The device's Python (ssh devices).")
 @click.option("-i", "--identity", type=click.Path(path_type=Path, dir_okay=False, exists=True), help="ssh -i key.")

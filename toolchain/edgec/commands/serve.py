@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgec.collector import DEFAULT_HOST, DEFAULT_PORT
+from edgec.commands._types import FiniteFloat
 
 
 @click.command()
@@ -26,31 +27,35 @@ from edgec.collector import DEFAULT_HOST, DEFAULT_PORT
 @click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False),
               help="PEM certificate (chain): serve HTTPS (agents: --cafile CA.pem).")
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False), help="PEM private key of --tls-cert.")
-@click.option("--lease-seconds", type=click.FloatRange(1, 86400), default=60, show_default=True,
+@click.option("--lease-seconds", type=FiniteFloat(1, 86400), default=60, show_default=True,
               help="How long a job stays with an agent without a heartbeat before it is re-queued "
                    "(a job may set its own).")
-@click.option("--max-body-mb", type=click.FloatRange(0.01, 1024), default=4, show_default=True,
+@click.option("--max-body-mb", type=FiniteFloat(0.01, 1024), default=4, show_default=True,
               help="Largest JSON request body (413 above).")
-@click.option("--max-upload-mb", type=click.FloatRange(0.01, 1 << 20), default=1024, show_default=True,
+@click.option("--max-upload-mb", type=FiniteFloat(0.01, 1 << 20), default=1024, show_default=True,
               help="Largest artifact upload (413 above).")
 @click.option("--max-header-kb", type=click.IntRange(1, 1024), default=64, show_default=True,
               help="Largest request line and headers of one request (431 above).")
-@click.option("--header-timeout", type=click.FloatRange(0.1, 600), default=10, show_default=True,
+@click.option("--header-timeout", type=FiniteFloat(0.1, 600), default=10, show_default=True,
               help="Seconds a request's headers may take to arrive (a stalled connection is closed).")
-@click.option("--body-timeout", type=click.FloatRange(0.1, 3600), default=30, show_default=True,
+@click.option("--body-timeout", type=FiniteFloat(0.1, 3600), default=30, show_default=True,
               help="Longest pause while a request body arrives.")
 @click.option("--max-connections", type=click.IntRange(8, 1 << 20),
               help="Open connections at most; past it the oldest idle one is closed (default: what the "
                    "open-file limit allows, at most 4096).")
-@click.option("--offline-after", type=click.FloatRange(1, 86400), default=60, show_default=True,
+@click.option("--offline-after", type=FiniteFloat(1, 86400), default=60, show_default=True,
               help="Seconds without a request after which a device is shown offline.")
-@click.option("--max-poll-seconds", type=click.FloatRange(0, 60), default=60, show_default=True,
+@click.option("--max-poll-seconds", type=FiniteFloat(0, 60), default=60, show_default=True,
               help="Longest wait of a long poll (lower it behind proxies that cut idle connections).")
+@click.option("--db-pool", type=click.IntRange(1, 256),
+              help="Read connections to the database at most (default: two per CPU, between 4 and 16); "
+                   "PostgreSQL also gets 4 writers, 4 result writers and one listener.")
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def serve(host: str, port: int, db: str | None, blobs_dir: Path | None, token_file: Path | None,
           tls_cert: Path | None, tls_key: Path | None, lease_seconds: float, max_body_mb: float,
           max_upload_mb: float, max_header_kb: int, header_timeout: float, body_timeout: float,
-          max_connections: int | None, offline_after: float, max_poll_seconds: float, access_log: bool) -> None:
+          max_connections: int | None, offline_after: float, max_poll_seconds: float, db_pool: int | None,
+          access_log: bool) -> None:
     """Run the collector: agents register and take jobs, 'edgec profile --server' queues them.
 
     \b
@@ -79,11 +84,11 @@ def serve(host: str, port: int, db: str | None, blobs_dir: Path | None, token_fi
     os.umask(0o077)  # the record, its WAL, blobs and their directories: readable by this user only
     if db and is_url(db):
         home = (token_file.parent if token_file else default_dir()).expanduser()
-        store = Store(db)
+        store = Store(db, pool_size=db_pool)
     else:
         path = Path(db or default_db()).expanduser()
         home = path.parent
-        store = Store(path)
+        store = Store(path, pool_size=db_pool)
     token_file = (token_file or home / "token").expanduser()
     token, created = tokens.load_or_create(token_file)
     sock = server.listen(host, port)
