@@ -189,9 +189,11 @@ def create_app(store: Store, settings: ServerSettings):
         try:
             doc["database"].update(await read(storage.reads.probe), state="ok")
         except StoreFailed:
+            doc["database"]["pool"] = store.pool.stats()
             doc["status"] = "failing"
             doc["database"].update(state="failing", error=store.last_error)
             return JSONResponse(doc, status_code=503)
+        doc["database"]["pool"] = store.pool.stats()  # read after the probe has given its connection back
         if store.last_error:
             doc["database"]["last_error"] = store.last_error
         return doc

@@ -11,7 +11,7 @@ from typing import Any
 from edgec import results as results_mod
 from edgec.collector.storage.connections import NOTIFY_CHANNEL, pg_sql, retryable, row_factory
 from edgec.collector.storage.errors import RecordRefused
-from edgec.collector.storage.store import Store
+from edgec.collector.storage.store import Store, application_name
 
 POST_CHECK = (
     "SELECT j.id, j.state, j.lease_id AS current_lease, j.result_id, j.artifact_sha256, l.id AS lease, "
@@ -104,8 +104,9 @@ class AsyncResults:
             if self._made < self.size:
                 self._made += 1
                 try:
-                    return await psycopg.AsyncConnection.connect(self.store.url, autocommit=True,
-                                                                 row_factory=row_factory, connect_timeout=30)
+                    return await psycopg.AsyncConnection.connect(
+                        self.store.url, autocommit=True, row_factory=row_factory, connect_timeout=30,
+                        application_name=application_name())
                 except BaseException:
                     self._made -= 1
                     raise

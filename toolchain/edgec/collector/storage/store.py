@@ -39,13 +39,18 @@ from edgec.collector.storage.connections import (
     row_factory,
 )
 from edgec.collector.storage.errors import StoreFailed
+from edgec.collector.storage.pool import Pool
 from edgec.errors import EdgecError
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 PG_WRITERS = 4
-READ_POOL = 8
+
+
+def default_pool_size() -> int:
+    """Read connections per server by default: two per CPU, between 4 and 16."""
+    return max(4, min(16, 2 * (os.cpu_count() or 2)))
 
 
 class Store:
@@ -54,9 +59,10 @@ class Store:
     Args:
         db: an SQLite file, or a ``postgresql://`` URL.
         synchronous: SQLite's ``synchronous`` setting; ``FULL`` syncs the WAL on every commit.
+        pool_size: read connections at most (:func:`default_pool_size` when None).
     """
 
-    def __init__(self, db: str | Path, synchronous: str = "FULL"):
+    def __init__(self, db: str | Path, synchronous: str = "FULL", pool_size: int | None = None):
         self.url = str(db) if is_url(db) else None
         self.dialect = "postgresql" if self.url else "sqlite"
         self.path = None if self.url else Path(db)
@@ -66,10 +72,9 @@ class Store:
         self._queue: queue.Queue = queue.Queue()
         self._writers: list[threading.Thread] = []
         self._write_conns: list[Any] = []
-        self._pool: queue.LifoQueue = queue.LifoQueue()
-        self._readers: list[Any] = []
-        self._readers_lock = threading.Lock()
         self._errors = db_errors()
+        self.pool = Pool(self._connect_reader, pool_size or default_pool_size(), self._errors)
+        self._epoch = time.time() - time.monotonic()
         self._lock = threading.Lock()  # SQLite: the one write connection, used by one thread at a time
         self.commits = 0  # transactions committed (group commits), for the benchmark
         self.last_error: str | None = None
@@ -85,12 +90,20 @@ class Store:
         if self.url:
             import psycopg
 
-            raw = psycopg.connect(self.url, autocommit=True, row_factory=row_factory, connect_timeout=30)
+            raw = psycopg.connect(self.url, autocommit=True, row_factory=row_factory, connect_timeout=30,
+                                  application_name=application_name())
             return PgConn(raw)
         conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False,
                                factory=SqliteConn)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 30000")
+        return conn
+
+    def _connect_reader(self):
+        conn = self._connect()
+        if conn.dialect == "sqlite":
+            conn.execute("PRAGMA query_only = 1")
+            conn.clock = self.clock
         return conn
 
     def open(self) -> Store:
@@ -114,6 +127,8 @@ class Store:
         except OSError as exc:
             raise EdgecError(f"cannot open '{self.name}': {exc.strerror or exc}") from exc
         self._write_conns = [conn] + [self._connect() for _ in range(PG_WRITERS - 1 if self.url else 0)]
+        if conn.dialect == "sqlite":
+            conn.clock = self.clock
         for i, c in enumerate(self._write_conns):
             thread = threading.Thread(target=self._write_loop, args=(c,), name=f"collector-writer-{i}", daemon=True)
             thread.start()
@@ -187,10 +202,7 @@ class Store:
             for thread in self._writers:
                 thread.join()
             self._writers = []
-        with self._readers_lock:
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+        self.pool.close()
         for conn in self._write_conns:
             if conn.dialect == "sqlite":
                 try:
@@ -234,41 +246,31 @@ class Store:
             StoreFailed: the database failed.
         """
         try:
-            conn = self._pool.get_nowait()
-        except queue.Empty:
-            try:
-                conn = self._connect()
-            except self._errors as exc:
-                raise self._failed(exc) from exc
-            if conn.dialect == "sqlite":
-                conn.execute("PRAGMA query_only = 1")
-            with self._readers_lock:
-                self._readers.append(conn)
-        try:
-            if conn.dialect == "sqlite":
-                conn.execute("BEGIN")
-            else:
-                self._begin(conn)
-            try:
-                return fn(conn, *args)
-            finally:
-                conn.execute("COMMIT")
-        except self._errors as exc:
-            with self._readers_lock:  # a broken connection is not handed out again
-                if conn in self._readers:
-                    self._readers.remove(conn)
-            try:
-                conn.close()
-            except self._errors:
-                pass
+            with self.pool.connection() as conn:
+                try:
+                    if conn.dialect == "sqlite":
+                        conn.execute("BEGIN")
+                    else:
+                        self._begin(conn)
+                    try:
+                        return fn(conn, *args)
+                    finally:
+                        if conn.in_transaction:
+                            conn.execute("COMMIT")
+                except self._errors:
+                    self.pool.discard(conn)  # a broken connection is not handed out again
+                    raise
+        except self._errors as exc:  # a query failed, or no connection could be made
             raise self._failed(exc) from exc
-        else:
-            if self._pool.qsize() < READ_POOL:
-                self._pool.put(conn)
-            else:
-                with self._readers_lock:
-                    self._readers.remove(conn)
-                conn.close()
+
+    def clock(self) -> float:
+        """Now on the clock that decides lease expiry (seconds since the epoch, never stepping).
+
+        SQLite: the server's monotonic clock, anchored to the wall clock once when the store opened
+        (one collector per file, so one clock). PostgreSQL: the database's ``clock_timestamp()``
+        (the storage functions read it in their own transaction; this is for the reaper's sleep).
+        """
+        return self._epoch + time.monotonic()
 
     def _failed(self, exc: BaseException) -> StoreFailed:
         self.last_error = f"{type(exc).__name__}: {one_line(exc)}"
@@ -418,6 +420,12 @@ class Store:
         thread = threading.Thread(target=loop, name="collector-listen", daemon=True)
         thread.start()
         return thread
+
+
+def application_name() -> str:
+    """How this server's connections are named on PostgreSQL (``pg_stat_activity``): one process's
+    connections can be counted and told from another collector's."""
+    return f"edgec serve {os.getpid()}"
 
 
 def private(path: Path, mode: int) -> None:
