@@ -30,6 +30,12 @@ def export_onnx(model, opset: int, output_names: list[str] | None = None):
     dimension), its outputs in the model's order and named ``output_names`` (default: as the model
     names them, :func:`edgec.model_io.output_specs`).
 
+    The model's function is frozen here rather than in tf2onnx's Keras path: every captured tensor
+    (variables, resources and constants of a loaded SavedModel) becomes a constant instead of an
+    extra graph input, and nested functions (tf-keras runs grouped convolutions as jit-compiled,
+    non-inlinable functions) are inlined, as TensorRT's parser sees only ONNX ops. TensorFlow ops
+    with no ONNX counterpart that TensorRT imports are rewritten (Erfc -> 1 - Erf).
+
     Raises:
         EdgecError: tf2onnx cannot convert an op at this opset (the message names it).
     """
@@ -38,31 +44,113 @@ def export_onnx(model, opset: int, output_names: list[str] | None = None):
 
     tf, _ = tf_and_keras()
     tf2onnx = _require("tf2onnx", "tf2onnx", "ONNX export")
-    inp = model.inputs[0]
     specs = output_specs(model)
     names = output_names or [o.name for o in specs]
+    if isinstance(model, SignatureModel):
+        input_names = [model.input_name]
+        call = model.__call__
+
+        def outputs(x):
+            result = call(x)
+            return [result[o.key] for o in specs]
+    else:
+        input_names = list(getattr(model, "input_names", None) or ["input"])
+
+        def outputs(*x):
+            return tf.nest.flatten(model(x[0] if len(x) == 1 else list(x), training=False))
+    signature = [tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=n)
+                 for t, n in zip(model.inputs, input_names, strict=True)]
     _restart_tf2onnx_names()
     try:
         with _quiet():
-            if isinstance(model, SignatureModel):
-                spec = (tf.TensorSpec([None, *inp.shape[1:]], inp.dtype, name=model.input_name),)
-                func = tf.function(lambda x: [model(x)[o.key] for o in specs])
-                proto, _ = tf2onnx.convert.from_function(func, input_signature=spec, opset=opset)
-                produced = [o.name for o in proto.graph.output]  # the list above, in its order
-                renames = dict(zip(produced, names, strict=True))
-            else:
-                name = model.input_names[0] if getattr(model, "input_names", None) else "input"
-                spec = (tf.TensorSpec([None, *inp.shape[1:]], inp.dtype, name=name),)
-                proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
-                renames = {o.key: n for o, n in zip(specs, names, strict=True)}  # tf2onnx: output layer names
+            graph_def, graph_inputs, graph_outputs = frozen_graph(tf.function(outputs), signature)
+            renames = dict(zip(graph_inputs, input_names, strict=True))
+            renames.update(zip(graph_outputs, names, strict=True))
+            proto, _ = tf2onnx.convert.from_graph_def(
+                graph_def, name=model.name, input_names=graph_inputs, output_names=graph_outputs,
+                opset=opset, tensors_to_rename=renames)
+    except EdgecError:
+        raise
     except Exception as exc:  # tf2onnx raises ValueError/RuntimeError/its own types
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EdgecError(f"ONNX export with tf2onnx at opset {opset} failed: {reason[:400]}") from exc
-    rename_outputs(proto, renames)
+    replace_erfc(proto)
     got = [o.name for o in proto.graph.output]
     if got != names:
         raise EdgecError(f"the ONNX export's outputs are {got}, expected the model's {names}")
+    extra = [i.name for i in proto.graph.input if i.name not in input_names]
+    if extra:
+        raise EdgecError(f"internal: the ONNX export has inputs {', '.join(extra[:5])} besides the model's "
+                         f"{', '.join(input_names)} (a captured tensor was not frozen)")
     return proto
+
+
+#: function attributes that keep TensorFlow's function inliner away (tf-keras' jit-compiled
+#: grouped convolution sets both); the ONNX graph has no functions, so they are dropped.
+_NO_INLINE_ATTRS = ("_noinline", "_XlaMustCompile", "_XlaCompile", "_XlaScope", "_XlaInternalScope")
+_CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
+
+
+def frozen_graph(function, signature) -> tuple[Any, list[str], list[str]]:
+    """A GraphDef of ``function`` traced at ``signature``: every captured tensor a constant, every
+    nested function inlined. Returns the graph and its input and output tensor names.
+
+    Raises:
+        EdgecError: a nested function is left that TensorFlow's inliner will not inline.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tf2onnx import tf_loader
+
+    concrete = function.get_concrete_function(*signature)
+    frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
+    graph_def = frozen.graph.as_graph_def(add_shapes=True)
+    inputs = [t.name for t in frozen.inputs]
+    outputs = [t.name for t in frozen.outputs]
+    if any(node.op in _CALL_OPS for node in graph_def.node):
+        for fn in graph_def.library.function:
+            for key in _NO_INLINE_ATTRS:
+                if key in fn.attr:
+                    del fn.attr[key]
+            for node in fn.node_def:
+                for key in _NO_INLINE_ATTRS:
+                    if key in node.attr:
+                        del node.attr[key]
+        for node in graph_def.node:
+            for key in _NO_INLINE_ATTRS:
+                if key in node.attr:
+                    del node.attr[key]
+        with tf.Graph().as_default():  # grappler's function inlining, in graph mode
+            graph_def = tf_loader.tf_optimize(inputs, outputs, graph_def)
+    left = sorted({node.name for node in graph_def.node if node.op in _CALL_OPS})
+    if left:
+        raise EdgecError(f"the model's graph keeps nested function calls TensorFlow will not inline "
+                         f"({', '.join(left[:3])}); ONNX export needs a flat graph")
+    return graph_def, inputs, outputs
+
+
+def replace_erfc(proto) -> int:
+    """Rewrite tf2onnx's pass-through ``Erfc`` nodes (exact GELU: ``0.5 x erfc(-x/sqrt 2)``) as
+    ``1 - Erf``, which ONNX and TensorRT define. Returns how many were rewritten."""
+    from onnx import TensorProto, helper
+
+    nodes = list(proto.graph.node)
+    if not any(n.op_type == "Erfc" and n.domain in ("", "ai.onnx") for n in nodes):
+        return 0
+    one = "edgec_erfc_one"
+    proto.graph.initializer.append(helper.make_tensor(one, TensorProto.FLOAT, [], [1.0]))
+    rebuilt, count = [], 0
+    for node in nodes:
+        if node.op_type != "Erfc" or node.domain not in ("", "ai.onnx"):
+            rebuilt.append(node)
+            continue
+        erf = f"{node.output[0]}_erf"
+        rebuilt.append(helper.make_node("Erf", [node.input[0]], [erf], name=f"{node.name}_erf"))
+        rebuilt.append(helper.make_node("Sub", [one, erf], [node.output[0]], name=f"{node.name}_one_minus"))
+        count += 1
+    del proto.graph.node[:]
+    proto.graph.node.extend(rebuilt)
+    return count
 
 
 _first_tf2onnx_name: int | None = None

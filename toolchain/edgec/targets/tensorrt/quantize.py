@@ -78,8 +78,40 @@ def _gemm_weights_transposed(model) -> None:
         node.attribute.extend([*kept, helper.make_attribute("transB", 1)])
 
 
+def own_initializers(model) -> int:
+    """Give every consumer of a shared initializer its own copy, in place; returns the copies made.
+
+    tf2onnx shares one initializer among every node using the same constant (hard-swish's 3 and
+    1/6, a BatchNorm's folded scale). The quantizer then puts one Q/DQ pair on it, feeding dozens
+    of nodes, and ONNX Runtime's Q/DQ fusion rewrites that pair once per consumer under one name
+    ("Attempt to replace the existing tensor"). With a copy each, each consumer gets its own pair,
+    the layout TensorRT expects of a quantized constant.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    uses: dict[str, list[tuple[Any, int]]] = {}
+    for node in model.graph.node:
+        for slot, name in enumerate(node.input):
+            if name in inits:
+                uses.setdefault(name, []).append((node, slot))
+    taken = set(inits) | {o for n in model.graph.node for o in n.output}
+    copies = 0
+    for name, users in uses.items():
+        for index, (node, slot) in enumerate(users[1:], start=1):
+            fresh = f"{name}_{index}"
+            while fresh in taken:
+                fresh += "_"
+            taken.add(fresh)
+            copy = model.graph.initializer.add()
+            copy.CopyFrom(inits[name])
+            copy.name = fresh
+            node.input[slot] = fresh
+            copies += 1
+    return copies
+
+
 def prepare_for_quantization(model):
-    """ORT's pre-processing (shape inference, MatMul+Add -> Gemm, BN folding) and Gemm layout."""
+    """ORT's pre-processing (shape inference, MatMul+Add -> Gemm, BN folding), Gemm layout, and one
+    copy of each shared initializer per consumer (:func:`own_initializers`)."""
     onnx = _require("onnx", "onnx", "quantization")
     _require("onnxruntime", "onnxruntime", "quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -90,6 +122,7 @@ def prepare_for_quantization(model):
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
         pre = onnx.load(dst)
     _gemm_weights_transposed(pre)
+    own_initializers(pre)
     return pre
 
 
@@ -135,6 +168,10 @@ def quantize_qdq(model, calib_x: np.ndarray, *, overrides: dict[str, float] | No
     missing = [n for n, ok in report["weights_per_channel"].items() if not ok]
     if missing:
         raise EdgecError(f"internal: weights of {', '.join(missing)} are not quantized per channel")
+    mixed = [n for n, ok in report["activation_matmuls"].items() if not ok]
+    if mixed:
+        raise EdgecError(f"internal: activation x activation {', '.join(mixed)} are not quantized per tensor "
+                         "on both inputs")
     return QuantResult(qmodel, report)
 
 
@@ -194,10 +231,16 @@ def qdq_report(model) -> dict[str, Any]:
     producers = _producers(model)
     zps = _zero_points(model)
     q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    weights = {}
+    weights, activation_matmuls = {}, {}
     quantized_inputs = {}
     for node in model.graph.node:
         if node.op_type in WEIGHTED_OPS:
+            if node.op_type == "MatMul" and not _constant_input(node.input[1], producers, inits):
+                # attention's Q x K^T and P x V: two activations, each quantized per tensor
+                activation_matmuls[node.name or node.output[0]] = all(
+                    _per_tensor_dq(name, producers, inits) for name in node.input[:2])
+                quantized_inputs[node.name or node.output[0]] = activation_matmuls[node.name or node.output[0]]
+                continue
             w = _weight_quant(model, node, producers, inits)
             weights[node.name or node.output[0]] = bool(w and w["per_channel"])
             src = producers.get(node.input[0])
@@ -210,8 +253,26 @@ def qdq_report(model) -> dict[str, Any]:
         "zero_points_all_zero": bool(all(np.all(z == 0) for z in zps.values())),
         "qdq_dtypes": act_dtypes,
         "weights_per_channel": weights,
+        "activation_matmuls": activation_matmuls,
         "weighted_inputs_quantized": quantized_inputs,
     }
+
+
+def _constant_input(name: str, producers, inits) -> bool:
+    """Whether ``name`` is an initializer, directly or through Q/DQ nodes."""
+    while name not in inits and name in producers and producers[name].op_type in QDQ_OPS:
+        name = producers[name].input[0]
+    return name in inits
+
+
+def _per_tensor_dq(name: str, producers, inits) -> bool:
+    """Whether ``name`` comes out of a DequantizeLinear with one scale."""
+    from onnx import numpy_helper
+
+    dq = producers.get(name)
+    if dq is None or dq.op_type != "DequantizeLinear" or dq.input[1] not in inits:
+        return False
+    return numpy_helper.to_array(inits[dq.input[1]]).size == 1
 
 
 

@@ -121,7 +121,7 @@ class TensorRTTarget(Target):
         info = {"inputs": inputs, "outputs": outputs, "opset": checks["opset"], "op_counts": checks["op_counts"],
                 "num_ops": sum(checks["op_counts"].values())}
         if quant is not None:
-            info["quantization"] = {k: v for k, v in quant.items() if k not in ("weights_per_channel", "weighted_inputs_quantized")}
+            info["quantization"] = {k: v for k, v in quant.items() if k not in ("weights_per_channel", "activation_matmuls", "weighted_inputs_quantized")}
         artifacts = [
             Artifact(file=path.name, role="model", format="onnx", precision=ctx.precision.value,
                      verify_with="onnxruntime", info={**info, **chosen}),
