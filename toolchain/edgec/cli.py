@@ -13,7 +13,8 @@ import traceback
 import click
 
 from edgec import __version__
-from edgec.errors import EXIT_INTERNAL, EdgecError
+from edgec.errors import EXIT_INTERNAL, EdgecError, Interrupted
+from edgec.util import disk_error
 
 #: command name -> "module:attribute" of a click.Command; no registration by import side effects.
 COMMANDS: dict[str, str] = {
@@ -45,6 +46,11 @@ class LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context):
+        import signal
+
+        for signum in (signal.SIGTERM, signal.SIGHUP):  # a CI timeout, docker stop, a closed terminal
+            if signal.getsignal(signum) is signal.SIG_DFL:  # an ignored one (nohup) stays ignored
+                signal.signal(signum, _raise_interrupted)
         try:
             return super().invoke(ctx)
         except EdgecError as exc:
@@ -54,10 +60,19 @@ class LazyGroup(click.Group):
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except Interrupted as exc:
+            click.echo(f"Error: interrupted ({exc.name}); partial outputs removed", err=True)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Error: interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # a bug, not a user error: one line unless --debug
+            problem = disk_error(exc)
+            if problem is not None:  # a full disk or a read-only folder: the user's to fix
+                if ctx.obj and ctx.obj.get("debug"):
+                    traceback.print_exc()
+                click.echo(f"Error: {problem}", err=True)
+                ctx.exit(problem.exit_code)
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
                 ctx.exit(EXIT_INTERNAL)
@@ -67,6 +82,10 @@ class LazyGroup(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -24,8 +24,18 @@ def new(**fields: Any) -> dict[str, Any]:
 
 
 def write(directory: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` as strict JSON: a NaN or Infinity is written as null, and the
+    manifest's ``warnings`` say where (in the dict too, so --json prints the same)."""
+    from edgec.util import finite_json
+
     path = Path(directory) / FILENAME
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=_json_default) + "\n")
+    _, replaced = finite_json(manifest)
+    if replaced:
+        manifest.setdefault("warnings", []).append(
+            f"{len(replaced)} non-finite number{'s' if len(replaced) != 1 else ''} recorded as null: "
+            + ", ".join(r.lstrip(".") for r in replaced[:8]) + (", ..." if len(replaced) > 8 else ""))
+    clean, _ = finite_json(manifest)
+    path.write_text(json.dumps(clean, indent=2, sort_keys=False, allow_nan=False, default=_json_default) + "\n")
     return path
 
 
@@ -39,11 +49,15 @@ def read(directory_or_file: Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / FILENAME
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(), parse_constant=_refuse_constant)
     except FileNotFoundError as exc:
         raise EdgecError(f"no {FILENAME} in '{path.parent}'; is it an edgec build directory?") from exc
     except (OSError, ValueError) as exc:
         raise EdgecError(f"cannot read '{path}': {exc}") from exc
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"'{name}' is not JSON")
 
 
 def _json_default(value: Any):

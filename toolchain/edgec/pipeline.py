@@ -25,7 +25,7 @@ from edgec import profiles, targets
 from edgec.config import BuildOptions, Precision
 from edgec.errors import CheckFailed, EdgecError, choices
 from edgec.progress import Progress
-from edgec.util import atomic_dir, check_writable_dir, sha256_file
+from edgec.util import atomic_dir, check_writable_dir, output_locks, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,8 @@ def build(model: Any, target: str | Sequence[str], *, progress: Progress | None 
     single = isinstance(target, (str, Path))
     requests = [plan(model, str(target), **kwargs)] if single else plan_targets(model, list(target), **kwargs)
     session = BuildSession(progress)
-    with session.progress:
+    # each OUT/PROFILE is locked before the heavy work: a second build into it fails at once
+    with output_locks(Path(r.options.out) / r.profile.id for r in requests), session.progress:
         results = [session.run(request) for request in requests]
     return results[0] if single else results
 
@@ -254,7 +255,8 @@ def prepare_inputs(request: BuildPlan, progress: Progress) -> _Inputs:
                                                  normalize=options.normalize, mean=options.mean, std=options.std)
 
     def load(spec, purpose, **kw):
-        return calibration.load(spec, shape, purpose=purpose, seed=options.seed, preprocess=preprocessing, **kw)
+        with progress.task(f"load data: {purpose}"):
+            return calibration.load(spec, shape, purpose=purpose, seed=options.seed, preprocess=preprocessing, **kw)
 
     # accuracy control measures its budget as top-1 agreement with the float model when eval has no labels
     needs_labels = options.max_accuracy_drop is not None and not options.accuracy_control

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +146,9 @@ def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
 
 
 def to_json(rows: list[dict[str, Any]]) -> str:
-    return json.dumps({"report_version": REPORT_VERSION, "rows": rows}, indent=2)
+    from edgec.util import dumps_json
+
+    return dumps_json({"report_version": REPORT_VERSION, "rows": rows}, what="the report", indent=2)
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:

@@ -10,7 +10,6 @@ accepts as a step summary), listing what it leaves out.
 
 from __future__ import annotations
 
-import json
 import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -29,7 +28,9 @@ def write(path: str | Path, text: str) -> Path:
 
 
 def to_json(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, default=str) + "\n"
+    from edgec.util import dumps_json
+
+    return dumps_json(doc, what="the CI report", indent=2, default=str) + "\n"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from edgec.calibration.inputs import range_names
+from edgec.util import dumps_json
 
 
 @click.command()
@@ -53,7 +53,7 @@ def analyze(model: Path, target: str, sort: str, plot: Path | None, as_json: boo
 
         result["plot"] = str(draw(result, plot))
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        click.echo(dumps_json(result, what="--json", indent=2))
         return
     print_analysis(result, sort)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -10,6 +9,7 @@ import click
 from edgec.calibration.inputs import range_names
 from edgec.commands._types import FINITE, OutputDir
 from edgec.config import Precision
+from edgec.util import dumps_json
 
 
 @click.command()
@@ -92,16 +92,15 @@ def build(model: Path, targets: tuple[str, ...], as_json: bool, **options) -> No
     Several targets (--target rpi5 --target coral-usb) write OUT/rpi5 and OUT/coral-usb, each as a
     build for that target alone would.
     """
+    from edgec import supervise
     from edgec.errors import CheckFailed
-    from edgec.pipeline import build as run_build
-    from edgec.progress import Progress
 
     target = targets[0] if len(targets) == 1 else list(targets)
-    built = run_build(model, target, progress=Progress(), **options)
+    built = supervise.build(model, target, **options)  # in a child process: a native crash is one line
     results = [built] if len(targets) == 1 else built
     if as_json:
         payload = results[0].manifest if len(results) == 1 else [r.manifest for r in results]
-        click.echo(json.dumps(payload, indent=2))
+        click.echo(dumps_json(payload, what="--json", indent=2))
     else:
         for result in results:
             print_summary(result)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
+
+from edgec.util import dumps_json
 
 
 @click.command()
@@ -41,7 +42,7 @@ def inspect(artifact: Path, as_json: bool, edgetpu: bool) -> None:
     if not edgetpu:
         report["output_map"] = output_map(artifact, report["outputs"])
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(dumps_json(report, what="--json", indent=2))
     else:
         show(report)
         print_output_map(report.get("output_map"), report.get("float_ops"))
