@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
-import pytest
 
 from tests.conftest import run_cli
 
@@ -126,21 +123,6 @@ def test_require_compiler_is_for_targets_with_a_compiler(digits_model_path, cli_
     code, _, err = cli_runner("build", digits_model_path, "--target", "rpi5", "--precision", "fp32",
                               "--require-compiler")
     assert code == 2 and "--require-compiler applies to targets with a device compiler" in err
-
-
-@pytest.mark.slow
-def test_keras3_file_says_how_to_resave(tmp_path, cli_runner):
-    code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None); os.environ['KERAS_BACKEND']='tensorflow'\n"
-            "import keras\n"
-            "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])\n"
-            f"m.save(r'{tmp_path / 'k3.keras'}')\n")
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        pytest.skip(f"Keras 3 cannot save here: {proc.stderr[-300:]}")
-    rc, _, err = cli_runner("build", tmp_path / "k3.keras", "--target", "x86-cpu", "--precision", "fp32",
-                            "--out", tmp_path / "d")
-    assert rc == 2 and "saved by Keras 3" in err and "re-save" in err
 
 
 def test_max_accuracy_drop_needs_eval(digits_model_path, cli_runner):

@@ -73,6 +73,8 @@ class BuildOptions:
             this share of the kernel's spectral energy (sum of squares).
         sparse_inference: prune 1x1 convolutions for XNNPACK's sparse fp32/fp16 kernels and
             store their weights sparse in the .tflite (CPU targets).
+        custom_objects: modules or .py files that register custom layers, imported before the
+            model is loaded.
     """
 
     precision: Precision | None = None
@@ -108,6 +110,7 @@ class BuildOptions:
     low_rank: float | None = None
     low_rank_energy: float | None = None
     sparse_inference: bool = False
+    custom_objects: tuple[str, ...] = ()
 
     @property
     def optimizing(self) -> bool:

@@ -28,12 +28,6 @@ from edgec.util import sha256_file
 
 log = logging.getLogger(__name__)
 
-KERAS3_RESAVE_HINT = (
-    "re-save it with tf-keras (Keras 2), which cannot read Keras 3 files, .h5 included: build the same "
-    "architecture with tf-keras (TF_USE_LEGACY_KERAS=1, import tf_keras as keras), copy the weights into it "
-    "(np.savez('w.npz', *keras3_model.get_weights()) in Keras 3, then "
-    "model.set_weights(list(np.load('w.npz').values())) in tf-keras) and save it with model.save('model.keras')"
-)
 LAMBDA_HINT = (
     "tf-keras refuses to load Python code from a .keras file unless it is trusted; if you trust "
     "this file, load it yourself with tf_keras.models.load_model(path, safe_mode=False) and pass the "
@@ -66,12 +60,17 @@ class LoadedModel:
     path: Path | None
     format: str  # "keras", "h5", "savedmodel", "signature" or "object"
     sha256: str | None
+    keras: dict[str, Any] | None = None  # a Keras 3 source: versions, backend, path taken (export | bridge)
+    keras3_model: Any = None  # the Keras 3 model itself, for the bridge into tf-keras
 
     def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path) if self.path else None, "format": self.format,
-                "sha256": self.sha256, "name": self.model.name,
-                "params": int(self.model.count_params()),
-                "outputs": [{"name": o.name, "shape": list(o.shape)} for o in output_specs(self.model)]}
+        record = {"path": str(self.path) if self.path else None, "format": self.format,
+                  "sha256": self.sha256, "name": self.model.name,
+                  "params": int(self.model.count_params()),
+                  "outputs": [{"name": o.name, "shape": list(o.shape)} for o in output_specs(self.model)]}
+        if self.keras is not None:
+            record["keras"] = self.keras
+        return record
 
 
 class SignatureModel:
@@ -84,7 +83,7 @@ class SignatureModel:
 
     layers: list = []  # no Keras layers: nothing to compress
 
-    def __init__(self, path: Path, signature: str | None = None):
+    def __init__(self, path: Path, signature: str | None = None, output_order: list[str] | None = None):
         from edgec.tfcompat import tf_and_keras
 
         tf, _ = tf_and_keras()
@@ -114,7 +113,9 @@ class SignatureModel:
         outputs = self.function.structured_outputs
         if not isinstance(outputs, dict) or not outputs:
             raise EdgecError(f"SavedModel '{path}' signature '{key}' returns no named outputs")
-        self.output_keys = sorted(outputs)
+        # the exporter's order when it gave one (Keras 3's outputs), else sorted keys
+        self.output_keys = list(output_order) if output_order and sorted(output_order) == sorted(outputs) \
+            else sorted(outputs)
         self.output_shapes = {k: tuple(None if d is None else int(d) for d in outputs[k].shape[1:])
                               for k in self.output_keys}
 
@@ -231,37 +232,78 @@ def _h5_keras_version(path: Path) -> str | None:
     return version.decode() if isinstance(version, bytes) else (str(version) if version is not None else None)
 
 
-def load_model(source: Any) -> LoadedModel:
-    """Load a Keras 2 (tf-keras) model.
+def _h5_backend(path: Path) -> str | None:
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            backend = f.attrs.get("backend")
+    except (ImportError, OSError):
+        return None
+    return backend.decode() if isinstance(backend, bytes) else (str(backend) if backend is not None else None)
+
+
+def _load_keras3(model, path: Path | None, fmt: str, version: str | None, saved_backend: str | None,
+                 keras_layers: bool) -> LoadedModel:
+    """A Keras 3 model, exported to a serving signature, or kept for the bridge into tf-keras
+    (``keras_layers``: the compression steps need tf-keras layers; the pipeline bridges it once the
+    calibration samples that check the bridge are loaded)."""
+    from edgec import keras3
+
+    digest = sha256_file(path) if path is not None else None
+    if keras_layers:
+        return LoadedModel(model, path, fmt, digest, keras3.describe(version, saved_backend, "bridge"), model)
+    signature = keras3.export(model)
+    return LoadedModel(signature, path, fmt, digest, keras3.describe(version, saved_backend, "export"), model)
+
+
+def load_model(source: Any, keras_layers: bool = False, custom_objects=()) -> LoadedModel:
+    """Load a tf-keras model, a Keras 3 model or a SavedModel.
 
     Args:
-        source: a path (.keras, .h5, SavedModel dir) or an already built tf-keras model.
+        source: a path (.keras, .h5, SavedModel dir), or an already built tf-keras or Keras 3 model.
+        keras_layers: the caller needs Keras layers (the compression steps): a Keras 3 model is
+            kept for :func:`edgec.keras3.bridge.to_tf_keras` instead of exported.
+        custom_objects: modules or .py files that register custom layers, imported first
+            (:func:`edgec.custom_objects.import_all`).
 
     Raises:
-        EdgecError: unreadable, corrupt or Keras 3 file; not a Keras model.
+        EdgecError: unreadable or corrupt file, an unknown custom layer; not a Keras model.
     """
     from edgec.tfcompat import tf_and_keras
 
     tf, keras = tf_and_keras()
+    if custom_objects:
+        from edgec.custom_objects import import_all
+
+        import_all(custom_objects)
     if isinstance(source, keras.Model):
         return LoadedModel(source, None, "object", None)
     if not isinstance(source, (str, Path)):
+        from edgec import keras3
+
+        if keras3.is_keras3_model(source):
+            import keras as keras_3
+
+            return _load_keras3(source, None, "object", keras_3.__version__, None, keras_layers)
         raise EdgecError(
-            f"expected a model path or a tf-keras Model, got {type(source).__module__}.{type(source).__name__}; "
-            "Keras 3 models must be saved and re-loaded with tf-keras (see edgec docs)"
+            f"expected a model path, a tf-keras Model or a Keras 3 Model, got "
+            f"{type(source).__module__}.{type(source).__name__}"
         )
     path = Path(source)
     fmt = detect_format(path)
+    version = None
     if fmt == "keras":
         version = _keras_file_version(path)
         if version is None:
             raise EdgecError(f"cannot read model '{path}': not a valid .keras archive (corrupt or truncated)")
-        if version.startswith("3"):
-            raise EdgecError(f"model '{path}' was saved by Keras {version}, which TF-MOT cannot use; {KERAS3_RESAVE_HINT}")
     elif fmt == "h5":
         version = _h5_keras_version(path)
-        if version and version.startswith("3"):
-            raise EdgecError(f"model '{path}' was saved by Keras {version}, which TF-MOT cannot use; {KERAS3_RESAVE_HINT}")
+    if version and version.startswith("3"):
+        from edgec import keras3
+
+        backend = _h5_backend(path) if fmt == "h5" else None
+        return _load_keras3(keras3.load_file(path, fmt, version, backend), path, fmt, version, backend, keras_layers)
     if fmt == "savedmodel" and not (path / "keras_metadata.pb").exists():
         return LoadedModel(SignatureModel(path), path, "signature", sha256_file(path))
     try:
@@ -271,7 +313,8 @@ def load_model(source: Any) -> LoadedModel:
         if "deserialization of a Lambda layer" in reason:
             raise EdgecError(f"model '{path}' holds a Lambda layer with Python code; {LAMBDA_HINT}") from exc
         if "Unknown layer" in reason or "Could not locate" in reason:
-            raise EdgecError(f"cannot read model '{path}': {reason[:300]} (custom layers must be importable)") from exc
+            raise EdgecError(f"cannot read model '{path}': {reason[:300]}; pass the module or .py file that registers "
+                             "the custom layer with --custom-objects") from exc
         raise EdgecError(f"cannot read model '{path}': {reason[:300]}") from exc
     if not isinstance(model, keras.Model):
         return LoadedModel(SignatureModel(path), path, "signature", sha256_file(path))
