@@ -51,13 +51,15 @@ class Server:
     file in ``directory``, or ``db``: a PostgreSQL URL, with the token file and blobs in ``directory``).
     ``verify``: what clients verify an HTTPS server against (an ``ssl.SSLContext``)."""
 
-    def __init__(self, directory: Path, *args: str, db: str | None = None, verify=True, preexec_fn=None):
+    def __init__(self, directory: Path, *args: str, db: str | None = None, verify=True, preexec_fn=None,
+                 env: dict[str, str] | None = None):
         self.dir = Path(directory)
         self.db = db or self.dir / "collector.db"
         self.args = list(args) + (["--token-file", str(self.dir / "token"), "--blobs", str(self.dir / "blobs")]
                                   if db else [])
         self.verify = verify
         self.preexec_fn = preexec_fn
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.log = self.dir / "serve.log"
@@ -73,7 +75,7 @@ class Server:
 
     def start(self, port: int = 0, timeout: float = 60) -> Server:
         self.dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "EDGEC_PROGRESS": "0"}
+        env = {**os.environ, "EDGEC_PROGRESS": "0", **self.env}
         self._stderr = open(self.log, "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "edgec", "serve", "--port", str(port), "--db",
                                       str(self.db), *self.args], stdout=subprocess.PIPE, stderr=self._stderr,

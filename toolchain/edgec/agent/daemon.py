@@ -182,9 +182,9 @@ class Daemon:
     def _sleep(self, seconds):
         self._idle = True
         try:
-            deadline = time.time() + seconds
-            while not self.stopping and time.time() < deadline:
-                time.sleep(min(0.2, max(0.0, deadline - time.time())))
+            deadline = time.monotonic() + seconds
+            while not self.stopping and time.monotonic() < deadline:
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
         finally:
             self._idle = False
 
@@ -369,14 +369,14 @@ class Daemon:
         self._child = child
         if self._lost.is_set() and child.poll() is None:  # taken back while the child was starting
             child.kill()
-        deadline = time.time() + timeout
+        deadline = time.monotonic() + timeout
         try:
             while True:
                 try:
                     _, stderr = child.communicate(timeout=0.5)
                     break
                 except subprocess.TimeoutExpired:
-                    if time.time() > deadline:
+                    if time.monotonic() > deadline:
                         child.kill()
                         child.communicate()
                         raise JobFailed("the benchmark did not finish within %g s" % timeout, retry=False) from None

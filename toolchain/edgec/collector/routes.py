@@ -95,8 +95,9 @@ def create_app(store: Store, settings: ServerSettings):
         while True:
             await asyncio.sleep(settings.reaper_interval)
             try:
-                expiry = await read(storage.jobs.next_expiry)
-                if expiry is not None and expiry < time.time():
+                # on the record's lease clock, never this host's wall clock (it may step)
+                until = await read(storage.jobs.next_expiry)
+                if until is not None and until < 0:
                     changed = await write(storage.jobs.expire_leases)
                     for job_id, state in changed:
                         log.warning("job %d: lease expired, %s", job_id, "re-queued" if state == "queued" else state)
@@ -118,6 +119,10 @@ def create_app(store: Store, settings: ServerSettings):
         if removed:
             log.warning("removed %d partial upload(s) left by an earlier run", removed)
         changes_holder["changes"] = Changes()
+        if store.dialect == "sqlite":
+            renewed = await write(storage.jobs.renew_after_restart)
+            if renewed:
+                log.warning("%d job(s) were leased when the collector stopped: each lease runs again from now", renewed)
         loop = asyncio.get_running_loop()
         stop = threading.Event()
         store.listen(lambda: loop.call_soon_threadsafe(changes().notify), stop)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
+import time
 from pathlib import Path
 
 NOTIFY_CHANNEL = "edgec_jobs"
@@ -31,6 +32,10 @@ class SqliteConn(sqlite3.Connection):
 
     def notify(self) -> None:
         """Other collectors on the database are told when jobs change (one process here: nothing)."""
+
+    def clock(self) -> float:
+        """The lease clock (the store sets its own, monotonic one on the connections it makes)."""
+        return time.time()
 
 
 class Row:

@@ -40,6 +40,19 @@ def matching_devices(conn, job: dict[str, Any]) -> list[str]:
     return [r["id"] for r in rows if can_run(device_dict(r), job)]
 
 
+def lease_clock(conn) -> float:
+    """Now on the one clock that decides lease expiry, in seconds since the epoch; it never steps.
+
+    PostgreSQL: the database server's ``clock_timestamp()``, so collectors whose clocks disagree
+    share one clock. SQLite (one collector per file): the server's monotonic clock, anchored to the
+    wall clock when the record was opened (``conn.clock``). Creation and update times stay on the
+    wall clock: they are shown, never compared.
+    """
+    if conn.dialect == "postgresql":
+        return conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+    return conn.clock()
+
+
 def create_job(conn, spec: dict[str, Any], default_lease: float, missing_files: list[str] | None = None) -> dict:
     """Queue a job; its files must have been uploaded (recorded, and on disk: ``missing_files`` names
     those the server found recorded but absent).
@@ -136,11 +149,12 @@ def lease(conn, device: str, instance: str) -> dict[str, Any] | None:
         return None
     lease_id = uuid.uuid4().hex
     attempt = job["attempts"] + 1
-    expires = now + job["lease_seconds"]
+    clock = lease_clock(conn)
+    expires = clock + job["lease_seconds"]
     conn.execute("UPDATE jobs SET state = 'leased', attempts = ?, lease_id = ?, leased_to = ?, lease_expires = ?, "
                  "updated = ? WHERE id = ?", (attempt, lease_id, device, expires, now, job["id"]))
     conn.execute("INSERT INTO leases (id, job_id, device, attempt, issued, expires, instance) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (lease_id, job["id"], device, attempt, now, expires, instance))
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (lease_id, job["id"], device, attempt, clock, expires, instance))
     spec = json.loads(job["spec"])
     return {"job_id": job["id"], "lease_id": lease_id, "attempt": attempt, "max_attempts": job["max_attempts"],
             "lease_seconds": job["lease_seconds"], "lease_expires": expires,
@@ -164,13 +178,14 @@ def heartbeat(conn, device: str, instance: str, lease_ids: list[str]) -> dict[st
     _check_device(conn, device, instance)
     conn.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (now, device))
     status = {}
+    clock = lease_clock(conn) if lease_ids else 0.0
     for lease_id in lease_ids:
         job = conn.execute("SELECT id, lease_seconds FROM jobs WHERE lease_id = ? AND leased_to = ? AND state = 'leased'"
                            + conn.lock, (lease_id, device)).fetchone()
         if job is None:
             status[lease_id] = "lost"
             continue
-        expires = now + job["lease_seconds"]
+        expires = clock + job["lease_seconds"]
         conn.execute("UPDATE jobs SET lease_expires = ? WHERE id = ?", (expires, job["id"]))
         conn.execute("UPDATE leases SET expires = ? WHERE id = ?", (expires, lease_id))
         status[lease_id] = "active"
@@ -207,11 +222,12 @@ def _retry_or_fail(conn, job, now: float, retry: bool) -> str:
 
 def expire_leases(conn) -> list[tuple[int, str]]:
     """Leases past their expiry (no heartbeat: the agent died, lost power or network): each job is
-    re-queued, or failed with the reason once its attempts are used up."""
+    re-queued, or failed with the reason once its attempts are used up. Expiry is read on
+    :func:`lease_clock`, so a step of the wall clock expires nothing."""
     now = time.time()
     changed = []
     for job in conn.execute("SELECT * FROM jobs WHERE state = 'leased' AND lease_expires < ? ORDER BY lease_expires"
-                            + conn.skip_locked, (now,)).fetchall():
+                            + conn.skip_locked, (lease_clock(conn),)).fetchall():
         _end_lease(conn, job["lease_id"], now, "expired",
                    f"no heartbeat from {job['leased_to']} for {job['lease_seconds']:g} s")
         changed.append((job["id"], _retry_or_fail(conn, job, now, retry=True)))
@@ -221,8 +237,23 @@ def expire_leases(conn) -> list[tuple[int, str]]:
 
 
 def next_expiry(conn) -> float | None:
+    """Seconds until the next lease expires on :func:`lease_clock` (negative: past); None when no
+    job is leased."""
     row = conn.execute("SELECT MIN(lease_expires) FROM jobs WHERE state = 'leased'").fetchone()
-    return row[0]
+    return None if row[0] is None else row[0] - lease_clock(conn)
+
+
+def renew_after_restart(conn) -> int:
+    """SQLite, when a collector starts: every live lease gets one full lease from now. The agents
+    could not renew while the server was down, and the clock of the record restarts with the
+    server (a wall-clock step while it was down must not expire them all at once); an agent that
+    is gone still loses its job one lease later."""
+    clock = lease_clock(conn)
+    jobs = conn.execute("SELECT id, lease_id, lease_seconds FROM jobs WHERE state = 'leased'").fetchall()
+    for job in jobs:
+        conn.execute("UPDATE jobs SET lease_expires = ? WHERE id = ?", (clock + job["lease_seconds"], job["id"]))
+        conn.execute("UPDATE leases SET expires = ? WHERE id = ?", (clock + job["lease_seconds"], job["lease_id"]))
+    return len(jobs)
 
 
 def fail_job(conn, job_id: int, lease_id: str, device: str, error: str, retry: bool,
