@@ -232,6 +232,31 @@ def _h5_keras_version(path: Path) -> str | None:
     return version.decode() if isinstance(version, bytes) else (str(version) if version is not None else None)
 
 
+def _unregistered(path: Path, keras) -> list[str]:
+    """The custom objects a .keras file names that no registered class of this process matches."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            config = json.loads(zf.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError):
+        return []
+    found: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            registered, module = node.get("registered_name"), str(node.get("module") or "")
+            if (isinstance(registered, str) and "class_name" in node and not module.startswith(("keras", "tf_keras"))
+                    and keras.saving.get_registered_object(registered) is None):
+                found.append(f"'{node['class_name']}' (registered as '{registered}')")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return list(dict.fromkeys(found))
+
+
 def _h5_backend(path: Path) -> str | None:
     try:
         import h5py
@@ -312,6 +337,10 @@ def load_model(source: Any, keras_layers: bool = False, custom_objects=()) -> Lo
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "deserialization of a Lambda layer" in reason:
             raise EdgecError(f"model '{path}' holds a Lambda layer with Python code; {LAMBDA_HINT}") from exc
+        unknown = _unregistered(path, keras) if fmt == "keras" else []
+        if unknown:  # tf-keras fails on them with "'str' object is not callable"
+            raise EdgecError(f"cannot read model '{path}': it uses custom {', '.join(unknown)}, not registered here; "
+                             "pass the module or .py file that registers it with --custom-objects") from exc
         if "Unknown layer" in reason or "Could not locate" in reason:
             raise EdgecError(f"cannot read model '{path}': {reason[:300]}; pass the module or .py file that registers "
                              "the custom layer with --custom-objects") from exc

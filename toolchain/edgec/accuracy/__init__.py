@@ -104,7 +104,7 @@ def backend_for(profile, model, calib, *, progress=None, threads: int | None = N
 
 def analyze(model, target: str, *, calib, eval=None, calib_samples: int = 200, seed: int = 0,  # noqa: A002
             eval_output: str | None = None, input_range: str | None = None, normalize: str | None = None,
-            mean=None, std=None, stats: bool = True, progress=None) -> dict[str, Any]:
+            mean=None, std=None, stats: bool = True, progress=None, custom_objects=()) -> dict[str, Any]:
     """Per-op int8 analysis of ``model`` for a device profile (what ``edgec analyze`` prints).
 
     The model and data are loaded as ``edgec build`` loads them (input ranges and normalization
@@ -131,7 +131,7 @@ def analyze(model, target: str, *, calib, eval=None, calib_samples: int = 200, s
                          f"analyze; its precisions: {', '.join(profile.precisions)}")
     request = pipeline.plan(model, target, precision="int8", calib=calib, eval=eval, calib_samples=calib_samples,
                             seed=seed, eval_output=eval_output, input_range=input_range, normalize=normalize,
-                            mean=mean, std=std, out=Path(tempfile.gettempdir()))
+                            mean=mean, std=std, out=Path(tempfile.gettempdir()), custom_objects=custom_objects)
     profile = request.profile
     if profile.target not in ANALYZED_KINDS:
         raise EdgecError(f"edgec analyze covers target kinds {', '.join(ANALYZED_KINDS)}; profile '{profile.id}' is a "

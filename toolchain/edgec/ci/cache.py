@@ -112,6 +112,12 @@ def data_material(options: dict[str, Any], hashes: Hashes) -> tuple[dict[str, st
             return out, (f"--{name.replace('_', '-')} {spec} is made by code, which cannot be addressed by content; "
                          "the row is built every time")
         out[name] = hashes.of(path)
+    for spec in options.get("custom_objects") or ():  # code that shapes the model
+        path = Path(str(spec))
+        if not path.is_file():
+            return out, (f"--custom-objects {spec} is a module, which cannot be addressed by content; the row is "
+                         "built every time")
+        out[f"custom_objects:{spec}"] = hashes.of(path)
     return out, None
 
 

@@ -268,6 +268,9 @@ def _entries(check: _Checker, data: dict, kind: str, base: Path) -> list:
         for field in DATA_OPTIONS:
             if isinstance(options.get(field), str):
                 options[field] = _relative(base, options[field])
+        if options.get("custom_objects"):  # .py files beside the config; module names as they are
+            options["custom_objects"] = type(options["custom_objects"])(
+                str(base / s) if str(s).endswith(".py") else s for s in options["custom_objects"])
         if kind == "model":
             model_path = base / entry["path"]
             name = entry.get("name") or model_path.stem

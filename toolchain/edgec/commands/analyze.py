@@ -33,6 +33,8 @@ from edgec.util import dumps_json
               help="Row order: graph order, or most sensitive first.")
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.png",
               help="Write SQNR and sensitivity per layer as a PNG.")
+@click.option("--custom-objects", multiple=True, metavar="PATH.py|MODULE",
+              help="Import the code that registers the model's custom layers before loading it (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
 def analyze(model: Path, target: str, sort: str, plot: Path | None, as_json: bool, **options) -> None:
     """Per quantizable op of MODEL's int8 artifact for PROFILE: weight and activation scales, the

@@ -102,10 +102,12 @@ def _storage_options(func):
               help="Retries of a trial whose worker died.")
 @click.option("--json", "as_json", is_flag=True, help="Print the study summary as JSON.")
 @click.option("--plot", type=click.Path(path_type=Path, dir_okay=False), help="Write the front plot (PNG).")
+@click.option("--custom-objects", multiple=True, metavar="PATH.py|MODULE",
+              help="Import the code that registers the model's custom layers before loading it (repeatable).")
 def run(model, builder, target, fine_tune, eval_data, calib, train, trials, timeout, objectives, max_accuracy_drop,
         max_latency_ms, max_bytes, space, sampler, pruner, device, server, labels, token_file, cafile, runs,
         min_seconds, warmup, threads, min_repeats, max_repeats, latency_rtol, python, identity, ssh_options, out,
-        storage, study, workers, seed, heartbeat, retries, as_json, plot) -> None:
+        storage, study, workers, seed, heartbeat, retries, as_json, plot, custom_objects) -> None:
     """Search compression settings for MODEL on a device; print the Pareto front.
 
     \b
@@ -137,7 +139,7 @@ def run(model, builder, target, fine_tune, eval_data, calib, train, trials, time
         objectives=[o.strip() for o in objectives.split(",") if o.strip()] if objectives is not None else None,
         max_accuracy_drop=max_accuracy_drop, max_latency_ms=max_latency_ms, max_bytes=max_bytes, space=space,
         sampler=sampler, pruner=pruner, device=dev, storage=storage, study=study, workers=workers, seed=seed,
-        out=out, heartbeat=heartbeat, retries=retries)
+        out=out, heartbeat=heartbeat, retries=retries, custom_objects=tuple(custom_objects))
 
     def progress(line: str, event: dict) -> None:
         click.echo(line, err=True)

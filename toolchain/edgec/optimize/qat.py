@@ -113,6 +113,11 @@ def _annotation_plan(model, registry, skip: tuple[str, ...], keras) -> dict[str,
         elif isinstance(layer, keras.layers.BatchNormalization):
             continue  # folded into the preceding convolution by the scheme's layout transform
         elif hasattr(registry, "supports") and not registry.supports(layer):
+            if not type(layer).__module__.startswith(("tf_keras", "keras", "tensorflow")):
+                # a user's layer: leaving it float changes what is trained, so it is the user's call
+                raise EdgecError(f"layer '{layer.name}' ({type(layer).__name__}) is a custom layer the QAT scheme "
+                                 f"cannot quantize; pass --qat-skip {layer.name} to train it in float (the int8 "
+                                 "converter still quantizes it after calibration), or drop --qat")
             left[layer.name] = f"{type(layer).__name__} is not supported by the QAT scheme"
     return left
 

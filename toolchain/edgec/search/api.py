@@ -81,6 +81,7 @@ class Request:
     out: Path = Path("search")
     heartbeat: int = 20
     retries: int = 3
+    custom_objects: tuple[str, ...] = ()  # modules or .py files registering the model's custom layers
 
     def study_name(self) -> str:
         if self.study:
@@ -130,6 +131,10 @@ def check(request: Request):
         raise EdgecError(f"--heartbeat must be at least 1 s, got {request.heartbeat}")
     if request.model is not None and not Path(request.model).exists():
         raise EdgecError(f"model '{request.model}' does not exist")
+    if request.custom_objects:
+        from edgec.custom_objects import check as check_custom_objects
+
+        request.custom_objects = check_custom_objects(request.custom_objects)
     for name in ("eval", "fine_tune", "calib", "train"):
         spec = getattr(request, name)
         if spec and ":" not in str(spec) and not Path(spec).exists():
@@ -313,7 +318,7 @@ def _context(request: Request, profile, space, objectives: list[str]):
                                 "max_latency_ms": request.max_latency_ms, "max_bytes": request.max_bytes},
                    device=request.device, out=Path(request.out), seed=request.seed, eval=request.eval,
                    fine_tune=request.fine_tune, calib=request.calib, model=request.model, builder=builder,
-                   builder_id=builder_id, train=request.train)
+                   builder_id=builder_id, train=request.train, custom_objects=tuple(request.custom_objects))
 
 
 def work(request: Request, url: str, name: str, emit: Callable[[str, dict[str, Any]], None], *,

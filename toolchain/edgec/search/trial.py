@@ -116,6 +116,7 @@ class Context:
     data_keys: dict[str, str | None] = dataclasses.field(default_factory=dict)
     cache: cache_mod.BuildCache | None = None
     probe_fine_tune: str | None = None
+    custom_objects: tuple[str, ...] = ()
     _train_data: Any = None
     _eval_data: Any = None
 
@@ -131,6 +132,8 @@ class Context:
     def options(self, config: space_mod.Config, **changes: Any) -> dict[str, Any]:
         """The ``edgec.build`` options of ``config`` with the search's data, seed and ``changes``."""
         opts = {**config.build_options(), "seed": self.seed, "eval": self.eval}
+        if self.custom_objects:
+            opts["custom_objects"] = list(self.custom_objects)
         if config.compresses:
             opts["fine_tune"] = self.fine_tune
         if config.precision == "int8" and not (config.qat and not self.calib):
@@ -141,6 +144,9 @@ class Context:
     def build_key(self, model_key: str, options: dict[str, Any]) -> str:
         keyed = {k: (cache_mod.data_digest(v) if k in ("eval", "fine_tune", "calib") else v)
                  for k, v in options.items()}
+        if options.get("custom_objects"):  # the code, not only its name
+            keyed["custom_objects"] = [cache_mod.data_digest(s) if str(s).endswith(".py") else s
+                                       for s in options["custom_objects"]]
         return cache_mod.digest({"model": model_key, "profile": cache_mod.profile_doc(self.profile), "options": keyed,
                                  "versions": cache_mod.library_versions()})
 
