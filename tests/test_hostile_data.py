@@ -129,3 +129,28 @@ def test_checks_take_one_array_and_its_name():
     with pytest.raises(EdgecError, match="input 'image' holds nan at sample 1, position \\(1,\\)"):
         calibration.check_finite(x, "d.npz", "calibration", name="image")
     assert calibration.check_labels(np.array([[0, 1], [1, 0]]), 2, "d.npz").tolist() == [1, 0]
+
+
+def test_nan_outputs_never_agree_and_never_pass():
+    """An artifact that outputs NaN scores no sample (argmax would make NaN a class) and fails its
+    build, whatever its accuracy budget says."""
+    from edgec.config import BuildOptions
+    from edgec.model_io import OutputSpec
+    from edgec.pipeline import _checks
+    from edgec.verify import Reference, compare
+
+    rng = np.random.default_rng(0)
+    y = np.arange(20) % 4
+    float_out = np.eye(4, dtype=np.float32)[y] * 0.9 + 0.025
+    ds = calibration.Dataset(x=np.zeros((20, 2), np.float32), y=y, source="eval.npz", total=20)
+    spec = OutputSpec(name="probs", key="probs", shape=(4,))
+    ref = Reference(ds, [spec], [float_out], 0, 1.0)
+    art = float_out + rng.normal(0, 1e-3, float_out.shape).astype(np.float32)
+    art[:10] = np.nan
+    result = compare(ref, [art], ["probs"])
+    result.update(artifact="model.tflite")
+    assert result["artifact_accuracy"] == 0.5 and result["agreement"] == 0.5
+    assert result["non_finite_outputs"] == ["probs"] and result["outputs"][0]["non_finite_samples"] == 10
+    checks = _checks(BuildOptions(max_accuracy_drop=100.0), result, [])
+    assert [c["passed"] for c in checks] == [True, False]
+    assert "outputs NaN or Inf on 10 samples of 'probs'" in checks[1]["message"]
