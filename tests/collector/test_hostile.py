@@ -307,7 +307,7 @@ def test_smaller_holes(serve, builds, int8_report, tmp_path):
         assert _post(c, lease, int8_report, "holes").status_code == 201
     # SIGTERM: the WAL is checkpointed, so the database file alone holds the record
     server.stop()
-    assert server.proc.returncode in (0, -15)
+    assert server.proc.returncode in (0, -15, 143)  # 143: the CLI exits 128+SIGTERM after its cleanup
     wal = server.dir / "collector.db-wal"
     assert not wal.exists() or wal.stat().st_size == 0
     copy = tmp_path / "copy.db"

@@ -97,14 +97,27 @@ def check_tls(cert: Path, key: Path) -> None:
                          "a PEM certificate (chain) and its PEM private key, unencrypted") from exc
 
 
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The server's TLS context (as uvicorn would make it)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
 def run(app, sock: socket.socket, *, access_log: bool = False, limits: http.Limits | None = None,
         tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
-    """Serve ``app`` on ``sock`` until SIGINT/SIGTERM (uvicorn finishes the requests in flight)."""
+    """Serve ``app`` on ``sock`` until SIGINT/SIGTERM (uvicorn finishes the requests in flight).
+
+    With TLS, the connections do their own handshake once admitted (:mod:`edgec.collector.http`):
+    the connection limit and the header timeout then hold from ``accept()`` on, which they would
+    not if the event loop did the handshake before the connection existed for them.
+    """
     import uvicorn
 
+    limits = limits or http.Limits()
+    if tls_cert:
+        limits.tls = tls_context(tls_cert, tls_key)
     config = uvicorn.Config(app, log_config=None, access_log=access_log, timeout_keep_alive=30,
                             timeout_graceful_shutdown=5, lifespan="on", server_header=False,
-                            http=http.protocol_class(limits or http.Limits()),
-                            ssl_certfile=str(tls_cert) if tls_cert else None,
-                            ssl_keyfile=str(tls_key) if tls_key else None)
+                            http=http.protocol_class(limits))
     uvicorn.Server(config).run(sockets=[sock])
