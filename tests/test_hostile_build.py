@@ -215,10 +215,18 @@ def test_atomic_dir_replaces_in_one_rename_and_locks(tmp_path):
             assert lock_path(final).exists()
     assert (final / "v").read_text() == "two"
     assert sorted(p.name for p in final.parent.iterdir()) == ["p"], "no lock file, no temp or old folder left"
+    other = ("import logging, sys; from edgec.util import output_lock; logging.basicConfig()\n"
+             "with output_lock(sys.argv[1], wait=sys.argv[2] == 'wait'): print('locked')")
     with output_lock(final), output_lock(final):  # re-entrant in one process
-        holder = subprocess.run([sys.executable, "-c", "import sys; from edgec.util import output_lock\n"
-                                 "with output_lock(sys.argv[1]): pass", str(final)], capture_output=True, text=True)
-        assert holder.returncode != 0 and f"pid {os.getpid()}" in holder.stderr
+        at_once = subprocess.run([sys.executable, "-c", other, str(final), "fail"], capture_output=True, text=True)
+        assert at_once.returncode != 0 and f"another edgec build (pid {os.getpid()}, started " in at_once.stderr
+        waiting = subprocess.Popen([sys.executable, "-c", other, str(final), "wait"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        assert waiting.poll() is None, waiting.communicate()
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0 and out.strip() == "locked"
+    assert f"waiting for another edgec build (pid {os.getpid()}" in err
     with pytest.raises(EdgecError, match="cannot write|not writable|cannot create"):
         with atomic_dir(Path("/proc/edgec-test/p")):
             pass

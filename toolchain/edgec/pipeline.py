@@ -209,7 +209,7 @@ def build(model: Any, target: str | Sequence[str], *, progress: Progress | None 
     single = isinstance(target, (str, Path))
     requests = [plan(model, str(target), **kwargs)] if single else plan_targets(model, list(target), **kwargs)
     session = BuildSession(progress)
-    # each OUT/PROFILE is locked before the heavy work: a second build into it fails at once
+    # each OUT/PROFILE is locked before the heavy work: a second build into it waits, saying so
     with output_locks(Path(r.options.out) / r.profile.id for r in requests), session.progress:
         results = [session.run(request) for request in requests]
     return results[0] if single else results

@@ -127,7 +127,7 @@ def build(model: Any, target: str | list[str], **kwargs: Any):
     single = isinstance(target, (str, Path))
     requests = [plan(model, str(target), **kwargs)] if single else plan_targets(model, list(target), **kwargs)
     finals = [Path(r.options.out) / r.profile.id for r in requests]
-    with output_locks(finals):
+    with output_locks(finals, wait=False):  # a second build into OUT/PROFILE fails at once, naming this one
         held = [str(f.absolute()) for f in finals]
         tmpdir = tempfile.mkdtemp(prefix="edgec-build-")
         try:

@@ -107,16 +107,17 @@ def _read_holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def output_lock(final: Path) -> Iterator[None]:
+def output_lock(final: Path, wait: bool = True) -> Iterator[None]:
     """Hold the lock of output folder ``final`` (``flock`` on ``.NAME.lock`` beside it).
 
-    A second build into the same folder fails at once, naming the build that holds it (its pid and
-    start time); the lock goes with the process that holds it, so a killed build never leaves a
-    stale one. Re-entrant within a process. Parent folders it creates are removed again when they
-    are left empty (a failed build leaves no empty ``--out``).
+    When another build holds it, wait for it (saying so in the log, naming that build's pid and
+    start time) or, with ``wait=False``, fail at once naming it. The lock goes with the process
+    that holds it, so a killed build never leaves a stale one. Re-entrant within a process. Parent
+    folders it creates are removed again when they are left empty (a failed build leaves no empty
+    ``--out``).
 
     Raises:
-        EdgecError: another build holds the lock; the folder cannot be created.
+        EdgecError: another build holds the lock (``wait=False``); the folder cannot be created.
     """
     import datetime as _dt
     import fcntl
@@ -140,9 +141,16 @@ def output_lock(final: Path) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_holder(fd)
-                os.close(fd)
-                raise EdgecError(f"another edgec build ({holder}) is writing '{final}'; wait for it to end, or "
-                                 "build into another --out") from None
+                if not wait:
+                    os.close(fd)
+                    raise EdgecError(f"another edgec build ({holder}) is writing '{final}'; wait for it to end, "
+                                     "or build into another --out") from None
+                log.warning("waiting for another edgec build (%s) writing '%s'", holder, final)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
             try:  # the holder before us unlinks the file as it ends: then lock the new one
                 same = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -183,11 +191,11 @@ def _remove_empty(dirs: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def output_locks(finals) -> Iterator[None]:
+def output_locks(finals, wait: bool = True) -> Iterator[None]:
     """:func:`output_lock` on several folders, in a fixed order (no two builds wait on each other)."""
     with contextlib.ExitStack() as stack:
         for final in sorted({str(Path(f).absolute()) for f in finals}):
-            stack.enter_context(output_lock(Path(final)))
+            stack.enter_context(output_lock(Path(final), wait=wait))
         yield
 
 
