@@ -114,8 +114,9 @@ def test_a_device_credential_opens_its_own_routes_only_and_can_be_revoked(serve,
                                                 "lease_id": lease_b["lease_id"], "device": "dev-b",
                                                 "instance": inst_b}).json()["result_id"]
         assert ca.get(f"/v1/results/{stored_a}").status_code == 200
-        r = ca.get(f"/v1/results/{stored_b}")
-        assert r.status_code == 403 and "cannot act for device 'dev-b'" in r.json()["detail"]
+        r = ca.get(f"/v1/results/{stored_b}")  # answered as if missing: result ids cannot be enumerated
+        missing = ca.get(f"/v1/results/{stored_b + 1000}")
+        assert r.status_code == missing.status_code == 404 and r.json()["detail"] == f"no result {stored_b}"
         # an enrollment token opens nothing but the exchange
         pending = _enroll(server, "dev-c")
         with _as(server, pending) as cc:
@@ -129,6 +130,9 @@ def test_a_device_credential_opens_its_own_routes_only_and_can_be_revoked(serve,
         assert r.status_code == 401 and "was revoked" in r.json()["detail"]
         assert cb.post("/v1/devices/dev-b/heartbeat", json={"instance": inst_b}).status_code == 200
         assert cb.post("/v1/devices/dev-b/lease", json={"instance": inst_b}).json()["job_id"] == lease_a["job_id"]
+    listed = server.cli("devices", "--server", server.url, "--json")
+    states = {d["id"]: d["state"] for d in json.loads(listed.stdout)["devices"]}
+    assert states == {"dev-a": "revoked", "dev-b": "busy"}, states
     unknown = server.cli("devices", "revoke", "nobody", "--server", server.url)
     assert unknown.returncode == 2 and "never enrolled" in unknown.stderr and "Traceback" not in unknown.stderr
     bad = server.cli("devices", "enroll", "../x", "--server", server.url)

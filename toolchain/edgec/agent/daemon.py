@@ -18,6 +18,7 @@ Standard library only, Python 3.6 syntax, like the rest of the agent.
 import json
 import logging
 import os
+import platform
 import re
 import shutil
 import signal
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 FILE = re.compile(FILE_PATTERN)
 SHA256 = re.compile(SHA256_PATTERN)
+NO_RUNTIME_EVERY = 600.0  # seconds between the errors of an agent that can run nothing
 # Bench options a job may set. An external power command is not one of them: a collector must not
 # be able to run commands on the device; only the device's own --power-command is used.
 OPTION_FLAGS = (("runs", "--runs"), ("min_seconds", "--min-seconds"), ("warmup", "--warmup"),
@@ -125,6 +127,7 @@ class Daemon:
         self._idle = False
         self._lost = threading.Event()
         self._refused = None
+        self._no_runtime_said = None
 
     # ------------------------------------------------------------------ signals
 
@@ -158,6 +161,7 @@ class Daemon:
                         self.register()
                     job = self.poll()
                     self.backoff.reset()
+                    self.say_no_runtime()
                     if job is not None:
                         self.execute(job)
                         if self._refused:
@@ -206,6 +210,24 @@ class Daemon:
         runtimes = ", ".join("%s %s" % (k, v or "") for k, v in sorted(self.description["runtimes"].items()))
         log.info("registered as '%s' (profile %s; runtimes: %s) at %s", self.name, self.profile or "-",
                  runtimes or "none", self.api.url)
+        if not runtimes:
+            self._no_runtime_said = None
+            self.say_no_runtime()
+
+    def say_no_runtime(self):
+        """Without a runtime the agent can run no job: say so loudly, and again every
+        ``NO_RUNTIME_EVERY`` seconds while it waits (jobs for it queue meanwhile)."""
+        if self.description["runtimes"]:
+            return
+        now = time.monotonic()
+        if self._no_runtime_said is not None and now - self._no_runtime_said < NO_RUNTIME_EVERY:
+            return
+        self._no_runtime_said = now
+        log.error("this agent can run nothing: its Python (%s, %s) can import none of the runtimes "
+                  "(ai_edge_litert or tflite_runtime for .tflite, onnxruntime for .onnx, tensorrt for engines), "
+                  "so jobs for '%s' will wait; install one for this Python (pip install ai-edge-litert) or run "
+                  "the agent with a Python that has one", sys.executable or "python",
+                  platform.python_version(), self.name)
 
     def poll(self):
         """One long poll: the leased job, or None."""

@@ -455,13 +455,14 @@ def create_app(store: Store, settings: ServerSettings):
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]})
         await send({"type": "http.response.body", "body": data})
 
-    @app.get(API + "/results/{result_id}", tags=["results"], responses={**not_found, 403: {"model": Problem}})
+    @app.get(API + "/results/{result_id}", tags=["results"], responses=not_found)
     async def get_result(result_id: JobId, request: Request) -> dict[str, Any]:
         """One stored result with its report document (a device credential reads its own results only)."""
         doc = await read(storage.reads.result_doc, result_id)
-        if doc is None:
+        me = request.scope.get("edgec.device")
+        # another device's result is answered like a missing one: a device cannot enumerate results
+        if doc is None or (me is not None and me != doc["device"]):
             raise HTTPException(404, f"no result {result_id}")
-        as_device(request, doc["device"])
         return doc
 
     @app.get(API + "/report", tags=["results"])

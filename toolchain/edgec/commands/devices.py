@@ -17,7 +17,8 @@ from edgec.commands._types import FiniteFloat
 @click.pass_context
 def devices(ctx: click.Context, server: str, token_file: Path | None, cafile: Path | None, as_json: bool) -> None:
     """Devices whose agents registered with the collector: profile, labels, runtimes, power
-    sensor, state (idle, busy, offline) and when they were last seen.
+    sensor, state (idle, busy, offline, revoked) and when they were last seen. A device whose
+    agent found no runtime is named below the table: it can run no job.
 
     \b
     Each device can have its own credential instead of the collector's admin token:
@@ -44,11 +45,17 @@ def devices(ctx: click.Context, server: str, token_file: Path | None, cafile: Pa
         table.add_row(
             escape(d["id"]), escape(d["profile"] or "-"), d["state"],
             escape(",".join(f"{k}={v}" for k, v in sorted(d["labels"].items())) or "-"),
-            escape(", ".join(f"{k} {v or ''}".strip() for k, v in sorted(d["runtimes"].items())) or "none"),
+            escape(", ".join(f"{k} {v or ''}".strip() for k, v in sorted(d["runtimes"].items())))
+            or "[bold red]none[/]",
             escape(power.get("sensor") or "none" if power.get("available") else "none"),
             escape(str((d["detected"] or {}).get("model") or "-")), ago(d["last_seen"]),
             ", ".join(str(j) for j in d["jobs"]) or "-")
     console().print(table)
+    for d in found:
+        if not d["runtimes"] and d["state"] not in ("offline", "revoked"):
+            click.echo(f"warning: device '{d['id']}' can run nothing: its agent found no runtime (litert, tflite, "
+                       "onnxruntime, tensorrt) in its Python; its jobs wait until it is restarted with one",
+                       err=True)
     if not found:
         click.echo("no device has registered yet; enroll one (edgec devices enroll NAME) and start its agent",
                    err=True)

@@ -268,8 +268,10 @@ def fail_job(conn, job_id: int, lease_id: str, device: str, error: str, retry: b
     if job is None:
         raise RecordRefused(404, f"no job {job_id}")
     held = conn.execute("SELECT instance FROM leases WHERE id = ?", (lease_id,)).fetchone()
+    # A lease taken by a known agent instance is failed by that instance only: a report without
+    # an instance (a stale agent) cannot fail the job of the agent that holds it now.
     if (job["state"] != "leased" or job["lease_id"] != lease_id or job["leased_to"] != device
-            or (instance and held is not None and held["instance"] not in (None, instance))):
+            or (held is not None and held["instance"] is not None and held["instance"] != instance)):
         raise RecordRefused(409, f"lease '{lease_id}' is not the current lease of job {job_id} (state {job['state']}); "
                            "the failure is not recorded")
     _end_lease(conn, lease_id, now, "failed", error)

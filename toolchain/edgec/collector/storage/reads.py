@@ -69,6 +69,13 @@ def _device_public(conn, row, now: float, offline_after: float) -> dict[str, Any
                                             (d["id"],))]
     d["online"] = now - d["last_seen"] <= offline_after
     d["state"] = ("busy" if d["jobs"] else "idle") if d["online"] else "offline"
+    # A device whose every credential was revoked is cut off, whatever its agent last did (a
+    # device run with the admin token has no credential and is never shown revoked).
+    known, live = conn.execute("SELECT COUNT(*), COALESCE(SUM(CASE WHEN revoked IS NULL THEN 1 ELSE 0 END), 0) "
+                               "FROM credentials WHERE device = ?", (d["id"],)).fetchone()
+    if known and not live:
+        d["state"] = "revoked"
+        d["online"] = False
     d.pop("instance", None)
     return d
 
