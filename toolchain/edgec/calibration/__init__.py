@@ -207,9 +207,8 @@ def _load_image_folder(root: Path, input_shape, purpose: str):
                     im = im.convert(mode).resize((width, height), Image.BILINEAR)
                     arr = np.asarray(im, dtype=np.float32)  # pixels 0..255; the build's preprocessing scales them
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise EdgecError(f"image '{p}' is too large to read ({exc}); images are read up to "
-                             f"{MAX_IMAGE_PIXELS:,} pixels each (a guard against decompression bombs); "
-                             "resize it first") from exc
+            raise EdgecError(f"image '{p}' is {_image_size(p)}; images are read up to {MAX_IMAGE_PIXELS:,} pixels "
+                             "each (a guard against decompression bombs); resize it first") from exc
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
             # Pillow's decoders raise any of these on damaged files
             raise EdgecError(f"cannot read image '{p}': {type(exc).__name__}: {exc}") from exc
@@ -217,6 +216,23 @@ def _load_image_folder(root: Path, input_shape, purpose: str):
         if labelled:
             labels.append(classes.index(p.relative_to(root).parts[0]))
     return np.stack(images), (np.asarray(labels) if labelled else None)
+
+
+def _image_size(path: Path) -> str:
+    """``WxH = N pixels`` from the image's header alone (nothing decoded)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return f"{im.width}x{im.height} = {im.width * im.height:,} pixels"
+    except Exception:  # noqa: BLE001  (only for the message)
+        return "too large"
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _load_callable(spec: str, purpose: str, limit: int | None):
