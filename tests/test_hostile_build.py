@@ -199,6 +199,11 @@ def test_full_and_read_only_disks_name_the_path(digits_model_path, tiny_mount, p
     assert line
     assert not any(full.iterdir()), sorted(os.listdir(full))
     assert not any(Path(private_tmp["TMPDIR"]).iterdir())
+    # the system temp folder full: TensorFlow's SavedModel cannot be written there
+    proc = run_cli("build", digits_model_path, "-t", "x86-cpu", "-p", "fp32", "-o", private_tmp["TMPDIR"] + "/d",
+                   env={"TMPDIR": str(full)})
+    assert_one_line_error(proc, 2, "No space left on device", str(full))
+    assert not any(full.iterdir()) and not any(Path(private_tmp["TMPDIR"]).iterdir())
     read_only = tiny_mount("ro,size=1m")
     proc = run_cli("build", digits_model_path, "-t", "x86-cpu", "-p", "fp32", "-o", read_only / "dist")
     assert_one_line_error(proc, 2, str(read_only / "dist"), "read-only file system")

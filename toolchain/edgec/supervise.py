@@ -131,13 +131,43 @@ def build(model: Any, target: str | list[str], **kwargs: Any):
         held = [str(f.absolute()) for f in finals]
         tmpdir = tempfile.mkdtemp(prefix="edgec-build-")
         try:
-            return _supervise(model, target, kwargs, tmpdir, held)
+            try:
+                return _supervise(model, target, kwargs, tmpdir, held)
+            except (BuildCrashed, _ChildError) as exc:
+                # a library that failed on a full disk rarely says so (the converter reports a model
+                # without outputs): a folder the build writes to that is full is the reason
+                full = _full_disk([tmpdir, *(f.parent for f in finals)])
+                if full is not None and exc.exit_code != 1:
+                    raise EdgecError(f"cannot write '{full[0]}': No space left on device ({full[1]:,} bytes free; "
+                                     f"the build failed with: {exc})") from exc
+                raise
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
             for final in finals:  # ours alone under the lock: what a dead or stopped child left
                 for leftover in final.parent.glob(f".{final.name}.tmp-*"):
                     shutil.rmtree(leftover, ignore_errors=True)
             hold_locks(())
+
+
+#: A folder with less free space than this after a failed build is taken as the reason it failed.
+FULL_BYTES = 1 << 20
+
+
+def _full_disk(paths) -> tuple[str, int] | None:
+    """The first of ``paths`` (or its nearest existing parent) on a file system with less than
+    :data:`FULL_BYTES` free, and the bytes free there."""
+    for path in paths:
+        probe = Path(path)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            st = os.statvfs(probe)
+        except OSError:
+            continue
+        free = st.f_bavail * st.f_frsize
+        if free < FULL_BYTES:
+            return str(path), free
+    return None
 
 
 def _supervise(model, target, kwargs, tmpdir: str, held: list[str]):
