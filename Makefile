@@ -9,9 +9,16 @@ DEMO := build/demo
 SEED ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup chromium demo test test-fast lint bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
+
+# The dashboard's browser tests drive Debian's headless Chromium; they skip with the reason when it
+# is missing, so this install is best effort (as root, where apt-get exists).
+chromium:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1 && ! command -v chromium >/dev/null 2>&1; then \
+	  (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null 2>&1 \
+	  || echo "chromium not installed; the dashboard's browser tests will be skipped" >&2; fi
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

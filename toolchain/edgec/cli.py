@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "edgec.commands.analyze:analyze",
     "build": "edgec.commands.build:build",
     "ci": "edgec.commands.ci:ci",
+    "dashboard": "edgec.commands.dashboard:dashboard",
     "devices": "edgec.commands.devices:devices",
     "inspect": "edgec.commands.inspect:inspect",
     "jobs": "edgec.commands.jobs:jobs",

@@ -189,92 +189,13 @@ def threads_notes(rows: list[dict[str, Any]]) -> list[str]:
             and r.get("baseline_threads") != r.get("threads")]
 
 
-def _pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Points not beaten on both lower latency and higher accuracy, by latency."""
-    front, best = [], float("-inf")
-    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
-        if y > best:
-            front.append((x, y))
-            best = y
-    return front
-
-
 def plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Latency (and energy) against accuracy and size, one point per artifact and device.
+    """Latency (and energy) against accuracy and size, one point per artifact and device, as a PNG
+    (the dashboard shows the same figure: :func:`edgec.plots.report_figure`).
 
     Raises:
-        EdgecError: matplotlib missing or the file cannot be written.
+        EdgecError: matplotlib missing, not a .png name, or the file cannot be written.
     """
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise EdgecError("--plot needs matplotlib, which is not installed; pip install 'matplotlib==3.11.2'") from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from edgec import plots
 
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise EdgecError(f"--plot '{path}': expected a .png file name")
-    energy = [r for r in rows if r["energy_mj"] is not None]
-    panels = 3 if energy else 2
-    fig, axes = plt.subplots(1, panels, figsize=(6.0 * panels, 5.0), constrained_layout=True)
-    groups = sorted({(r["model"], r["device"]) for r in rows})
-    colors = plt.get_cmap("tab10")
-    markers = {"fp32": "o", "fp16": "s", "dynamic": "D", "int8": "^"}
-
-    def label(r):
-        return f"{r['precision']}  {r['file']}"
-
-    fig.suptitle("measured on device: " + ", ".join(sorted({f"{r['device']} ({r['device_model']})" for r in rows})),
-                 fontsize=10)
-
-    for gi, (model, dev) in enumerate(groups):
-        color = colors(gi % 10)
-        members = [r for r in rows if (r["model"], r["device"]) == (model, dev)]
-        acc = [r for r in members if r["accuracy_pct"] is not None]
-        for r in members:
-            xerr = [[r["latency_median_ms"] - r["latency_min_ms"]], [r["latency_p90_ms"] - r["latency_median_ms"]]]
-            marker = markers.get(r["precision"], "o")
-            if r["accuracy_pct"] is not None:
-                axes[0].errorbar(r["latency_median_ms"], r["accuracy_pct"], xerr=xerr, fmt=marker, color=color,
-                                 capsize=3, markersize=8)
-                axes[0].annotate(label(r), (r["latency_median_ms"], r["accuracy_pct"]), textcoords="offset points",
-                                 xytext=(6, 6), fontsize=8)
-            axes[1].errorbar(r["size_kib"], r["latency_median_ms"], yerr=xerr, fmt=marker, color=color, capsize=3,
-                             markersize=8)
-            speed = f" ({r['speedup_vs_fp32']:.2f}x)" if r["speedup_vs_fp32"] is not None else ""
-            axes[1].annotate(label(r) + speed, (r["size_kib"], r["latency_median_ms"]), textcoords="offset points",
-                             xytext=(6, 6), fontsize=8)
-            if panels == 3 and r["energy_mj"] is not None and r["accuracy_pct"] is not None:
-                axes[2].plot(r["energy_mj"], r["accuracy_pct"], marker, color=color, markersize=8)
-                axes[2].annotate(label(r), (r["energy_mj"], r["accuracy_pct"]), textcoords="offset points",
-                                 xytext=(6, 6), fontsize=8)
-        axes[1].plot([], [], "s", color=color, label=f"{model} on {dev}")  # legend: colour = model and device
-        front = _pareto([(r["latency_median_ms"], r["accuracy_pct"]) for r in acc])
-        if len(front) > 1:
-            axes[0].plot([p[0] for p in front], [p[1] for p in front], "--", color=color, alpha=0.6, linewidth=1)
-    axes[0].set_xlabel("median latency (ms); whiskers: min to p90")
-    axes[0].set_ylabel("accuracy (%)")
-    axes[0].set_title("accuracy vs latency (dashed: Pareto front)")
-    axes[1].set_xlabel("artifact size (KiB)")
-    axes[1].set_ylabel("median latency (ms)")
-    axes[1].set_title("latency vs size (speed-up vs fp32 in brackets)")
-    for precision, marker in markers.items():
-        if any(r["precision"] == precision for r in rows):
-            axes[1].plot([], [], marker, color="gray", label=precision)
-    axes[1].legend(fontsize=8, loc="best")
-    if panels == 3:
-        axes[2].set_xlabel("energy per inference (mJ)")
-        axes[2].set_ylabel("accuracy (%)")
-        axes[2].set_title("accuracy vs energy")
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-        ax.margins(0.25)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-    except OSError as exc:
-        raise EdgecError(f"cannot write plot '{path}': {exc.strerror or exc}") from exc
-    finally:
-        plt.close(fig)
-    return path
+    return plots.write_report_plot(rows, path)

@@ -50,12 +50,15 @@ from edgec.commands._types import FiniteFloat
 @click.option("--db-pool", type=click.IntRange(1, 256),
               help="Read connections to the database at most (default: two per CPU, between 4 and 16); "
                    "PostgreSQL also gets 4 writers, 4 result writers and one listener.")
+@click.option("--search-storage", metavar="URL|PATH",
+              help="An 'edgec search' storage (its search.db, or sqlite:///PATH, postgresql://...) whose studies "
+                   "the dashboard's Search page shows.")
 @click.option("--access-log", is_flag=True, help="Log every request.")
 def serve(host: str, port: int, db: str | None, blobs_dir: Path | None, token_file: Path | None,
           tls_cert: Path | None, tls_key: Path | None, lease_seconds: float, max_body_mb: float,
           max_upload_mb: float, max_header_kb: int, header_timeout: float, body_timeout: float,
           max_connections: int | None, offline_after: float, max_poll_seconds: float, db_pool: int | None,
-          access_log: bool) -> None:
+          access_log: bool, search_storage: str | None) -> None:
     """Run the collector: agents register and take jobs, 'edgec profile --server' queues them.
 
     \b
@@ -67,6 +70,7 @@ def serve(host: str, port: int, db: str | None, blobs_dir: Path | None, token_fi
       python3 edgec-agent.pyz run --server http://HOST:8750 --name nano-1 --enroll-token-file FILE
       edgec profile dist/rpi5 --server http://HOST:8750 --wait
     On a network you do not trust, serve HTTPS with --tls-cert/--tls-key (agents: --cafile).
+    The dashboard is at / on the same port: open the one-time sign-in link printed at start.
     """
     import logging
     import os
@@ -102,9 +106,11 @@ def serve(host: str, port: int, db: str | None, blobs_dir: Path | None, token_fi
                                          max_body=int(max_body_mb * server.MiB),
                                          max_upload=int(max_upload_mb * server.MiB), lease_seconds=lease_seconds,
                                          offline_after=offline_after, max_poll=max_poll_seconds)
-        app = routes.create_app(store, settings)
+        app = routes.create_app(store, settings, search_storage=search_storage)
+        app.dashboard.tls = bool(tls_cert)
         url = server.url_of(sock, tls=bool(tls_cert))
         click.echo(f"edgec collector on {url}  (database {store.name})")
+        click.echo(f"dashboard: {url}{app.dashboard.sign_in_path()}  (one-time sign-in link; 'edgec dashboard' prints more)")
         if created:
             click.echo(f"token (shown once, kept in {token_file} with mode 0600): {token}")
             click.echo(f"  devices: edgec devices enroll NAME --server {url}  (a one-time token for its agent)")

@@ -1,0 +1,157 @@
+"""The collector's dashboard: fleet, queue, results and search fronts in a browser, served by
+``edgec serve`` on its own port next to the API.
+
+Everything under ``/v1/`` (and the OpenAPI document) stays the API behind its bearer-token
+guard; every other path is the dashboard, which needs a session cookie: a browser gets one by
+opening a one-time sign-in link (printed by ``edgec serve`` at start, or by ``edgec dashboard``
+with the admin token), and until then sees the sign-in page and no data. Pages are Jinja2
+templates with everything escaped; a small script of ours (no inline script, no CDN) refreshes
+their fragments; charts come from :mod:`edgec.plots`, the module ``edgec report --plot`` uses.
+
+Modules: :mod:`.sessions` (sign-in links, sessions, CSRF), :mod:`.views` (what a page shows, read
+from the record), :mod:`.pages` (the routes and templates), :mod:`.charts` (cached SVG charts).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import cookie_parser
+
+from edgec.collector import API
+from edgec.collector.dashboard.sessions import COOKIE, Sessions
+
+#: what every dashboard answer carries: no inline script or style, nothing from elsewhere
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+           (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY"),
+           (b"cross-origin-opener-policy", b"same-origin"), (b"cross-origin-resource-policy", b"same-origin")]
+MAX_FORM = 64 * 1024  # the dashboard's forms hold a CSRF token and nothing else
+OPEN_PATHS = ("/login", "/static/")  # served without a session (no data in them)
+PAGE_PATHS = ("/", "/queue", "/results", "/search")
+SIGN_IN_PATH = API + "/dashboard/sign-in"
+
+
+class Dashboard:
+    """The dashboard of one collector: its sessions, its pages, and the API route that makes
+    sign-in links.
+
+    Args:
+        settings: the collector's :class:`~edgec.collector.server.ServerSettings`.
+        read: runs a function of a database connection on the read pool (awaitable).
+        write: runs a function of a connection on the record's writer (awaitable).
+        notify: wakes the long polls after a change (a cancelled job, a revoked device).
+        forget: drops the cached credential checks (after a revocation).
+        search_storage: an Optuna storage URL whose studies the Search page shows.
+    """
+
+    def __init__(self, settings, read: Callable[..., Any], write: Callable[..., Any], *,
+                 notify: Callable[[], None], forget: Callable[[], None], search_storage: str | None = None):
+        self.settings = settings
+        self.read = read
+        self.write = write
+        self.notify = notify
+        self.forget = forget
+        self.search_storage = search_storage
+        self.sessions = Sessions()
+        self.tls = False  # set by 'edgec serve': the session cookie is then Secure
+
+    def sign_in_path(self) -> str:
+        """A path with a fresh one-time sign-in token (append it to the server's URL)."""
+        return "/login?token=" + self.sessions.new_link_token()
+
+    def api_router(self):
+        """The admin-only API route that makes sign-in links (device credentials get the guard's 403)."""
+        from fastapi import APIRouter
+
+        router = APIRouter()
+
+        @router.post(SIGN_IN_PATH, tags=["server"], status_code=201)
+        async def sign_in_link() -> dict[str, str]:
+            """A one-time link that signs a browser in to the dashboard ('edgec dashboard' prints it)."""
+            return {"path": self.sign_in_path()}
+
+        return router
+
+    def wrap(self, api) -> Callable:
+        """The ASGI application of the collector: ``api`` (the guarded API) for ``/v1/`` and the
+        OpenAPI document, the dashboard for every other path."""
+        from edgec.collector.dashboard.pages import create_pages
+
+        pages = create_pages(self)
+
+        async def site(scope, receive, send) -> None:
+            path = scope.get("path", "")
+            if scope["type"] != "http" or path.startswith(API + "/") or path in (API, "/openapi.json"):
+                await api(scope, receive, send)
+                return
+            await self._serve(pages, scope, receive, send)
+
+        site.dashboard = self
+        return site
+
+    async def _serve(self, pages, scope, receive, send) -> None:
+        async def secured(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *HEADERS]}
+            await send(message)
+
+        received = 0
+
+        async def capped():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_FORM:
+                raise _TooLarge()
+            return message
+
+        for key, value in scope["headers"]:
+            if key == b"content-length" and (not value.isdigit() or int(value) > MAX_FORM):
+                await _send_text(secured, 413, "request body too large for the dashboard")
+                return
+        path = scope["path"]
+        if not path.startswith(OPEN_PATHS):
+            session = self.sessions.get(_cookie(scope))
+            if session is None:
+                from edgec.collector.dashboard.pages import sign_in_page
+
+                # a page asked for by a browser is the sign-in page (200: nothing failed); a
+                # fragment, chart, action or unknown path is refused
+                status = 200 if scope["method"] == "GET" and path in PAGE_PATHS else 401
+                await _send_html(secured, status, sign_in_page(scope))
+                return
+            scope = {**scope, "edgec.session": session}
+        try:
+            await pages(scope, capped, secured)
+        except _TooLarge:
+            await _send_text(secured, 413, "request body too large for the dashboard")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _cookie(scope) -> str | None:
+    for key, value in scope["headers"]:
+        if key == b"cookie":
+            return cookie_parser(value.decode("latin-1")).get(COOKIE)
+    return None
+
+
+async def _send_html(send, status: int, html: str) -> None:
+    body = html.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", b"%d" % len(body)),
+                            (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_text(send, status: int, text: str) -> None:
+    body = json.dumps({"detail": text}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})

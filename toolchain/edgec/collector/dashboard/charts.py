@@ -1,0 +1,72 @@
+"""The dashboard's charts as SVG, drawn by :mod:`edgec.plots` (the figures of ``edgec report
+--plot``) and by :func:`edgec.search.report.plot` (the front of ``edgec search``), kept per
+version of the record so that polling browsers do not redraw them."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from fastapi.responses import Response
+
+from edgec import plots
+
+KEEP = 32  # charts kept (a few per page and version)
+
+
+class ChartCache:
+    """A small LRU of rendered charts (thread-safe)."""
+
+    def __init__(self, size: int = KEEP):
+        self.size = size
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: tuple, data: bytes) -> None:
+        with self._lock:
+            self._items[key] = data
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+def report_svg(rows: list[dict[str, Any]]) -> bytes:
+    if not rows:
+        return _empty("no results yet")
+    return plots.report_chart(rows, "svg")
+
+
+def history_svg(rows: list[dict[str, Any]]) -> bytes:
+    return plots.history_chart(rows, "svg")
+
+
+def search_svg(doc: dict[str, Any]) -> bytes:
+    """The front plot of ``edgec search show --plot``, as SVG."""
+    from edgec.search.report import plot
+
+    with plots.drawing(), tempfile.TemporaryDirectory(prefix="edgec-chart-") as tmp:
+        path = plot(doc, Path(tmp) / "front.svg")
+        return path.read_bytes()
+
+
+def _empty(text: str) -> bytes:
+    from matplotlib.figure import Figure
+
+    with plots.drawing():
+        fig = Figure(figsize=(6, 1.2))
+        fig.text(0.5, 0.5, text, ha="center", va="center", color="gray")
+        return plots.render(fig, "svg")
+
+
+def response(data: bytes) -> Response:
+    # the URL names the record's version: a browser may keep it
+    return Response(data, media_type="image/svg+xml", headers={"cache-control": "private, max-age=3600"})

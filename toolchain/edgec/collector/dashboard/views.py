@@ -1,0 +1,129 @@
+"""What each dashboard page shows, read from the collector's record with the reads the API uses
+(:mod:`edgec.collector.storage.reads`) and the report rows of ``edgec report``
+(:func:`edgec.report.build_rows`: the same fp32 baselines). Each function takes a database
+connection and runs on the read pool."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edgec.collector.storage import reads
+
+JOB_ORDER = ("leased", "queued", "failed", "done", "cancelled")
+QUEUE_LIMIT = 200
+
+
+def fleet(conn, offline_after: float) -> dict[str, Any]:
+    """Devices with their state, and the jobs they hold."""
+    devices = reads.list_devices(conn, offline_after)
+    held = {j["id"]: j for j in reads.list_jobs(conn, "leased", QUEUE_LIMIT)}
+    now = time.time()
+    for d in devices:
+        d["held"] = [held[j] for j in d["jobs"] if j in held]
+        d["seen_s"] = max(0.0, now - d["last_seen"])
+    return {"devices": devices, "version": _version(conn)}
+
+
+def queue(conn) -> dict[str, Any]:
+    """The latest jobs grouped by state (running first), with their age."""
+    now = time.time()
+    jobs = reads.list_jobs(conn, None, QUEUE_LIMIT)
+    for j in jobs:
+        j["age_s"] = max(0.0, now - j["created"])
+    groups = [(state, [j for j in jobs if j["state"] == state]) for state in JOB_ORDER]
+    return {"groups": [(s, js) for s, js in groups if js], "count": len(jobs), "version": _version(conn)}
+
+
+def results(conn, a: int | None = None, b: int | None = None, artifact: str | None = None) -> dict[str, Any]:
+    """The latest result per artifact and device (rows of ``edgec report``; of one artifact by
+    sha256), and two of them side by side: ``a`` and ``b`` by result id, else the two newest of
+    the newest row's model and device."""
+    rows = reads.report_rows(conn, None, None, False)
+    if artifact:
+        rows = [r for r in rows if r["artifact_sha256"] == artifact]
+    rows.sort(key=lambda r: (r["model"], r["device"], r["precision"] or "", r["file"] or "", r["result_id"]))
+    by_id = {r["result_id"]: r for r in rows}
+    pair = [by_id.get(a), by_id.get(b)] if a or b else []
+    if not any(pair) and rows:
+        newest = max(rows, key=lambda r: r["result_id"])
+        same = sorted((r for r in rows if (r["model"], r["device"]) == (newest["model"], newest["device"])),
+                      key=lambda r: r["result_id"])
+        pair = (same[-2:] if len(same) > 1 else same) + [None] * (2 - min(len(same), 2))
+    return {"rows": rows, "pair": pair, "compare": compare(*pair) if len(pair) == 2 else None,
+            "version": _version(conn)}
+
+
+def compare(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[tuple[str, str, str, str]] | None:
+    """(metric, a, b, b against a) rows for two report rows (None unless both are there)."""
+    if a is None or b is None:
+        return None
+    out = []
+    for key, name, fmt in (
+            ("latency_median_ms", "p50 latency ms", "{:.4f}"), ("latency_p90_ms", "p90 latency ms", "{:.4f}"),
+            ("latency_p99_ms", "p99 latency ms", "{:.4f}"), ("throughput_ips", "throughput inf/s", "{:.0f}"),
+            ("energy_mj", "energy mJ/inference", "{:.4f}"), ("power_active_w", "average power W", "{:.3f}"),
+            ("size_kib", "size KiB", "{:.1f}"), ("accuracy_pct", "accuracy %", "{:.2f}"),
+            ("speedup_vs_fp32", "speed-up vs its fp32", "{:.2f}x")):
+        va, vb = a.get(key), b.get(key)
+        ratio = "-"
+        if va and vb is not None and key != "speedup_vs_fp32":
+            ratio = f"{vb / va:.2f}x" if key != "accuracy_pct" else f"{vb - va:+.2f} pts"
+        out.append((name, _cell(key, fmt, va, a), _cell(key, fmt, vb, b), ratio))
+    return out
+
+
+def _cell(key: str, fmt: str, value: Any, row: dict[str, Any]) -> str:
+    if key in ("energy_mj", "power_active_w") and not row["power_available"]:
+        return "no sensor"
+    return "-" if value is None else fmt.format(value)
+
+
+def history(conn) -> list[dict[str, Any]]:
+    """Every run (for the chart over time)."""
+    return reads.report_rows(conn, None, None, True)
+
+
+def latest(conn) -> list[dict[str, Any]]:
+    return reads.report_rows(conn, None, None, False)
+
+
+def _version(conn) -> str:
+    """Changes when the record does (a new result, a job or device more or less): charts are keyed by it."""
+    p = reads.probe(conn)
+    return f"{p['last_result'] or 0}-{p['devices']}-{p['queued']}-{p['leased']}"
+
+
+def version(conn) -> str:
+    return _version(conn)
+
+
+def open_search(storage: str):
+    """The Optuna storage of ``--search-storage`` (a URL or an existing SQLite file), read-only use.
+
+    Raises:
+        EdgecError: optuna missing, no such file, or the storage cannot be opened.
+    """
+    from pathlib import Path
+
+    from edgec.errors import EdgecError
+    from edgec.search.study import open_storage, storage_url
+
+    if "://" not in storage and not Path(storage).is_file():
+        raise EdgecError(f"--search-storage '{storage}': no such file; expected an edgec search storage "
+                         "(search.db in its --out, or sqlite:///PATH or postgresql://USER@HOST/DB)")
+    return open_storage(storage_url(storage, Path(".")), heartbeat=None)
+
+
+def search(storage, study: str | None) -> dict[str, Any]:
+    """The studies of an Optuna storage, and one of them (``study``, else the newest) as
+    :func:`edgec.search.report.summary` documents it."""
+    from edgec.search.report import summary
+    from edgec.search.study import import_optuna, load_study
+
+    optuna = import_optuna()
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if not names:
+        return {"studies": [], "doc": None}
+    name = study if study in names else names[-1]
+    return {"studies": names, "doc": summary(load_study(storage, name))}
