@@ -128,6 +128,9 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
 
     spec = resolve_optimization(options, precision)
     check_optimization_target(spec, profile.target, profile.id)
+    from edgec.tfcompat import plan_onednn
+
+    plan_onednn(training=spec is not None)
     target_impl = targets.get(profile.target)
     if options.require_compiler and not target_impl.device_compiler:
         raise EdgecError(f"--require-compiler applies to targets with a device compiler (edgetpu); profile "

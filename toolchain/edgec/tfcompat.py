@@ -8,11 +8,58 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from functools import lru_cache
 
 from edgec.errors import EdgecError
 
 log = logging.getLogger(__name__)
+
+#: TensorFlow reads it once, when it loads: "0" runs its own (Eigen) kernels instead of oneDNN's.
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+_ONEDNN_MARK = "EDGEC_ONEDNN_OFF"  # tells child processes that edgec, not the user, set it
+_onednn = {"set_by": None}  # who decided oneDNN's state in this process: "edgec", "environment" or None
+ONEDNN_REASON = ("oneDNN off in processes that fine-tune: TensorFlow 2.21's oneDNN kernels corrupt the heap on some shapes "
+                 "(batch matmul with broadcast batch dimensions aborts with 'double free or corruption' / "
+                 "'free(): invalid pointer'); TensorFlow's own kernels do not")
+
+
+def plan_onednn(training: bool) -> None:
+    """Decide oneDNN's state before TensorFlow loads: off when this process will fine-tune
+    (compression steps), unless ``TF_ENABLE_ONEDNN_OPTS`` is set (the user's choice is kept).
+
+    TensorFlow reads the variable once, at import, so a process that loaded TensorFlow before
+    (the Python API after other work) keeps its state; :func:`onednn_state` records which.
+    """
+    if ONEDNN_ENV in os.environ:  # the user's, or ours inherited by a build's child process
+        _onednn["set_by"] = _onednn["set_by"] or ("edgec" if os.environ.get(_ONEDNN_MARK) else "environment")
+        return
+    if training and "tensorflow" not in sys.modules:
+        os.environ[ONEDNN_ENV] = "0"
+        os.environ[_ONEDNN_MARK] = "1"
+        _onednn["set_by"] = "edgec"
+    elif training and _onednn["set_by"] is None:
+        log.warning("TensorFlow was loaded before this build, with oneDNN as it was then; set %s=0 before "
+                    "importing TensorFlow to fine-tune without oneDNN's kernels (see the manifest's "
+                    "reproducibility.onednn)", ONEDNN_ENV)
+
+
+def onednn_state() -> dict[str, object]:
+    """Whether TensorFlow runs oneDNN kernels in this process, and why (for the manifest)."""
+    tf_and_keras()
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        enabled = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):  # a TensorFlow without the query: read what it read
+        enabled = os.environ.get(ONEDNN_ENV, "1") not in ("0", "false", "False")
+    if _onednn["set_by"] == "edgec":
+        why = ONEDNN_REASON
+    elif _onednn["set_by"] == "environment" or ONEDNN_ENV in os.environ:
+        why = f"{ONEDNN_ENV}={os.environ.get(ONEDNN_ENV)} in the environment"
+    else:
+        why = "TensorFlow's default"
+    return {"onednn": enabled, "onednn_reason": why}
 
 
 @lru_cache(maxsize=1)
@@ -70,7 +117,7 @@ def set_seed(seed: int) -> dict[str, object]:
     np.random.seed(seed)
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    return {"seed": int(seed), "op_determinism": determinism_enabled()}
+    return {"seed": int(seed), "op_determinism": determinism_enabled(), **onednn_state()}
 
 
 def fresh_names() -> None:

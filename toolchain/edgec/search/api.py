@@ -158,6 +158,9 @@ def check(request: Request):
     if can_compress and not request.fine_tune:
         raise EdgecError("the search space has compression steps, which fine-tune: pass --fine-tune DATA (labelled), "
                          f"or a --space without them (space: {space.source})")
+    from edgec.tfcompat import plan_onednn
+
+    plan_onednn(training=can_compress or request.builder is not None)  # before TensorFlow loads
     return profile, space
 
 
