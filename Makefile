@@ -9,7 +9,7 @@ DEMO := build/demo
 SEED ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: setup chromium demo test test-fast lint bench clean
+.PHONY: setup chromium demo test test-fast conformance lint bench clean
 
 setup: $(STAMP) chromium
 
@@ -39,6 +39,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# every Keras Applications family and a transformer block, int8, on each target kind (about an hour)
+conformance: setup
+	$(PY) -m pytest -m zoo tests/zoo $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check toolchain tests bench setup.py

@@ -1,0 +1,147 @@
+"""The conformance zoo: every Keras Applications family and a transformer block, int8 for each
+target kind (rpi5 = TFLite, coral-usb = Edge TPU, jetson-orin-nano = ONNX + TensorRT).
+
+Each architecture is made (random weights, BatchNorm statistics set from data, the smallest input
+it allows; tests/zoo/models.py) and built in its own process, so a native crash is a row. Per
+build: the exit code, the build's wall time, the artifact size, the integer-op share (TFLite: ops
+not computed in float; ONNX: Conv/Gemm/MatMul with int8 Q/DQ inputs), the Edge TPU op share (from
+edgec's op map; the compiler itself is not installed here) and the SQNR of each output against the
+float model on 32 eval samples. The table is printed and written to docs/zoo.md.
+
+Usage: python bench/bench_zoo.py [--archs MobileNet,ResNet50] [--keras3] [--out build/zoo]
+       [--doc docs/zoo.md] [--calib-samples 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.zoo.models import ARCHS  # noqa: E402
+from tests.zoo.run import PROFILES, run_in_child  # noqa: E402
+
+KINDS = {"rpi5": "rpi5 (TFLite)", "coral-usb": "coral-usb (Edge TPU)", "jetson-orin-nano": "jetson-orin-nano (TensorRT)"}
+
+
+def cell(row: dict) -> str:
+    """exit code, then int-op share (and TPU-op share), with the reason of a non-zero exit."""
+    code = row.get("exit")
+    parts = [f"**{code}**"]
+    if row.get("int_share") is not None:
+        parts.append(f"int {row['int_share'] * 100:.0f}%")
+    if row.get("tpu_share") is not None:
+        parts.append(f"TPU {row['tpu_share'] * 100:.0f}%")
+    if code not in (0,) and row.get("error"):
+        reason = row["error"]
+        if row.get("float_op_names"):
+            reason = "float: " + ", ".join(row["float_op_names"])
+        parts.append(reason[:90].replace("|", "/"))
+    return " · ".join(parts)
+
+
+def detail(row: dict) -> str:
+    sqnr = ", ".join(f"{v:.1f}" for v in (row.get("sqnr_db") or {}).values() if v is not None) or "-"
+    size = f"{row['bytes'] / 1e6:.2f}" if row.get("bytes") else "-"
+    agree = f"{row['agreement'] * 100:.0f}%" if row.get("agreement") is not None else "-"
+    tpu = f"{row['tpu_share'] * 100:.0f}%" if row.get("tpu_share") is not None else "-"
+    first = row.get("first_cpu_op") or "-"
+    share = f"{row['int_share'] * 100:.0f}%" if row.get("int_share") is not None else "-"
+    return (f"| {row['arch']} | {row['profile']} | {row['exit']} | {row.get('seconds', '-')} | {size} | "
+            f"{share} | {tpu} | {first} | {sqnr} | {agree} |")
+
+
+def table(rows: list[dict]) -> str:
+    archs = list(dict.fromkeys((r["arch"], r.get("keras", 2)) for r in rows))
+    by = {(r["arch"], r.get("keras", 2), r["profile"]): r for r in rows}
+    lines = ["| architecture | input | " + " | ".join(KINDS[p] for p in PROFILES) + " |",
+             "| --- | --- |" + " --- |" * len(PROFILES)]
+    for arch, keras in archs:
+        a = ARCHS[arch]
+        shape = "x".join(str(d) for d in ((a.size, a.channels) if arch.startswith("Transformer")
+                                          else (a.size, a.size, a.channels)))
+        label = arch + (" (Keras 3)" if keras == 3 else "")
+        lines.append(f"| {label} | {shape} | " + " | ".join(
+            cell(by[(arch, keras, p)]) if (arch, keras, p) in by else "-" for p in PROFILES) + " |")
+    return "\n".join(lines)
+
+
+def details(rows: list[dict]) -> str:
+    head = ["| architecture | profile | exit | build s | size MB | int-op share | TPU-op share | "
+            "first CPU op | SQNR dB per output | top-1 agreement |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    return "\n".join(head + [detail(r) for r in rows])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archs", default=",".join(ARCHS))
+    parser.add_argument("--keras3", action="store_true", help="also the Keras 3 .keras file of each family")
+    parser.add_argument("--out", type=Path, default=REPO / "build" / "zoo")
+    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "zoo.md")
+    parser.add_argument("--calib-samples", type=int, default=32)
+    parser.add_argument("--rows", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    rows: list[dict] = []
+    start = time.perf_counter()
+    for name in args.archs.split(","):
+        for keras3 in ((False, True) if args.keras3 and not ARCHS[name].saved_model else (False,)):
+            out = args.out / (name + ("-keras3" if keras3 else ""))
+            got = run_in_child(name, out, keras3=keras3, calib_samples=args.calib_samples)
+            rows.extend(got)
+            for r in got:
+                print(f"{name:22s} keras{r.get('keras', 2)} {r['profile']:18s} exit {r['exit']} "
+                      f"{r.get('seconds', '-')} s  {(r.get('error') or '')[:120]}", flush=True)
+    total = time.perf_counter() - start
+    if args.rows:
+        args.rows.write_text(json.dumps(rows, indent=1) + "\n")
+    summary, full = table(rows), details(rows)
+    print(summary)
+    print(full)
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    args.doc.write_text(DOC.format(summary=summary, details=full, total=total / 60,
+                                   samples=args.calib_samples) + "\n")
+    print(f"wrote {args.doc} ({total / 60:.1f} min)")
+
+
+DOC = """# What models work: the conformance zoo
+
+`python bench/bench_zoo.py` (or `make conformance`, its pytest twin) builds each Keras
+Applications family and a transformer encoder block, int8, for one profile of each target kind.
+Models have random weights with BatchNorm statistics set from data (one training-mode batch at
+momentum 0), at the smallest input each family allows; {samples} calibration samples, 32 eval
+samples without labels. ConvNeXtTiny and the tanh-GELU transformer are handed over as SavedModel
+signatures (tf-keras cannot reload its own ConvNeXtTiny file, 'Unknown layer: LayerScale'; the tanh
+GELU is a lambda).
+
+Exit codes as the CLI gives them: **0** built and verified; **1** a check failed, with the
+reason (an int8 artifact that computes some ops in float lists them; `--allow-float-ops` accepts
+it); never 3 (internal error) or a native crash. The Edge TPU share is edgec's op map of the
+int8 model (ops that stay on the CPU are reported, not a failure); `edgetpu_compiler` is not
+installed on this machine, so the compiler's own split is not in the table.
+
+## Summary (exit code · integer-op share · Edge TPU op share)
+
+{summary}
+
+int-op share: TFLite, the share of ops not computed in float; ONNX, the share of Conv/Gemm/MatMul
+with int8 Q/DQ on their inputs (what TensorRT runs in int8).
+
+## Every build
+
+{details}
+
+SQNR and agreement compare the int8 artifact (LiteRT, ONNX Runtime) with the float model. Random
+weights make BatchNorm networks chaotic (a small perturbation grows layer after layer), so these
+figures are far below those of trained weights; compare rows of one architecture with each other.
+The whole run took {total:.0f} min on a 2-core x86 machine shared with other work.
+"""
+
+
+if __name__ == "__main__":
+    main()
