@@ -166,14 +166,14 @@ def test_agent_failures_retry_or_fail(serve, builds):
         (job,) = upload_and_queue(c, builds["int8"], max_attempts=3)
         inst = _register(c, "f")
         lease = _lease(c, "f", inst)
-        r = c.post(f"/v1/jobs/{job['id']}/failure", json={"lease_id": lease["lease_id"], "device": "f",
+        r = c.post(f"/v1/jobs/{job['id']}/failure", json={"lease_id": lease["lease_id"], "device": "f", "instance": inst,
                                                           "error": "LiteRT crashed", "retry": True})
         assert r.status_code == 200 and r.json()["state"] == "queued"
-        stale = c.post(f"/v1/jobs/{job['id']}/failure", json={"lease_id": lease["lease_id"], "device": "f",
+        stale = c.post(f"/v1/jobs/{job['id']}/failure", json={"lease_id": lease["lease_id"], "device": "f", "instance": inst,
                                                               "error": "again", "retry": True})
         assert stale.status_code == 409 and "not the current lease" in stale.json()["detail"]
         lease = _lease(c, "f", inst)
-        r = c.post(f"/v1/jobs/{job['id']}/failure", json={"lease_id": lease["lease_id"], "device": "f",
+        r = c.post(f"/v1/jobs/{job['id']}/failure", json={"lease_id": lease["lease_id"], "device": "f", "instance": inst,
                                                           "error": "input shape mismatch", "retry": False})
         doc = r.json()
     assert doc["state"] == "failed" and "attempt 2 failed and is not retried" in doc["error"]

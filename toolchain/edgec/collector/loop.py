@@ -11,15 +11,31 @@ from edgec.collector.storage.store import Store
 
 
 class Changes:
-    """Wakes long polls when jobs change (queued, re-queued, finished)."""
+    """Wakes long polls when jobs change. Two kinds of waiters: the agents' lease polls, woken
+    when a job may have become leasable (queued, re-queued, released), and the waits on a job's
+    end, woken by every change. A stored result wakes only the latter: with a thousand idle agents
+    polling, each result would otherwise cost a thousand lease attempts."""
 
     def __init__(self):
         self._event = asyncio.Event()
+        self._queue = asyncio.Event()
 
     def snapshot(self) -> asyncio.Event:
+        """The event of the next change of any kind."""
         return self._event
 
+    def snapshot_queue(self) -> asyncio.Event:
+        """The event of the next change that may give a job to lease."""
+        return self._queue
+
     def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+        self._queue.set()
+        self._queue = asyncio.Event()
+
+    def notify_finished(self) -> None:
+        """A job ended (its result stored): nothing new to lease."""
         self._event.set()
         self._event = asyncio.Event()
 

@@ -36,7 +36,6 @@ from edgec.collector.bodies import (
     strict_json,
     validation_detail,
 )
-from edgec.collector.dashboard import Dashboard
 from edgec.collector.guard import Credentials, Guard, as_device, send_json, too_large_message
 from edgec.collector.loop import Changes, LoopWriter, wait_change
 from edgec.collector.messages import (
@@ -69,9 +68,8 @@ log = logging.getLogger(__name__)
 ENROLL_TTL = 24 * 3600.0
 
 
-def create_app(store: Store, settings: ServerSettings, search_storage: str | None = None):
-    """The collector as an ASGI application: :class:`Guard` around the FastAPI app, the dashboard
-    (:mod:`edgec.collector.dashboard`) beside it."""
+def create_app(store: Store, settings: ServerSettings):
+    """The collector as an ASGI application: :class:`Guard` around the FastAPI app."""
     from edgec import __version__
     from edgec.agent import schema as report_schema
 
@@ -127,7 +125,9 @@ def create_app(store: Store, settings: ServerSettings, search_storage: str | Non
                 log.warning("%d job(s) were leased when the collector stopped: each lease runs again from now", renewed)
         loop = asyncio.get_running_loop()
         stop = threading.Event()
-        store.listen(lambda: loop.call_soon_threadsafe(changes().notify), stop)
+        # another collector stored a result ("done"): nothing to lease, only waiters on jobs are woken
+        store.listen(lambda payload: loop.call_soon_threadsafe(
+            changes().notify_finished if payload == "done" else changes().notify), stop)
         task = asyncio.create_task(reaper())
         yield
         task.cancel()
@@ -376,7 +376,7 @@ def create_app(store: Store, settings: ServerSettings, search_storage: str | Non
         as_device(request, device)
         deadline = time.monotonic() + min(body.wait, settings.max_poll)
         while True:
-            event = changes().snapshot()
+            event = changes().snapshot_queue()
             granted = await write(storage.jobs.lease, device, body.instance)
             if granted:
                 return granted
@@ -410,7 +410,7 @@ def create_app(store: Store, settings: ServerSettings, search_storage: str | Non
         if out is None:
             out = await write(storage.results.post_result, *args)
         if not out["duplicate"]:
-            changes().notify()
+            changes().notify_finished()  # a job ended; no job to lease came of it
         return (200 if out["duplicate"] else 201), out
 
     @app.post(API + "/results", tags=["agents"], status_code=201, response_model=ResultStored,
@@ -474,11 +474,8 @@ def create_app(store: Store, settings: ServerSettings, search_storage: str | Non
         """The rows of 'edgec report' (latest run per artifact and device unless every_run)."""
         return {"rows": await read(storage.reads.report_rows, device, model, every_run)}
 
-    dashboard = Dashboard(settings, read, write, notify=lambda: changes().notify(), forget=credentials.forget,
-                          search_storage=search_storage)
-    app.include_router(dashboard.api_router())
     # Routes are tried in order: the agents' frequent calls first.
     hot = (API + "/results", API + "/devices/{device}/heartbeat", API + "/devices/{device}/lease")
     app.router.routes.sort(key=lambda route: getattr(route, "path", "") not in hot)
-    return dashboard.wrap(Guard(app, settings.token, settings.max_body, settings.max_upload, credentials,
-                                fast={("POST", API + "/results"): fast_post_result}))
+    return Guard(app, settings.token, settings.max_body, settings.max_upload, credentials,
+                 fast={("POST", API + "/results"): fast_post_result})

@@ -33,7 +33,7 @@ PG_POST = (
     "result_lease = ?, error = NULL, lease_id = NULL, leased_to = NULL, lease_expires = NULL, updated = ? "
     "WHERE id = ? AND EXISTS (SELECT 1 FROM r)) "
     f"SELECT c.*, (SELECT id FROM r) AS stored, CASE WHEN EXISTS (SELECT 1 FROM r) THEN "
-    f"pg_notify('{NOTIFY_CHANNEL}', '') END AS notified FROM c")
+    f"pg_notify('{NOTIFY_CHANNEL}', 'done') END AS notified FROM c")
 
 
 def post_result(conn, uid: str, body_sha256: str, job_id: int, lease_id: str, device: str, instance: str,

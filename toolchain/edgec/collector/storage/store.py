@@ -397,9 +397,10 @@ class Store:
 
     # ------------------------------------------------------------------ PostgreSQL notifications
 
-    def listen(self, callback: Callable[[], None], stop: threading.Event) -> threading.Thread | None:
-        """Call ``callback`` (from a thread) whenever another collector on this database changes
-        jobs; None for SQLite (one collector per file)."""
+    def listen(self, callback: Callable[[str], None], stop: threading.Event) -> threading.Thread | None:
+        """Call ``callback(payload)`` (from a thread) whenever another collector on this database
+        changes jobs (payload ``done``: a result was stored); None for SQLite (one collector per
+        file)."""
         if not self.url:
             return None
 
@@ -409,8 +410,8 @@ class Store:
                     conn = self._connect()
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     while not stop.is_set():
-                        for _ in conn.raw.notifies(timeout=0.5):
-                            callback()
+                        for notice in conn.raw.notifies(timeout=0.5):
+                            callback(notice.payload)
                 except self._errors as exc:
                     log.warning("listening for job changes: %s; retrying", one_line(exc))
                     stop.wait(1.0)
