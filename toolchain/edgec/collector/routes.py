@@ -36,6 +36,7 @@ from edgec.collector.bodies import (
     strict_json,
     validation_detail,
 )
+from edgec.collector.dashboard import Dashboard
 from edgec.collector.guard import Credentials, Guard, as_device, send_json, too_large_message
 from edgec.collector.loop import Changes, LoopWriter, wait_change
 from edgec.collector.messages import (
@@ -68,8 +69,9 @@ log = logging.getLogger(__name__)
 ENROLL_TTL = 24 * 3600.0
 
 
-def create_app(store: Store, settings: ServerSettings):
-    """The collector as an ASGI application: :class:`Guard` around the FastAPI app."""
+def create_app(store: Store, settings: ServerSettings, search_storage: str | None = None):
+    """The collector as an ASGI application: :class:`Guard` around the FastAPI app, the dashboard
+    (:mod:`edgec.collector.dashboard`) beside it."""
     from edgec import __version__
     from edgec.agent import schema as report_schema
 
@@ -474,8 +476,11 @@ def create_app(store: Store, settings: ServerSettings):
         """The rows of 'edgec report' (latest run per artifact and device unless every_run)."""
         return {"rows": await read(storage.reads.report_rows, device, model, every_run)}
 
+    dashboard = Dashboard(settings, read, write, notify=lambda: changes().notify(), forget=credentials.forget,
+                          search_storage=search_storage)
+    app.include_router(dashboard.api_router())
     # Routes are tried in order: the agents' frequent calls first.
     hot = (API + "/results", API + "/devices/{device}/heartbeat", API + "/devices/{device}/lease")
     app.router.routes.sort(key=lambda route: getattr(route, "path", "") not in hot)
-    return Guard(app, settings.token, settings.max_body, settings.max_upload, credentials,
-                 fast={("POST", API + "/results"): fast_post_result})
+    return dashboard.wrap(Guard(app, settings.token, settings.max_body, settings.max_upload, credentials,
+                                fast={("POST", API + "/results"): fast_post_result}))
