@@ -18,7 +18,14 @@ are queued and leased before the clock starts). The server's CPU time is read fr
 /proc/PID/stat before and after the posts (for PostgreSQL also that of the database's own
 processes, in its own column); ratios compare the two servers of the same run and backend.
 
+With ``--dashboard``, a second `edgec serve` takes its share of the blocks while a dashboard is
+open on it: a signed-in HTTP client polls the fragments of all four pages at the browser's
+intervals (a browser with every page open in a tab) and fetches each chart the fragments name,
+once per URL, as a browser's cache would. Its CPU per stored result, next to the closed one's,
+is what the open dashboard costs the agents' API.
+
 Usage: python bench/bench_collector_cost.py [--posts 500] [--clients 1 8] [--runs 3] [--build DIR]
+       [--dashboard]
 """
 
 from __future__ import annotations
@@ -116,7 +123,7 @@ class Bare:
 class Edgec:
     name = "edgec serve"
 
-    def __init__(self, db: str, workdir: Path, build: Path):
+    def __init__(self, db: str, workdir: Path, build: Path, dashboard: bool = False):
         self.build = build
         self.proc = subprocess.Popen([sys.executable, "-m", "edgec", "serve", "--port", "0", "--db", db,
                                       "--token-file", str(workdir / "token"), "--blobs", str(workdir / "blobs")],
@@ -124,8 +131,10 @@ class Edgec:
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(ln) for ln in self.proc.stdout], daemon=True).start()
         self.url = lines.get(timeout=120).split(" on ", 1)[1].split()[0]
+        self.sign_in = lines.get(timeout=120).split()[1]  # "dashboard: URL/login?token=..."
         self.headers = {"Authorization": f"Bearer {(workdir / 'token').read_text().strip()}"}
         wait_health(self.url, self.headers)
+        self.poller = Poller(self.url, self.sign_in) if dashboard else None
 
     def bodies(self, report: dict, count: int, device: str) -> list[dict]:
         import httpx
@@ -149,8 +158,55 @@ class Edgec:
                  "instance": instance, "report": report} for x in leases]
 
     def stop(self) -> None:
+        if self.poller is not None:
+            self.poller.stop()
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+class Poller(threading.Thread):
+    """A signed-in dashboard with every page open: each page's fragment polled at the page's
+    interval, each chart URL the fragments name fetched once."""
+
+    def __init__(self, url: str, sign_in: str):
+        super().__init__(daemon=True)
+        import httpx
+
+        from edgec.collector.dashboard.pages import REFRESH_S
+
+        self.client = httpx.Client(base_url=url, timeout=60)
+        assert self.client.get(sign_in).status_code == 200, "the dashboard's sign-in link was refused"
+        self.every = {f"/fragments/{page}": REFRESH_S[page] for page in ("fleet", "queue", "results", "search")}
+        self.seen: set[str] = set()
+        self.requests = 0
+        self.halt = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        import re
+
+        due = {path: 0.0 for path in self.every}
+        while not self.halt.is_set():
+            now = time.monotonic()
+            for path, at in due.items():
+                if at <= now:
+                    r = self.client.get(path)
+                    self.requests += 1
+                    if r.status_code != 200:
+                        raise SystemExit(f"dashboard poll {path}: {r.status_code}")
+                    for src in re.findall(r'src="(/charts/[^"]+)"', r.text):
+                        src = src.replace("&amp;", "&")
+                        if src not in self.seen:
+                            self.seen.add(src)
+                            self.client.get(src)
+                            self.requests += 1
+                    due[path] = now + self.every[path]
+            self.halt.wait(max(0.05, min(due.values()) - time.monotonic()))
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=60)
+        self.client.close()
 
 
 def post_all(url: str, headers: dict[str, str], bodies: list[dict], clients: int) -> tuple[float, list[float]]:
@@ -247,7 +303,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--build", type=Path, help="an x86-cpu build directory (default: build the digits CNN)")
     parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"])
+    parser.add_argument("--dashboard", action="store_true",
+                        help="also an edgec serve with a dashboard open on every page, polling")
     args = parser.parse_args()
+    kinds = ("bare", "edgec", "dashboard") if args.dashboard else ("bare", "edgec")
+    names = {"bare": "bare FastAPI insert", "edgec": "edgec serve", "dashboard": "serve + dashboard"}
     from bench_collector import build_int8, real_report
 
     with tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
@@ -263,11 +323,12 @@ def main() -> None:
                 for backend, make_db, db_pids in found:
                     servers = {}
                     try:
-                        for kind in ("bare", "edgec"):
+                        for kind in kinds:
                             d = workdir / f"{backend}-{kind}-{run}"
                             d.mkdir()
                             db = make_db(f"{kind}-{run}")
-                            servers[kind] = Bare(db, d) if kind == "bare" else Edgec(db, d, build)
+                            servers[kind] = (Bare(db, d) if kind == "bare" else
+                                             Edgec(db, d, build, dashboard=kind == "dashboard"))
                         for clients in args.clients:
                             got = measure(servers, report, args.posts, clients, db_pids)
                             for kind, row in got.items():
@@ -293,16 +354,24 @@ def main() -> None:
 
     for backend, _, _ in found:
         for clients in args.clients:
-            for kind in ("bare", "edgec"):
+            for kind in kinds:
                 got = rows[(backend, kind, clients)]
                 bare = rows[(backend, "bare", clients)]
                 ratios = [g["cpu_ms"] / b["cpu_ms"] for g, b in zip(got, bare, strict=True)]
                 db = [g["db_cpu_ms"] for g in got if g["db_cpu_ms"] is not None]
-                print(f"{backend:10} {('bare FastAPI insert' if kind == 'bare' else 'edgec serve'):20} {clients:7d} "
+                print(f"{backend:10} {names[kind]:20} {clients:7d} "
                       f"{cell([g['cpu_ms'] for g in got], '.2f'):>20} "
-                      f"{(cell(ratios, '.2f') + 'x') if kind == 'edgec' else '1':>18} "
+                      f"{(cell(ratios, '.2f') + 'x') if kind != 'bare' else '1':>18} "
                       f"{cell(db, '.2f') if db else '-':>15} {cell([g['rate'] for g in got], '.0f'):>16} "
                       f"{cell([g['p50'] for g in got], '.2f'):>16} {cell([g['p99'] for g in got], '.2f'):>16}")
+    if args.dashboard:
+        print("\nthe dashboard open against closed (same run, same backend, same clients): CPU per stored result")
+        for backend, _, _ in found:
+            for clients in args.clients:
+                opened, closed = rows[(backend, "dashboard", clients)], rows[(backend, "edgec", clients)]
+                ratios = [o["cpu_ms"] / c["cpu_ms"] for o, c in zip(opened, closed, strict=True)]
+                print(f"{backend:10} {clients:3d} clients: open {cell([o['cpu_ms'] for o in opened], '.3f')} ms, "
+                      f"closed {cell([c['cpu_ms'] for c in closed], '.3f')} ms, open/closed {cell(ratios, '.3f')}x")
 
 
 if __name__ == "__main__":

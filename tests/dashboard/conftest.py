@@ -79,4 +79,10 @@ def screenshot(page, name: str, tmp_path: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("EDGEC_SCREENSHOTS"):  # for the docs: 64 colours keep them small
+        from PIL import Image
+
+        with Image.open(path) as shot:
+            small = shot.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+        small.save(path, optimize=True)
     return path

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import uuid
 
-import httpx
 import pytest
 
 from tests.collector.conftest import upload_and_queue, wait_for
@@ -72,9 +71,14 @@ def test_signed_in_browser_follows_the_fleet_live(serve, agents, builds, open_pa
     me.page.wait_for_selector(f'tr.result[data-result="{first_result}"]')
     assert me.page.locator("tr.result").count() == 1
     _no_reload_marker(me.page)
+    me.page.wait_for_function("() => document.querySelector('#report-chart').naturalWidth > 0")
+    chart = me.page.get_attribute("#report-chart", "src")
     with server.client() as c:
         (second,) = upload_and_queue(c, builds["int8"])
     me.page.wait_for_function("() => document.querySelectorAll('tr.result').length === 2", timeout=WAIT)
+    # the charts follow too, redrawn at most every few seconds while results arrive
+    me.page.wait_for_function(f"() => document.querySelector('#report-chart').getAttribute('src') !== '{chart}'",
+                              timeout=WAIT)
     assert _same_document(me.page)
     text = me.page.inner_text("#result-rows")
     assert "int8" in text and "fp32" in text and "no sensor" in text
@@ -111,33 +115,19 @@ def test_signed_in_browser_follows_the_fleet_live(serve, agents, builds, open_pa
     assert second["id"] > first["id"]
 
 
-def test_sign_in_needs_the_admin_token_and_actions_need_csrf(serve, builds, open_page):
+def test_a_printed_link_signs_in_and_sign_out_ends_the_session(serve, builds, open_page):
     server = serve()
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"], profile="rpi5")
-        enrolled = c.post("/v1/devices/dev-1/enroll", json={}).json()["enrollment_token"]
-    device = httpx.post(server.url + "/v1/enroll", json={"device": "dev-1"},
-                        headers={"Authorization": f"Bearer {enrolled}"}).json()["credential"]
-    # a device credential cannot make a sign-in link, nor sign in with itself
-    refused = httpx.post(server.url + "/v1/dashboard/sign-in", headers={"Authorization": f"Bearer {device}"})
-    assert refused.status_code == 403
-    assert httpx.post(server.url + "/v1/dashboard/sign-in").status_code == 401
-    assert httpx.get(server.url + "/login", params={"token": device}).status_code == 401
-    assert httpx.get(server.url + "/login", params={"token": server.token}).status_code == 401
-
-    # `edgec dashboard` prints a fresh link with the admin token
-    proc = server.cli("dashboard", "--server", server.url)
+    proc = server.cli("dashboard", "--server", server.url)  # a fresh link, made with the admin token
     assert proc.returncode == 0, proc.stderr
-    link = proc.stdout.strip().split("dashboard: ", 1)[1]
-    assert link.startswith(server.url + "/login?token=")
     me = open_page()
-    me.page.goto(link)
+    me.page.goto(proc.stdout.strip().split("dashboard: ", 1)[1])
     me.page.wait_for_selector("#fleet")
     # a form post without the session's CSRF token changes nothing
     post = me.context.request.post(f"{server.url}/jobs/{job['id']}/cancel", form={"csrf": "wrong"},
                                    max_redirects=0)
     assert post.status == 403 and _job_state(server, job["id"]) == "queued"
-    # sign out ends the session
     me.page.click("form.logout button")
     me.page.wait_for_selector("#signin")
     assert me.context.request.get(server.url + "/fragments/queue").status == 401
@@ -149,7 +139,7 @@ PWN = "<img src=x onerror=window.__pwned=1><script>window.__pwned=1</script>"
 
 
 def test_hostile_text_from_agents_never_runs(serve, builds, int8_report, open_page, tmp_path):
-    server = serve()
+    server = serve("--search-storage", str(make_study(tmp_path / "search.db", PWN)))
     manifest = json.loads((builds["int8"] / "manifest.json").read_text())
     manifest["source"]["name"] = "<b id=pwned-model>m</b>" + PWN
     instance = uuid.uuid4().hex
@@ -175,7 +165,7 @@ def test_hostile_text_from_agents_never_runs(serve, builds, int8_report, open_pa
     me.page.goto(sign_in_link(server))
     me.page.wait_for_selector("#fleet")
     expect = {"/": ("#devices", "<svg onload"), "/queue": ("tr.job", "onerror=window.__pwned=1"),
-              "/results": ("#result-rows", "<b id=pwned-model>")}
+              "/results": ("#result-rows", "<b id=pwned-model>"), "/search": ("#trials", "onerror=window.__pwned=1")}
     for path in PAGES:
         me.page.goto(server.url + path)
         me.page.wait_for_selector("main h1")
@@ -183,31 +173,27 @@ def test_hostile_text_from_agents_never_runs(serve, builds, int8_report, open_pa
             selector, shown = expect[path]
             me.page.wait_for_selector(selector)
             assert shown in me.page.inner_text("main")  # shown as text
-            # one fragment round, so that the refreshed HTML is checked too
+        if path != "/search":  # one fragment round (2-3 s; Search's is 10 s), so that refreshed HTML is checked too
             me.page.wait_for_function("() => document.querySelector('[data-refresh]').dataset.busy === '0'",
                                       timeout=30_000)
         structure = me.page.evaluate("""() => ({
             pwned: window.__pwned === undefined ? null : window.__pwned,
             scripts: Array.from(document.scripts).map(s => s.getAttribute('src')),
-            injected: document.querySelectorAll('main p:not(.note):not(.empty):not(.muted):not(#study-summary), b, i, svg, '
-                                                + 'img:not(.chart), #pwned-model, [onerror], [onload]').length,
+            injected: document.querySelectorAll('main p:not(.note):not(.empty):not(.muted):not(#study-summary)'
+                + ':not(#studies), b, i, svg, img:not(.chart), #pwned-model, [onerror], [onload]').length,
             bodyChildren: Array.from(document.body.children).map(e => e.tagName)})""")
         assert structure == {"pwned": None, "scripts": ["/static/dashboard.js"], "injected": 0,
                              "bodyChildren": ["HEADER", "MAIN"]}, (path, structure)
-        if path == "/results":
-            screenshot(me.page, "results-hostile", tmp_path)
     assert me.errors == [], me.errors  # a blocked inline script would be a CSP console error
     with server.client() as c:
         assert c.get(f"/v1/jobs/{job['id']}").json()["state"] == "done"
 
 
-@pytest.fixture
-def study_storage(tmp_path):
+def make_study(path, label_suffix: str = ""):
     """A real Optuna storage holding a small finished study, as `edgec search` leaves it."""
     optuna = pytest.importorskip("optuna")
     from edgec.search.study import SETTINGS_ATTR
 
-    path = tmp_path / "search.db"
     study = optuna.create_study(storage=f"sqlite:///{path}", study_name="digits-int8",
                                 directions=["maximize", "minimize", "minimize"])
     study.set_user_attr(SETTINGS_ATTR, {"objectives": ["accuracy", "latency", "size"], "target": "x86-cpu",
@@ -217,10 +203,15 @@ def study_storage(tmp_path):
         result = {"accuracy": acc, "drop": 0.3, "latency": {"p50_ms": ms, "p90_ms": ms * 1.1, "ci_ms": [ms, ms],
                                                              "energy_mj": None, "devices": ["local"]},
                   "bytes": zstd * 3, "zstd_bytes": zstd, "nonzero_params": 10_000, "compression": None,
-                  "file": "model.tflite", "sha256": f"{n:064x}", "build_dir": f"/runs/trial-{n}"}
+                  "file": "model.tflite", "sha256": f"{n:064x}", "build_dir": f"/runs/trial-{n}{label_suffix}"}
         study.add_trial(optuna.trial.create_trial(values=[acc, ms, zstd], user_attrs={
-            "result": result, "key": f"k{n}", "label": f"int8 prune {n * 0.2:.1f}<script>window.__pwned=1</script>"}))
+            "result": result, "key": f"k{n}", "label": f"int8 prune {n * 0.2:.1f}{label_suffix}"}))
     return path
+
+
+@pytest.fixture
+def study_storage(tmp_path):
+    return make_study(tmp_path / "search.db")
 
 
 def test_search_page_shows_the_front(serve, study_storage, open_page, tmp_path):

@@ -183,8 +183,17 @@ def history_figure(rows: list[dict[str, Any]]):
     ax.set_title("latency over time (every run)")
     ax.grid(True, alpha=0.3)
     if keys:
+        import datetime
+
+        import matplotlib.dates as mdates
+
+        when = [_when(r["created"]) for r in rows]
+        pad = max((max(when) - min(when)) * 0.05, datetime.timedelta(minutes=1))
+        ax.set_xlim(min(when) - pad, max(when) + pad)  # one run is a point in time, not a year
+        locator = mdates.AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
         ax.legend(fontsize=8, loc="best")
-        fig.autofmt_xdate()
     else:
         ax.text(0.5, 0.5, "no results yet", transform=ax.transAxes, ha="center", color="gray")
     return fig

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from fastapi.responses import Response
 from edgec import plots
 
 KEEP = 32  # charts kept (a few per page and version)
+REDRAW_S = 10.0  # a chart is redrawn at most this often, whatever the record does
 
 
 class ChartCache:
@@ -37,6 +39,26 @@ class ChartCache:
             self._items[key] = data
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
+
+
+class Throttle:
+    """The version the pages name their charts by: the record's, moved on at most every
+    :data:`REDRAW_S` seconds, so that a chart is drawn at most that often while results stream
+    in (polling browsers then cost the agents' API no figure per poll), and a browser may keep a
+    chart under its URL."""
+
+    def __init__(self, every: float = REDRAW_S):
+        self.every = every
+        self.shown: str | None = None
+        self._at = float("-inf")
+        self._lock = threading.Lock()
+
+    def version(self, record_version: str) -> str:
+        with self._lock:
+            now = time.monotonic()
+            if record_version != self.shown and now - self._at >= self.every:
+                self.shown, self._at = record_version, now
+            return self.shown
 
 
 def report_svg(rows: list[dict[str, Any]]) -> bytes:

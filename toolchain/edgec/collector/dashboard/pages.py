@@ -72,6 +72,7 @@ def create_pages(dash) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     cache = charts.ChartCache()
+    throttle = charts.Throttle()
     search_state: dict[str, Any] = {}
 
     async def read(fn, *args):
@@ -151,12 +152,15 @@ def create_pages(dash) -> FastAPI:
 
     @app.get("/results")
     async def results_page(request: Request, a: Pick = None, b: Pick = None, artifact: Sha = None):
+        doc = await read(views.results, a, b, artifact)
         return page(request, "results.html", "/results", query=_query(a, b, artifact),
-                    **await read(views.results, a, b, artifact))
+                    chart_version=throttle.version(doc["version"]), **doc)
 
     @app.get("/fragments/results")
     async def results_fragment(a: Pick = None, b: Pick = None, artifact: Sha = None):
-        return fragment("_results.html", query=_query(a, b, artifact), **await read(views.results, a, b, artifact))
+        doc = await read(views.results, a, b, artifact)
+        return fragment("_results.html", query=_query(a, b, artifact), chart_version=throttle.version(doc["version"]),
+                        **doc)
 
     @app.get("/search")
     async def search_page(request: Request, study: Annotated[str | None, Query(max_length=256)] = None):
@@ -194,11 +198,10 @@ def create_pages(dash) -> FastAPI:
         return await chart(("history", None), views.history, charts.history_svg)
 
     async def chart(key, reader, draw) -> Response:
-        version = await read(views.version)
+        version = throttle.shown or throttle.version(await read(views.version))
         data = cache.get((*key, version))
         if data is None:
-            rows = await read(reader)
-            data = await anyio.to_thread.run_sync(draw, rows)
+            data = await anyio.to_thread.run_sync(draw, await read(reader))
             cache.put((*key, version), data)
         return charts.response(data)
 
