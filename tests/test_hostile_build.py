@@ -80,6 +80,12 @@ def test_native_crash_is_one_line_exit_3(fn, name, digits_model_path, data_fns, 
     assert_no_leftovers(out, private_tmp)
 
 
+def test_native_crash_in_analyze_is_one_line_exit_3(digits_model_path, data_fns, private_tmp):
+    proc = run_cli("analyze", digits_model_path, "-t", "rpi5", "--calib", f"{data_fns}:segv", env=private_tmp)
+    assert_one_line_error(proc, 3, "the analysis process died (SIGSEGV)", "step 'load data: calibration'")
+    assert not any(Path(private_tmp["TMPDIR"]).iterdir())
+
+
 def _start_slow_build(model, data_fns, out: Path, mark: Path, env: dict[str, str]) -> subprocess.Popen:
     full = {**os.environ, "EDGEC_PROGRESS": "0", "EDGEC_TEST_MARK": str(mark), **env}
     proc = subprocess.Popen([sys.executable, "-m", "edgec", "build", str(model), "-t", "rpi5", "--calib",

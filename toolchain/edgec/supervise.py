@@ -1,4 +1,5 @@
-"""``edgec build`` from the command line: the heavy native work in a supervised child process.
+"""``edgec build`` and ``edgec analyze`` from the command line: the heavy native work in a
+supervised child process.
 
 TensorFlow's converter, TF-MOT, tf2onnx and the runtimes are native code; a crash there (a
 SIGSEGV on odd data, the kernel's OOM killer) would end the command with no message and leave
@@ -69,8 +70,8 @@ class _ReportingProgress(Progress):
             yield task
 
 
-def _child(conn, model, target, kwargs: dict[str, Any], tmpdir: str, held: list[str], level: int) -> None:
-    """The child: build, then send ``("done", results)`` or the error; never raise."""
+def _child(conn, func: str, args: tuple, kwargs: dict[str, Any], tmpdir: str, held: list[str], level: int) -> None:
+    """The child: run ``func`` (``module:name``), then send ``("done", result)`` or the error; never raise."""
     os.environ["TMPDIR"] = tmpdir  # TensorFlow's SavedModels and the converter's files land here
     tempfile.tempdir = tmpdir
     interrupted: list[int] = []
@@ -86,13 +87,16 @@ def _child(conn, model, target, kwargs: dict[str, Any], tmpdir: str, held: list[
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     debug = bool(os.environ.get("EDGEC_DEBUG"))
     try:
+        import importlib
+
         import edgec  # noqa: F401  (sets the Keras environment before TensorFlow loads)
-        from edgec.pipeline import build
         from edgec.util import disk_error, hold_locks
 
         hold_locks(held)
-        results = build(model, target, progress=_ReportingProgress(conn.send), **kwargs)
-        conn.send(("done", results))
+        module, _, name = func.partition(":")
+        result = getattr(importlib.import_module(module), name)(*args, progress=_ReportingProgress(conn.send),
+                                                                 **kwargs)
+        conn.send(("done", result))
     except Interrupted as exc:
         conn.send(("interrupted", exc.signum))
     except EdgecError as exc:
@@ -112,34 +116,58 @@ def _child(conn, model, target, kwargs: dict[str, Any], tmpdir: str, held: list[
 def build(model: Any, target: str | list[str], **kwargs: Any):
     """:func:`edgec.pipeline.build` in a supervised child process (same arguments and results).
 
+    The request is checked here first (no TensorFlow), and each ``OUT/PROFILE`` is locked for the
+    whole build: a second build into it fails at once.
+
     Raises:
         EdgecError: bad input (checked here, before the child starts) or the child's error, with
             its exit code.
         BuildCrashed: the child died from a signal; the message names the step (exit 3).
         Interrupted: SIGINT, SIGTERM or SIGHUP reached this process (exit 128 + signal).
     """
-    from edgec.pipeline import build as build_here
     from edgec.pipeline import plan, plan_targets
-    from edgec.util import hold_locks, output_locks
 
     if not enabled():
-        return build_here(model, target, progress=Progress(), **kwargs)
+        return call("edgec.pipeline:build", model, target, **kwargs)
     single = isinstance(target, (str, Path))
     requests = [plan(model, str(target), **kwargs)] if single else plan_targets(model, list(target), **kwargs)
     finals = [Path(r.options.out) / r.profile.id for r in requests]
+    return call("edgec.pipeline:build", model, target, finals=finals, what="build", **kwargs)
+
+
+def call(func: str, *args: Any, finals=(), what: str = "build", **kwargs: Any):
+    """``func(*args, progress=..., **kwargs)`` (``func`` is ``module:name``) in a supervised child.
+
+    Args:
+        func: what the child runs; it takes a ``progress`` keyword and returns something picklable.
+        finals: output folders the call writes: locked here (failing at once when another build
+            holds one) and cleaned of temporary folders whatever way the child ends.
+        what: names the work in messages ("build", "analysis").
+
+    Raises:
+        as :func:`build`.
+    """
+    from edgec.util import hold_locks, output_locks
+
+    if not enabled():
+        import importlib
+
+        module, _, name = func.partition(":")
+        return getattr(importlib.import_module(module), name)(*args, progress=Progress(), **kwargs)
+    finals = [Path(f) for f in finals]
     with output_locks(finals, wait=False):  # a second build into OUT/PROFILE fails at once, naming this one
         held = [str(f.absolute()) for f in finals]
         tmpdir = tempfile.mkdtemp(prefix="edgec-build-")
         try:
             try:
-                return _supervise(model, target, kwargs, tmpdir, held)
+                return _supervise(func, args, kwargs, tmpdir, held, what)
             except (BuildCrashed, _ChildError) as exc:
                 # a library that failed on a full disk rarely says so (the converter reports a model
                 # without outputs): a folder the build writes to that is full is the reason
                 full = _full_disk([tmpdir, *(f.parent for f in finals)])
                 if full is not None and exc.exit_code != 1:
                     raise EdgecError(f"cannot write '{full[0]}': No space left on device ({full[1]:,} bytes free; "
-                                     f"the build failed with: {exc})") from exc
+                                     f"the {what} failed with: {exc})") from exc
                 raise
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -170,13 +198,13 @@ def _full_disk(paths) -> tuple[str, int] | None:
     return None
 
 
-def _supervise(model, target, kwargs, tmpdir: str, held: list[str]):
+def _supervise(func: str, args: tuple, kwargs: dict[str, Any], tmpdir: str, held: list[str], what: str):
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
     level = logging.getLogger().getEffectiveLevel()
-    proc = ctx.Process(target=_child, args=(send, model, target, kwargs, tmpdir, held, level), daemon=True)
+    proc = ctx.Process(target=_child, args=(send, func, args, kwargs, tmpdir, held, level), daemon=True)
     signals: list[tuple[int, float]] = []  # (signal, when)
 
     def forward(signum, frame):
@@ -221,15 +249,15 @@ def _supervise(model, target, kwargs, tmpdir: str, held: list[str]):
         code = proc.exitcode
         how = signal.Signals(-code).name if code is not None and code < 0 and -code in signal.valid_signals() \
             else f"exit code {code}"
-        raise BuildCrashed(f"the build process died ({how}) during step '{step}' (a crash in native code, or "
-                           "out of memory); the partial build was removed (rerun with --debug for the native log)")
+        raise BuildCrashed(f"the {what} process died ({how}) during step '{step}' (a crash in native code, or "
+                           f"out of memory); the partial {what} was removed (rerun with --debug for the native log)")
     kind, payload = outcome
     if kind == "done":
         return payload
     if kind == "interrupted":
         raise Interrupted(payload)
     if payload.get("traceback") and os.environ.get("EDGEC_DEBUG"):
-        log.error("in the build process:\n%s", payload["traceback"].rstrip())
+        log.error("in the %s process:\n%s", what, payload["traceback"].rstrip())
     if kind == "error":
         raise _ChildError(payload["message"], payload["exit_code"])
     raise _ChildError(f"internal error ({payload['message']}); rerun with --debug for the traceback", EXIT_INTERNAL)

@@ -46,10 +46,10 @@ def analyze(model: Path, target: str, sort: str, plot: Path | None, as_json: boo
       edgec build MODEL --target PROFILE --precision int8 --calib DATA --eval DATA \\
           --max-accuracy-drop 1.0 --accuracy-control
     """
-    from edgec.accuracy import analyze as run_analysis
-    from edgec.progress import Progress
+    from edgec import supervise
 
-    result = run_analysis(model, target, progress=Progress(), **options)
+    # in a child process: a native crash is one line; the quick checks fail there just as fast
+    result = supervise.call("edgec.accuracy:analyze", model, target, what="analysis", **options)
     if plot is not None:
         from edgec.accuracy.report import plot as draw
 
