@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.collector.conftest import _isolated, agents, builds, int8_report, serve  # noqa: F401
+from tests.collector.test_credentials import tls_files  # noqa: F401
 
 CHROMIUM = os.environ.get("EDGEC_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

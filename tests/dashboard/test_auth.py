@@ -6,6 +6,7 @@ session's CSRF token; every answer carries the strict CSP."""
 from __future__ import annotations
 
 import re
+import ssl
 
 import httpx
 
@@ -40,10 +41,10 @@ def test_only_the_admin_token_makes_links_and_only_links_sign_in(serve, builds):
         for path in ("/", "/queue", "/results", "/search"):
             r = anon.get(path)
             assert r.status_code == 200 and 'id="signin"' in r.text and "rpi5" not in r.text
-        for path in ("/fragments/queue", "/charts/report.svg", "/nothing/here", f"/jobs/{job['id']}/cancel"):
+        for path in ("/fragments/queue", "/charts/report.svg", "/static/../v1/jobs", f"/jobs/{job['id']}/cancel"):
             r = anon.get(path) if not path.endswith("cancel") else anon.post(path, data={"csrf": "x"})
             assert r.status_code == 401 and "rpi5" not in r.text
-        csp = r.headers["content-security-policy"]
+        csp = anon.get("/").headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'self'" in csp
 
     with httpx.Client(base_url=server.url) as browser:
@@ -81,3 +82,16 @@ def test_revoke_from_the_dashboard_cuts_the_device_off(serve):
     refused = httpx.post(server.url + "/v1/devices/register", headers={"Authorization": f"Bearer {device}"},
                          json={"device": "dev-2", "instance": "0" * 32, "schema_version": 1})
     assert refused.status_code == 401 and "revoked" in refused.text
+
+
+def test_the_session_cookie_is_secure_under_tls(serve, tls_files):
+    ca = ssl.create_default_context(cafile=str(tls_files["ca"]))
+    server = serve("--tls-cert", str(tls_files["server"]), "--tls-key", str(tls_files["key"]), verify=ca)
+    link = sign_in_link(server)
+    assert link.startswith(server.url + "/login?token=") and server.url.startswith("https://")
+    with httpx.Client(verify=ca) as browser:
+        signed = browser.get(link)
+        assert signed.status_code == 200
+        cookie = signed.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        assert browser.get(server.url + "/").status_code == 200 and 'id="fleet"' in browser.get(server.url + "/").text

@@ -1,9 +1,10 @@
 """The collector's dashboard: fleet, queue, results and search fronts in a browser, served by
-``edgec serve`` on its own port next to the API.
+``edgec serve`` on the API's port.
 
-Everything under ``/v1/`` (and the OpenAPI document) stays the API behind its bearer-token
-guard; every other path is the dashboard, which needs a session cookie: a browser gets one by
-opening a one-time sign-in link (printed by ``edgec serve`` at start, or by ``edgec dashboard``
+The dashboard's own paths (``/``, ``/queue``, ``/results``, ``/search``, ``/login`` and the
+fragments, charts, assets and actions below them) need a session cookie; every other path stays
+the API behind its bearer-token guard. A browser gets a session by opening a one-time sign-in
+link (printed by ``edgec serve`` at start, or by ``edgec dashboard``
 with the admin token), and until then sees the sign-in page and no data. Pages are Jinja2
 templates with everything escaped; a small script of ours (no inline script, no CDN) refreshes
 their fragments; charts come from :mod:`edgec.plots`, the module ``edgec report --plot`` uses.
@@ -32,6 +33,8 @@ HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options
 MAX_FORM = 64 * 1024  # the dashboard's forms hold a CSRF token and nothing else
 OPEN_PATHS = ("/login", "/static/")  # served without a session (no data in them)
 PAGE_PATHS = ("/", "/queue", "/results", "/search")
+OWN_PATHS = (*PAGE_PATHS, "/login", "/logout")
+OWN_PREFIXES = ("/static/", "/fragments/", "/charts/", "/jobs/", "/devices/")
 SIGN_IN_PATH = API + "/dashboard/sign-in"
 
 
@@ -77,18 +80,18 @@ class Dashboard:
         return router
 
     def wrap(self, api) -> Callable:
-        """The ASGI application of the collector: ``api`` (the guarded API) for ``/v1/`` and the
-        OpenAPI document, the dashboard for every other path."""
+        """The ASGI application of the collector: the dashboard for its own paths, ``api`` (the
+        guarded API) for every other one (an unknown path still gets the API's 401)."""
         from edgec.collector.dashboard.pages import create_pages
 
         pages = create_pages(self)
 
         async def site(scope, receive, send) -> None:
             path = scope.get("path", "")
-            if scope["type"] != "http" or path.startswith(API + "/") or path in (API, "/openapi.json"):
-                await api(scope, receive, send)
+            if scope["type"] == "http" and (path in OWN_PATHS or path.startswith(OWN_PREFIXES)):
+                await self._serve(pages, scope, receive, send)
                 return
-            await self._serve(pages, scope, receive, send)
+            await api(scope, receive, send)
 
         site.dashboard = self
         return site
