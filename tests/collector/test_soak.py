@@ -35,7 +35,8 @@ def _soak(server, builds, report, url=None) -> None:
     assert work.requests >= REQUESTS
     health = httpx.get(server.url + "/v1/health", headers=server.auth, timeout=30).json()
     pool = health["database"]["pool"]
-    assert pool["size"] == POOL and pool["open"] <= POOL and pool["in_use"] == 0, pool
+    # at most the lease reaper's read may be under way while health answers
+    assert pool["size"] == POOL and pool["open"] <= POOL and pool["in_use"] <= 1, pool
     growth = f"start {start}, after {IDLE_S:g} s idle {idle}, after {work.requests} requests {end}"
     assert idle["fds"] - start["fds"] <= FDS_ALLOWED, growth
     assert end["fds"] - start["fds"] <= FDS_ALLOWED, growth
@@ -56,5 +57,5 @@ def test_postgres_collector_holds_no_more_than_its_pool(serve, builds, int8_repo
 def test_health_reports_the_pool(backend, serve, request):
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
     server = serve("--db-pool", "2", db=url)
-    doc = httpx.get(server.url + "/v1/health", headers=server.auth, timeout=30).json()
-    assert doc["database"]["pool"] == {"size": 2, "open": 1, "in_use": 0}
+    pool = httpx.get(server.url + "/v1/health", headers=server.auth, timeout=30).json()["database"]["pool"]
+    assert pool["size"] == 2 and 1 <= pool["open"] <= 2 and pool["in_use"] <= 1, pool
