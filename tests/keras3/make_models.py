@@ -56,6 +56,16 @@ h = layers.GlobalAveragePooling2D()(h)
 custom = settle(keras.Model(inp, layers.Dense(4, name="logits")(h), name="k3_custom"))
 custom.save(out / "custom.keras")
 
+# nested models (a Sequential and a functional one) and dict outputs
+block = keras.Sequential([keras.Input((16, 16, 8)), layers.Conv2D(8, 3, padding="same"), layers.BatchNormalization(),
+                          layers.ReLU()], name="block")
+stem_in = keras.Input((16, 16, 3))
+stem = keras.Model(stem_in, layers.Conv2D(8, 1)(stem_in), name="stem")
+inp = keras.Input((16, 16, 3), name="image")
+h = layers.GlobalAveragePooling2D()(block(stem(inp)))
+heads = {"cls": layers.Dense(4, name="cls")(h), "box": layers.Dense(2, activation="sigmoid", name="box")(h)}
+keras.Model(inp, heads, name="k3_nested").save(out / "nested.keras")
+
 inp = keras.Input((16, 16, 3), name="image")
 h = Twice(name="twice")(layers.Conv2D(4, 3)(inp))
 only = keras.Model(inp, layers.Dense(4, name="logits")(layers.GlobalAveragePooling2D()(h)), name="k3_only")

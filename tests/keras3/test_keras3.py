@@ -58,14 +58,16 @@ def test_keras3_file_with_compression_goes_through_the_bridge(keras3_dir, tmp_pa
     assert [s["step"] for s in m["optimization"]["step_details"]] == ["float", "prune", "qat"]
 
 
-@pytest.mark.parametrize("name", ["functional.keras", "functional.h5", "sequential.keras", "custom.keras"])
+@pytest.mark.parametrize("name", ["functional.keras", "functional.h5", "sequential.keras", "custom.keras",
+                                  "nested.keras"])
 def test_bridge_computes_the_same_function(keras3_dir, name):
-    from edgec.keras3 import bridge
-    from edgec.model_io import load_model
+    from edgec.keras3 import bridge, output_names
+    from edgec.model_io import load_model, output_specs
 
     loaded = bridge.to_tf_keras(load_model(keras3_dir / name, keras_layers=True, custom_objects=[str(CUSTOM_LAYERS)]))
     assert type(loaded.model).__module__.startswith("tf_keras")
     assert type(loaded.model).__name__ == "Functional"  # Sequential becomes functional
+    assert [o.name for o in output_specs(loaded.model)] == output_names(loaded.keras3_model)
     x = np.load(keras3_dir / "data.npz")["x"][:16]
     record = bridge.check(loaded, x)
     print(f"bridge max abs diff {name}: {record['max_abs_diff']:.3g}")

@@ -210,16 +210,20 @@ class _Rebuild:
 
     # models
     def functional(self, config: dict) -> dict:
-        def endpoints(spec):
-            if isinstance(spec, dict):
-                return {k: endpoints(v) for k, v in spec.items()}
+        def endpoints(spec, top=True):
+            if isinstance(spec, dict):  # dict outputs: one reference per key, as tf-keras writes them
+                return {k: endpoints(v, top=False) for k, v in spec.items()}
             spec = list(spec)
-            return [spec] if spec and isinstance(spec[0], str) else [list(s) for s in spec]
+            if spec and isinstance(spec[0], str):
+                return [spec] if top else spec
+            return [endpoints(s, top=False) for s in spec]
 
-        return {"name": config["name"], "trainable": config.get("trainable", True),
-                "layers": [self.layer(e) for e in config["layers"]],
-                "input_layers": endpoints(config["input_layers"]),
-                "output_layers": endpoints(config["output_layers"])}
+        out = {"name": config["name"], "trainable": config.get("trainable", True),
+               "layers": [self.layer(e) for e in config["layers"]],
+               "input_layers": endpoints(config["input_layers"]),
+               "output_layers": endpoints(config["output_layers"])}
+        _renumber_nested(out)
+        return out
 
     def sequential(self, config: dict) -> dict:
         layers = [self.layer(e) for e in config["layers"]]
@@ -231,6 +235,39 @@ class _Rebuild:
             layers.insert(0, {"class_name": "InputLayer", "config": {"batch_input_shape": tuple(shape),
                                                                      "name": f"{config['name']}_input"}})
         return {"name": config["name"], "layers": layers}
+
+
+def _renumber_nested(config: dict) -> None:
+    """tf-keras counts a nested model's calls from 1 (its node 0 links its own inputs to its
+    outputs), Keras 3 from 0: shift the references to nested models, then check every reference
+    names a call that exists (tf-keras loops forever on one that does not)."""
+    nested = {e["name"] for e in config["layers"] if e["class_name"] in ("Functional", "Sequential")}
+    calls = {e["name"]: len(e.get("inbound_nodes") or []) + (e["name"] in nested) for e in config["layers"]}
+    calls.update({e["name"]: 1 for e in config["layers"] if e["class_name"] == "InputLayer"})
+
+    def fix(ref: list) -> None:
+        name, index = ref[0], ref[1]
+        if name in nested:
+            ref[1] = index = index + 1
+        if name not in calls or index >= calls[name]:
+            raise EdgecError(f"the Keras 3 graph of model '{config['name']}' refers to call {ref[1]} of layer "
+                             f"'{name}', which the bridge cannot map; {NO_COUNTERPART}")
+
+    def walk(value) -> None:
+        if isinstance(value, list) and len(value) >= 3 and isinstance(value[0], str) and isinstance(value[1], int):
+            fix(value)
+            for extra in value[3:]:
+                walk(extra)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+
+    for entry in config["layers"]:
+        walk(entry.get("inbound_nodes") or [])
+    walk(config["output_layers"])
 
 
 def _is_tensor(value) -> bool:
