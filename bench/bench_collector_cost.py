@@ -179,10 +179,21 @@ class Poller(threading.Thread):
         self.every = {f"/fragments/{page}": REFRESH_S[page] for page in ("fleet", "queue", "results", "search")}
         self.seen: set[str] = set()
         self.requests = 0
+        self.error: BaseException | None = None
         self.halt = threading.Event()
         self.start()
 
     def run(self) -> None:
+        try:
+            self._poll()
+        except BaseException as exc:  # noqa: BLE001 - reported by alive(): a dead poller voids the figures
+            self.error = exc
+
+    def alive(self) -> None:
+        if not self.is_alive() or self.error is not None:
+            raise SystemExit(f"the dashboard poller stopped: {self.error!r}")
+
+    def _poll(self) -> None:
         import re
 
         due = {path: 0.0 for path in self.every}
@@ -193,12 +204,13 @@ class Poller(threading.Thread):
                     r = self.client.get(path)
                     self.requests += 1
                     if r.status_code != 200:
-                        raise SystemExit(f"dashboard poll {path}: {r.status_code}")
+                        raise RuntimeError(f"dashboard poll {path}: {r.status_code} {r.text[:200]}")
                     for src in re.findall(r'src="(/charts/[^"]+)"', r.text):
                         src = src.replace("&amp;", "&")
                         if src not in self.seen:
                             self.seen.add(src)
-                            self.client.get(src)
+                            if self.client.get(src).status_code != 200:
+                                raise RuntimeError(f"dashboard chart {src}: not served")
                             self.requests += 1
                     due[path] = now + self.every[path]
             self.halt.wait(max(0.05, min(due.values()) - time.monotonic()))
@@ -207,6 +219,21 @@ class Poller(threading.Thread):
         self.halt.set()
         self.join(timeout=60)
         self.client.close()
+
+
+IDLE_S = 15.0
+
+
+def idle_cpu(server, seconds: float) -> tuple[float, float]:
+    """(server CPU ms per second, dashboard requests per second) over ``seconds`` without posts."""
+    requests = server.poller.requests if server.poller else 0
+    before = cpu_seconds([server.proc.pid])
+    time.sleep(seconds)
+    cpu = cpu_seconds([server.proc.pid]) - before
+    done = (server.poller.requests if server.poller else 0) - requests
+    if server.poller:
+        server.poller.alive()
+    return cpu * 1000 / seconds, done / seconds
 
 
 def post_all(url: str, headers: dict[str, str], bodies: list[dict], clients: int) -> tuple[float, list[float]]:
@@ -318,6 +345,7 @@ def main() -> None:
         cleanup = [x[1] for x in found if x[0] == "_cleanup"]
         found = [x for x in found if x[0] != "_cleanup"]
         rows: dict[tuple[str, str, int], list[dict]] = {}
+        idle: dict[tuple[str, str], list[tuple[float, float]]] = {}
         try:
             for run in range(args.runs):
                 for backend, make_db, db_pids in found:
@@ -331,8 +359,13 @@ def main() -> None:
                                              Edgec(db, d, build, dashboard=kind == "dashboard"))
                         for clients in args.clients:
                             got = measure(servers, report, args.posts, clients, db_pids)
+                            if "dashboard" in servers:
+                                servers["dashboard"].poller.alive()
                             for kind, row in got.items():
                                 rows.setdefault((backend, kind, clients), []).append(row)
+                        if args.dashboard:  # no posts: what the polling alone costs, per second
+                            for kind in ("edgec", "dashboard"):
+                                idle.setdefault((backend, kind), []).append(idle_cpu(servers[kind], IDLE_S))
                     finally:
                         for server in servers.values():
                             server.stop()
@@ -372,6 +405,12 @@ def main() -> None:
                 ratios = [o["cpu_ms"] / c["cpu_ms"] for o, c in zip(opened, closed, strict=True)]
                 print(f"{backend:10} {clients:3d} clients: open {cell([o['cpu_ms'] for o in opened], '.3f')} ms, "
                       f"closed {cell([c['cpu_ms'] for c in closed], '.3f')} ms, open/closed {cell(ratios, '.3f')}x")
+        print(f"\nno posts, {IDLE_S:g} s per run: server CPU ms per second (dashboard requests per second)")
+        for backend, _, _ in found:
+            for kind in ("edgec", "dashboard"):
+                got = idle[(backend, kind)]
+                print(f"{backend:10} {names[kind]:20} {cell([g[0] for g in got], '.2f')} ms/s "
+                      f"({cell([g[1] for g in got], '.2f')} requests/s)")
 
 
 if __name__ == "__main__":

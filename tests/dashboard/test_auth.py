@@ -74,9 +74,15 @@ def test_only_the_admin_token_makes_links_and_only_links_sign_in(serve, builds):
 def test_revoke_from_the_dashboard_cuts_the_device_off(serve):
     server = serve()
     device = _device_credential(server, "dev-2")
+    with server.client() as c:  # the least a device may say about itself: no power, labels or versions
+        assert c.post("/v1/devices/register", json={"device": "bare-1", "instance": "1" * 32, "schema_version": 1,
+                                                    "runtimes": {"litert": None}}).status_code == 200
     with httpx.Client(base_url=server.url) as browser:
         browser.get(sign_in_link(server))
-        csrf = re.search(r'name="csrf" value="([^"]+)"', browser.get("/").text).group(1)
+        fleet = browser.get("/")
+        assert fleet.status_code == 200 and 'data-device="bare-1"' in fleet.text and "no sensor" in fleet.text
+        assert browser.get("/fragments/fleet").status_code == 200
+        csrf = re.search(r'name="csrf" value="([^"]+)"', fleet.text).group(1)
         r = browser.post("/devices/dev-2/revoke", data={"csrf": csrf})
         assert r.status_code == 303 and "dev-2+revoked" in r.headers["location"]
     refused = httpx.post(server.url + "/v1/devices/register", headers={"Authorization": f"Bearer {device}"},
