@@ -38,13 +38,13 @@ def main() -> None:
     print(f"hostile-input properties at {args.scale:g}x the make-test examples, randomized: "
           f"exit {proc.returncode}, {wall:.0f} s\n")
     print(f"{'property':48s} {'examples':>9s} {'call s':>8s}  outcome")
-    stats = re.findall(r"tests/test_hostile_props.py::(\w+):\n(.*?)(?=\n\S|\Z)", text, re.S)
+    stats = re.findall(r"tests/test_hostile_props.py::(\w+):\n(.*?)(?=\ntests/|\n=|\Z)", text, re.S)
     durations = dict((name, float(s)) for s, name in re.findall(r"([\d.]+)s call\s+\S+::(\w+)", text))
     for name, block in stats:
-        passing = re.search(r"(\d+) passing examples", block)
-        failing = re.search(r"(\d+) failing examples", block)
-        outcome = "FAILED" if failing and failing.group(1) != "0" else "passed"
-        print(f"{name:48s} {passing.group(1) if passing else '?':>9s} {durations.get(name, 0.0):8.1f}  {outcome}")
+        passing = sum(int(n) for n in re.findall(r"(\d+) passing", block))
+        failing = sum(int(n) for n in re.findall(r"(\d+) failing", block))
+        outcome = "FAILED" if failing else "passed"
+        print(f"{name:48s} {passing:>9d} {durations.get(name, 0.0):8.1f}  {outcome}")
     if proc.returncode != 0:
         print("\n" + text[-6000:])
 
