@@ -70,6 +70,7 @@ def assert_no_leftovers(out: Path, env: dict[str, str]) -> None:
     assert not any(Path(env["TMPDIR"]).iterdir()), sorted(os.listdir(env["TMPDIR"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fn, name", [("segv", "SIGSEGV"), ("sigkill", "SIGKILL")])
 def test_native_crash_is_one_line_exit_3(fn, name, digits_model_path, data_fns, tmp_path, private_tmp):
     out = tmp_path / "dist"
@@ -78,8 +79,7 @@ def test_native_crash_is_one_line_exit_3(fn, name, digits_model_path, data_fns, 
     assert_one_line_error(proc, 3, f"the build process died ({name})", "step 'load data: calibration'",
                           "partial build was removed")
     assert_no_leftovers(out, private_tmp)
-
-
+@pytest.mark.slow
 def test_native_crash_in_analyze_is_one_line_exit_3(digits_model_path, data_fns, private_tmp):
     proc = run_cli("analyze", digits_model_path, "-t", "rpi5", "--calib", f"{data_fns}:segv", env=private_tmp)
     assert_one_line_error(proc, 3, "the analysis process died (SIGSEGV)", "step 'load data: calibration'")
@@ -99,6 +99,7 @@ def _start_slow_build(model, data_fns, out: Path, mark: Path, env: dict[str, str
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_signals_clean_up_and_exit_128_plus_signal(signum, digits_model_path, data_fns, tmp_path, private_tmp):
     out = tmp_path / "dist"
@@ -112,8 +113,7 @@ def test_signals_clean_up_and_exit_128_plus_signal(signum, digits_model_path, da
         [f"Error: interrupted ({name}); partial outputs removed"], err
     assert "Traceback" not in err
     assert_no_leftovers(out, private_tmp)
-
-
+@pytest.mark.slow
 def test_second_build_into_the_same_folder_fails_at_once(digits_model_path, digits_dir, data_fns, tmp_path,
                                                          private_tmp):
     out = tmp_path / "dist"
@@ -130,8 +130,7 @@ def test_second_build_into_the_same_folder_fails_at_once(digits_model_path, digi
         first.communicate(timeout=120)
     assert first.returncode == 128 + signal.SIGTERM
     assert sorted(p.name for p in out.iterdir()) == ["x86-cpu"]
-
-
+@pytest.mark.slow
 def test_nan_data_and_strict_json(digits_model_path, digits_dir, tmp_path, private_tmp):
     """NaN in eval data is refused where it enters (never a silent PASS); a good build's --json and
     every JSON file it writes parse with a strict parser."""
@@ -196,8 +195,7 @@ def tiny_mount(tmp_path):
     yield mount
     for point in mounts:
         subprocess.run(["umount", "-l", str(point)], check=False)
-
-
+@pytest.mark.slow
 def test_full_and_read_only_disks_name_the_path(digits_model_path, tiny_mount, private_tmp):
     full = tiny_mount("size=48k")
     proc = run_cli("build", digits_model_path, "-t", "x86-cpu", "-p", "fp32", "-o", full / "dist", env=private_tmp)

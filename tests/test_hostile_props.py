@@ -263,6 +263,7 @@ def test_ci_plan_with_hostile_configs(data, tmp_path):
     check(code, stdout, err, as_json=True)
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(2), **SETTINGS)
 @given(data=st.data())
 def test_ci_run_with_hostile_data(data, digits_model_path, tmp_path, private_tmp):
