@@ -98,7 +98,7 @@ def main() -> None:
     for path in args.from_rows or []:
         rows.extend(json.loads(path.read_text()))
     for name in [] if args.from_rows else args.archs.split(","):
-        for keras3 in [v == 3 for v in versions if v == 2 or not ARCHS[name].saved_model]:
+        for keras3 in [v == 3 for v in versions if v == 2 or ARCHS[name].keras3]:
             out = args.out / (name + ("-keras3" if keras3 else ""))
             got = run_in_child(name, out, keras3=keras3, calib_samples=args.calib_samples)
             rows.extend(got)

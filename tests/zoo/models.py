@@ -37,7 +37,8 @@ class Arch:
     make: Callable  # (keras, shape) -> model
     pixels: bool = True  # built-in preprocessing takes 0..255 pixels; else inputs in [-1, 1]
     quirk: str = ""  # what the row stresses
-    saved_model: bool = False  # written as a plain SavedModel signature (tf-keras cannot reload it)
+    saved_model: bool = False  # tf-keras: written as a SavedModel signature (tf-keras cannot reload it)
+    keras3: bool = True  # Keras 3 has it and saves it as a .keras file (not a lambda activation)
     channels: int = 3
 
 
@@ -72,8 +73,8 @@ def _transformer(approximate: bool):
 
 
 def _gelu_tanh_name(keras):
-    """The tanh GELU as an activation the saved file can name: Keras 3 and tf-keras both accept a
-    callable; the SavedModel path (``saved_model=True``) keeps it as a traced function."""
+    """The tanh GELU as a callable activation: the SavedModel path (``saved_model=True``) keeps it
+    as a traced function (neither Keras saves a lambda in a .keras file)."""
     import tensorflow as tf
 
     return lambda t: tf.nn.gelu(t, approximate=True)
@@ -90,15 +91,16 @@ ARCHS: dict[str, Arch] = {a.name: a for a in [
     Arch("DenseNet121", 32, _app("DenseNet121"), pixels=False, quirk="concat-heavy"),
     Arch("InceptionV3", 75, _app("InceptionV3"), pixels=False, quirk="concat, asymmetric kernels"),
     Arch("NASNetMobile", 32, _app("NASNetMobile"), pixels=False, quirk="separable, cropping"),
-    Arch("RegNetX002", 32, _app("RegNetX002"), quirk="grouped conv"),
-    Arch("RegNetY002", 32, _app("RegNetY002"), quirk="grouped conv, squeeze-excite"),
+    # Keras 3's applications have no RegNet
+    Arch("RegNetX002", 32, _app("RegNetX002"), quirk="grouped conv", keras3=False),
+    Arch("RegNetY002", 32, _app("RegNetY002"), quirk="grouped conv, squeeze-excite", keras3=False),
     Arch("ConvNeXtTiny", 32, _app("ConvNeXtTiny"), quirk="LayerNorm, LayerScale, GELU",
          saved_model=True),
     Arch("Xception", 71, _app("Xception"), pixels=False, quirk="separable"),
     Arch("TransformerGELU", 16, _transformer(False), pixels=False, channels=24,
          quirk="attention, exact GELU (Erf)"),
     Arch("TransformerGELUTanh", 16, _transformer(True), pixels=False, channels=24,
-         quirk="attention, tanh GELU", saved_model=True),
+         quirk="attention, tanh GELU", saved_model=True, keras3=False),
 ]}
 
 

@@ -85,7 +85,12 @@ def run_arch(name: str, out: Path, profiles=PROFILES, keras3: bool = False,
     out = Path(out)
     data = out / "model"
     start = time.perf_counter()
-    path = save_in_child(name, data, keras3=True) if keras3 else save(name, data)
+    try:
+        path = save_in_child(name, data, keras3=True) if keras3 else save(name, data)
+    except Exception as exc:  # the model, not edgec: a row that says so, never an edgec exit code
+        return [{"arch": name, "profile": p, "keras": 3 if keras3 else 2, "exit": "not made",
+                 "error": f"making the model failed: {str(exc).strip().splitlines()[-1][:250]}"}
+                for p in profiles]
     made = round(time.perf_counter() - start, 1)
     rows = []
     for profile in profiles:
