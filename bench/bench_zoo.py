@@ -56,12 +56,20 @@ def detail(row: dict) -> str:
     tpu = f"{row['tpu_share'] * 100:.0f}%" if row.get("tpu_share") is not None else "-"
     first = row.get("first_cpu_op") or "-"
     share = f"{row['int_share'] * 100:.0f}%" if row.get("int_share") is not None else "-"
-    return (f"| {row['arch']} | {row['profile']} | {row['exit']} | {row.get('seconds', '-')} | {size} | "
+    label = row["arch"] + (" (Keras 3)" if row.get("keras", 2) == 3 else "")
+    return (f"| {label} | {row['profile']} | {row['exit']} | {row.get('seconds', '-')} | {size} | "
             f"{share} | {tpu} | {first} | {sqnr} | {agree} |")
 
 
+def ordered(rows: list[dict]) -> list[dict]:
+    """Rows in the zoo's order: architecture, then tf-keras before Keras 3, then target kind."""
+    order = {name: i for i, name in enumerate(ARCHS)}
+    kinds = {p: i for i, p in enumerate(PROFILES)}
+    return sorted(rows, key=lambda r: (order.get(r["arch"], 99), r.get("keras", 2), kinds.get(r["profile"], 9)))
+
+
 def table(rows: list[dict]) -> str:
-    archs = list(dict.fromkeys((r["arch"], r.get("keras", 2)) for r in rows))
+    archs = list(dict.fromkeys((r["arch"], r.get("keras", 2)) for r in ordered(rows)))
     by = {(r["arch"], r.get("keras", 2), r["profile"]): r for r in rows}
     lines = ["| architecture | input | " + " | ".join(KINDS[p] for p in PROFILES) + " |",
              "| --- | --- |" + " --- |" * len(PROFILES)]
@@ -79,7 +87,7 @@ def details(rows: list[dict]) -> str:
     head = ["| architecture | profile | exit | build s | size MB | int-op share | TPU-op share | "
             "first CPU op | SQNR dB per output | top-1 agreement |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    return "\n".join(head + [detail(r) for r in rows])
+    return "\n".join(head + [detail(r) for r in ordered(rows)])
 
 
 def main() -> None:
@@ -125,7 +133,9 @@ Models have random weights with BatchNorm statistics set from data (one training
 momentum 0), at the smallest input each family allows; {samples} calibration samples, 32 eval
 samples without labels. ConvNeXtTiny and the tanh-GELU transformer are handed over as SavedModel
 signatures (tf-keras cannot reload its own ConvNeXtTiny file, 'Unknown layer: LayerScale'; the tanh
-GELU is a lambda).
+GELU is a lambda). Rows marked (Keras 3) are `.keras` files written by Keras 3 in a process without
+TF_USE_LEGACY_KERAS (Keras 3 has no RegNet), built through edgec's Keras 3 path; where a Keras 3
+row is missing, the run above did not include it (`--keras 3 --archs ...` adds it).
 
 Exit codes as the CLI gives them: **0** built and verified; **1** a check failed, with the
 reason (an int8 artifact that computes some ops in float lists them; `--allow-float-ops` accepts
@@ -138,7 +148,9 @@ installed on this machine, so the compiler's own split is not in the table.
 {summary}
 
 int-op share: TFLite, the share of ops not computed in float; ONNX, the share of Conv/Gemm/MatMul
-with int8 Q/DQ on their inputs (what TensorRT runs in int8).
+with int8 Q/DQ on their inputs (what TensorRT runs in int8). Exact GELU written by Keras 3
+(ConvNeXt, the transformer) lowers to Erf with a Neg that LiteRT has no int8 kernel for, so those
+TFLite builds exit 1 naming it; tf-keras' GELU becomes LiteRT's fused GELU op.
 
 ## Every build
 
