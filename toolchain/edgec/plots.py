@@ -236,9 +236,12 @@ def write_report_plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
     if path.suffix.lower() != ".png":
         raise EdgecError(f"--plot '{path}': expected a .png file name")
     data = report_chart(rows, "png")
+    temp = path.with_name(f".{path.name}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        temp.write_bytes(data)
+        temp.replace(path)  # never a half-written PNG under the name asked for
     except OSError as exc:
+        temp.unlink(missing_ok=True)
         raise EdgecError(f"cannot write plot '{path}': {exc.strerror or exc}") from exc
     return path

@@ -16,7 +16,8 @@ from fastapi.responses import Response
 from edgec import plots
 
 KEEP = 32  # charts kept (a few per page and version)
-REDRAW_S = 10.0  # a chart is redrawn at most this often, whatever the record does
+REDRAW_S = 5.0  # a chart is redrawn at most this often, whatever the record does
+DRAW_SHARE = 0.02  # and drawing takes at most this share of the time (one core) while results stream in
 
 
 class ChartCache:
@@ -43,22 +44,29 @@ class ChartCache:
 
 class Throttle:
     """The version the pages name their charts by: the record's, moved on at most every
-    :data:`REDRAW_S` seconds, so that a chart is drawn at most that often while results stream
-    in (polling browsers then cost the agents' API no figure per poll), and a browser may keep a
-    chart under its URL."""
+    :data:`REDRAW_S` seconds, and no sooner than the last drawings took / :data:`DRAW_SHARE`, so
+    that while results stream in, polling browsers cost the agents' API no figure per poll and
+    drawing takes a bounded share of the CPU; a browser may keep a chart under its URL."""
 
-    def __init__(self, every: float = REDRAW_S):
+    def __init__(self, every: float = REDRAW_S, share: float = DRAW_SHARE):
         self.every = every
+        self.share = share
         self.shown: str | None = None
         self._at = float("-inf")
+        self._drawing_s = 0.0  # what drawing the charts of the version shown took
         self._lock = threading.Lock()
 
     def version(self, record_version: str) -> str:
         with self._lock:
             now = time.monotonic()
-            if record_version != self.shown and now - self._at >= self.every:
-                self.shown, self._at = record_version, now
+            wait = max(self.every, self._drawing_s / self.share)
+            if record_version != self.shown and now - self._at >= wait:
+                self.shown, self._at, self._drawing_s = record_version, now, 0.0
             return self.shown
+
+    def drew(self, seconds: float) -> None:
+        with self._lock:
+            self._drawing_s += seconds
 
 
 def report_svg(rows: list[dict[str, Any]]) -> bytes:

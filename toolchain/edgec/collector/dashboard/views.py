@@ -79,9 +79,23 @@ def _cell(key: str, fmt: str, value: Any, row: dict[str, Any]) -> str:
     return "-" if value is None else fmt.format(value)
 
 
+HISTORY_RUNS = 2000  # the newest runs the chart over time shows
+
+
 def history(conn) -> list[dict[str, Any]]:
-    """Every run (for the chart over time)."""
-    return reads.report_rows(conn, None, None, True)
+    """The newest runs, with what the chart over time draws: the columns it needs (not the
+    report documents), and no baselines (``edgec report``'s rows pair every run with every
+    other, which a chart of thousands of runs must not pay for)."""
+    rows = conn.execute(
+        "SELECT r.id, r.created, r.device, r.runtime, r.latency_median_ms, r.latency_p90_ms, r.artifact_sha256, "
+        "a.file, a.precision, a.profile, a.source_name, a.build_dir FROM results r "
+        "JOIN artifacts a ON a.sha256 = r.artifact_sha256 ORDER BY r.id DESC LIMIT ?", (HISTORY_RUNS,)).fetchall()
+    out = []
+    for row in map(dict, rows):
+        row["model"] = row.pop("source_name") or "?"
+        row["file"] = f"{row['profile']}/{row['file']}" if row["profile"] else row["file"]  # as edgec report
+        out.append(row)
+    return out
 
 
 def latest(conn) -> list[dict[str, Any]]:
