@@ -46,9 +46,14 @@ def assert_conforms(row: dict) -> None:
         assert row["ops"] > 0
 
 
+def _slice_cases():
+    # DenseNet's Edge TPU build repeats its TFLite conversion (about 45 s here): the zoo covers it
+    return [pytest.param(quirk, profile, id=f"{quirk}-{profile}") for quirk in SLICE for profile in PROFILES
+            if (quirk, profile) != ("concat-heavy", "coral-usb")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("profile", PROFILES)
-@pytest.mark.parametrize("quirk", list(SLICE))
+@pytest.mark.parametrize(("quirk", "profile"), _slice_cases())
 def test_slice(quirk, profile, zoo_builds):
     assert_conforms({**zoo_builds(SLICE[quirk], profile), "arch": SLICE[quirk]})
 
