@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup chromium demo test test-fast conformance lint bench clean
 
-setup: $(STAMP) chromium
+setup: $(STAMP)
 
 # The dashboard's browser tests drive Debian's headless Chromium; they skip with the reason when it
 # is missing, so this install is best effort (as root, where apt-get exists).
@@ -34,10 +34,10 @@ demo: setup
 	$(EDGEC) build $(DEMO)/digits_cnn.keras --target rpi5 --seed $(SEED) --fine-tune $(DEMO)/train.npz --prune 0.8 --qat \
 		--eval $(DEMO)/eval.npz --max-accuracy-drop 1.0 --out $(DEMO)/dist-compressed
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup
+test-fast: setup chromium
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # every Keras Applications family and a transformer block, int8, on each target kind (about an hour)

@@ -2,9 +2,8 @@
 with TF_ENABLE_ONEDNN_OPTS=1 and =0, alternating, in fresh processes (TensorFlow reads the
 variable once, when it loads).
 
-edgec turns oneDNN off in the processes that fine-tune (TensorFlow 2.21's oneDNN batch matmul
-corrupts the heap on broadcast batch dimensions; see tests/test_onednn.py); builds without
-compression steps keep it. The table gives the median build and fine-tuning (optimize) seconds
+edgec turns oneDNN off in its processes (TensorFlow 2.21's oneDNN batch matmul corrupts the heap on
+broadcast batch dimensions; see tests/test_onednn.py); training is where that costs time. The table gives the median build and fine-tuning (optimize) seconds
 over the runs of each setting, their spread (min-max) and the off/on ratio, per architecture.
 
 Usage: python bench/bench_onednn.py [--arch separable resnet] [--epochs 3] [--runs 3] [--json out.json]

@@ -69,11 +69,11 @@ def test_onednn_batch_matmul_aborts_here():
 
 
 @pytest.mark.parametrize("options,env,expected", [
-    ({"prune": 0.5, "qat": True}, None, (False, "fine-tune")),
-    ({}, None, (True, "default")),
+    ({"prune": 0.5, "qat": True}, None, (False, "edgec's processes")),
+    ({}, None, (False, "edgec's processes")),
     ({"prune": 0.5, "qat": True}, "1", (True, "in the environment")),
 ])
-def test_builds_that_fine_tune_run_without_onednn(digits_model_path, digits_dir, options, env, expected):
+def test_builds_run_without_onednn_unless_it_is_asked_for(digits_model_path, digits_dir, options, env, expected):
     proc = _run(PLAN, digits_model_path, digits_dir / "train.npz", json.dumps(options), onednn=env)
     assert proc.returncode == 0, proc.stderr[-1500:]
     state = json.loads(proc.stdout.strip().splitlines()[-1])

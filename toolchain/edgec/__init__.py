@@ -10,9 +10,17 @@ The Python API mirrors the CLI::
 from __future__ import annotations
 
 import os
+import sys
 
 # TF-MOT and tf2onnx need Keras 2 (tf-keras); this must be set before TensorFlow is imported.
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
+# TensorFlow 2.21's oneDNN kernels corrupt the heap on some shapes met while fine-tuning (see
+# edgec.tfcompat.ONEDNN_REASON). TensorFlow reads this once, when it loads, so edgec decides it here
+# for the whole process: every build of it, through the Python API or the CLI, runs the same kernels
+# and writes the same bytes. A value already in the environment is kept.
+if "TF_ENABLE_ONEDNN_OPTS" not in os.environ and "tensorflow" not in sys.modules:
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    os.environ["EDGEC_ONEDNN_OFF"] = "1"  # tells edgec's child processes that edgec, not the user, set it
 # TensorFlow's native log: fatal lines only (its other lines are start-up chatter and version-skew
 # notices; real failures raise). `edgec --debug` shows everything.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

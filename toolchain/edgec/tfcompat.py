@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 _ONEDNN_MARK = "EDGEC_ONEDNN_OFF"  # tells child processes that edgec, not the user, set it
 _onednn = {"set_by": None}  # who decided oneDNN's state in this process: "edgec", "environment" or None
-ONEDNN_REASON = ("oneDNN off in processes that fine-tune: TensorFlow 2.21's oneDNN kernels corrupt the heap on some shapes "
+ONEDNN_REASON = ("oneDNN off in edgec's processes: TensorFlow 2.21's oneDNN kernels corrupt the heap on some shapes "
                  "(batch matmul with broadcast batch dimensions aborts with 'double free or corruption' / "
                  "'free(): invalid pointer'); TensorFlow's own kernels do not")
 
@@ -27,9 +27,11 @@ ONEDNN_REASON = ("oneDNN off in processes that fine-tune: TensorFlow 2.21's oneD
 def plan_onednn(training: bool) -> None:
     """Decide oneDNN's state before TensorFlow loads: off when this process will fine-tune
     (compression steps), unless ``TF_ENABLE_ONEDNN_OPTS`` is set (the user's choice is kept).
+    Importing :mod:`edgec` before TensorFlow already turns it off for the whole process (so the
+    Python API and the CLI run the same kernels); this covers a variable removed since.
 
     TensorFlow reads the variable once, at import, so a process that loaded TensorFlow before
-    (the Python API after other work) keeps its state; :func:`onednn_state` records which.
+    edgec keeps its state and a fine-tuning build warns; :func:`onednn_state` records which.
     """
     if ONEDNN_ENV in os.environ:  # the user's, or ours inherited by a build's child process
         _onednn["set_by"] = _onednn["set_by"] or ("edgec" if os.environ.get(_ONEDNN_MARK) else "environment")
