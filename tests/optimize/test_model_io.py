@@ -1,4 +1,4 @@
-"""Models TF-MOT cannot take: Keras 3 files (.keras and .h5) and Lambda layers in .keras files.
+"""Keras 3 files (.keras and .h5), taken as they are, and Lambda layers in .keras files.
 
 The Keras 3 files are written by the real Keras 3 (installed with TensorFlow) in a subprocess.
 """
@@ -40,12 +40,15 @@ def keras3_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["k3.keras", "k3.h5"])
-def test_keras3_files_are_refused_with_the_way_out(keras3_files, name):
-    with pytest.raises(EdgecError) as err:
-        load_model(keras3_files / name)
-    msg = str(err.value)
-    assert f"model '{keras3_files / name}' was saved by Keras 3." in msg
-    assert "re-save it with tf-keras" in msg and "set_weights" in msg and "\n" not in msg
+def test_keras3_files_load_and_compute_what_keras3_computed(keras3_files, name):
+    """Keras 3 files are taken as they are (through Keras 3's own export), and the loaded model
+    gives Keras 3's outputs; the way out below stays valid for those who prefer tf-keras files."""
+    from edgec.model_io import predict
+
+    loaded = load_model(keras3_files / name)
+    x = np.linspace(0, 1, 64, dtype="float32").reshape(1, 8, 8, 1)
+    (out,) = predict(loaded.model, x)
+    np.testing.assert_allclose(out, np.load(keras3_files / "y.npy"), rtol=1e-5, atol=1e-6)
 
 
 def test_the_way_out_works(keras3_files, tmp_path):
