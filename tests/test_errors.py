@@ -113,8 +113,12 @@ def test_debug_keeps_exit_3_for_internal_errors(monkeypatch, cli_runner):
         raise RuntimeError("boom")
 
     monkeypatch.setattr("edgec.profiles.all_profiles", broken)
+    before = {key: os.environ.get(key) for key in ("EDGEC_DEBUG", "TF_CPP_MIN_LOG_LEVEL")}
     code, _, err = cli_runner("--debug", "targets")
     assert code == 3 and "Traceback" in err and "RuntimeError: boom" in err
+    # --debug is for that command and its children: the commands run after it in this process
+    # (and the builds they start) show one line again
+    assert {key: os.environ.get(key) for key in before} == before
     code, _, err = cli_runner("targets")
     assert code == 3 and "internal error (RuntimeError: boom)" in err and "Traceback" not in err
 

@@ -89,6 +89,16 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+def _restore_environment(saved: dict) -> None:
+    import os
+
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgec")
 @click.option("--debug", is_flag=True, help="Show full tracebacks and library logs.")
@@ -107,8 +117,12 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
     import os
 
     if debug:
+        # for the command and the processes it starts; put back when it ends, so a command run
+        # inside a longer Python process (tests, notebooks) leaves later commands as they were
+        saved = {key: os.environ.get(key) for key in ("EDGEC_DEBUG", "TF_CPP_MIN_LOG_LEVEL")}
         os.environ["EDGEC_DEBUG"] = "1"
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow loads later, inside the command
+        ctx.call_on_close(lambda: _restore_environment(saved))
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     level = logging.DEBUG if (debug or verbose > 1) else logging.INFO if verbose else logging.WARNING
