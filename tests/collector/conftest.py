@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -247,3 +248,12 @@ def upload_and_queue(client, build_dir: Path, count: int = 1, **fields) -> list[
         assert r.status_code == 201, r.text
         jobs.append(r.json())
     return jobs
+
+
+def register_device(client, name: str, runtimes: dict | None = None) -> str:
+    """Register device ``name`` as a fresh agent instance (an x86-cpu with LiteRT); its instance id."""
+    instance = uuid.uuid4().hex
+    r = client.post("/v1/devices/register", json={"device": name, "instance": instance, "profile": "x86-cpu",
+                                                  "runtimes": runtimes or {"litert": "2.3.0"}, "schema_version": 1})
+    assert r.status_code == 200, r.text
+    return instance

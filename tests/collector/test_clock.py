@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 
-from tests.collector.conftest import upload_and_queue, wait_for
+from tests.collector.conftest import register_device, upload_and_queue, wait_for
 
 SHIFTED = Path(__file__).parent / "shifted_clock"
 
@@ -19,13 +18,6 @@ def _clock_env(shift: float = 0.0, step: float = 0.0) -> dict[str, str]:
     path = os.pathsep.join(p for p in (str(SHIFTED), os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": path, "EDGEC_TEST_CLOCK_SHIFT": str(shift), "EDGEC_TEST_CLOCK_STEP": str(step)}
 
-
-def _register(client, name: str) -> str:
-    instance = uuid.uuid4().hex
-    r = client.post("/v1/devices/register", json={"device": name, "instance": instance, "profile": "x86-cpu",
-                                                  "runtimes": {"litert": "2.3.0"}, "schema_version": 1})
-    assert r.status_code == 200, r.text
-    return instance
 
 
 def _beat(client, name: str, instance: str, lease_id: str) -> str:
@@ -38,7 +30,7 @@ def test_a_wall_clock_step_does_not_expire_a_live_lease_on_sqlite(serve, builds)
     server = serve("--lease-seconds", "2", env=_clock_env(step=3600))
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"])
-        inst = _register(c, "steady")
+        inst = register_device(c, "steady")
         lease = c.post("/v1/devices/steady/lease", json={"instance": inst}).json()
         before = c.get("/v1/health").json()["time"]
         os.kill(server.proc.pid, signal.SIGUSR1)  # the server's wall clock jumps one hour ahead
@@ -63,7 +55,7 @@ def test_collectors_whose_clocks_disagree_share_the_database_clock(serve, builds
     with on_time.client() as c, ahead.client() as fast:
         assert fast.get("/v1/health").json()["time"] - c.get("/v1/health").json()["time"] > 100
         (job,) = upload_and_queue(c, builds["int8"], lease_seconds=30)
-        inst = _register(c, "shared")
+        inst = register_device(c, "shared")
         lease = c.post("/v1/devices/shared/lease", json={"instance": inst}).json()
         assert lease["job_id"] == job["id"]
         beats = []
@@ -75,7 +67,7 @@ def test_collectors_whose_clocks_disagree_share_the_database_clock(serve, builds
         assert doc["state"] == "leased" and doc["leases"][0]["outcome"] is None, doc
         # a lease nobody renews still expires (the reaper of either collector sees it)
         (other,) = upload_and_queue(c, builds["int8"], lease_seconds=1)
-        quiet = _register(c, "quiet")
+        quiet = register_device(c, "quiet")
         assert c.post("/v1/devices/quiet/lease", json={"instance": quiet}).json()["job_id"] == other["id"]
         expired = wait_for(lambda: (j := c.get(f"/v1/jobs/{other['id']}").json())["state"] == "queued" and j, 15,
                            "the abandoned lease to expire")

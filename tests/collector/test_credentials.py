@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.collector.conftest import upload_and_queue, wait_for
+from tests.collector.conftest import register_device, upload_and_queue, wait_for
 from tests.collector.test_fleet import _job
 
 
@@ -41,13 +41,6 @@ def _as(server, credential: str) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {credential}"}, timeout=30,
                         verify=server.verify)
 
-
-def _register(client, name: str) -> str:
-    instance = uuid.uuid4().hex
-    r = client.post("/v1/devices/register", json={"device": name, "instance": instance, "profile": "x86-cpu",
-                                                  "runtimes": {"litert": None}, "schema_version": 1})
-    assert r.status_code == 200, r.text
-    return instance
 
 
 def test_an_enrolled_agent_measures_with_its_own_credential(serve, agents, builds, tmp_path):
@@ -89,7 +82,9 @@ def test_a_device_credential_opens_its_own_routes_only_and_can_be_revoked(serve,
     with server.client() as admin:
         jobs = upload_and_queue(admin, builds["int8"], count=3)
     with _as(server, a) as ca, _as(server, b) as cb:
-        inst_a, inst_b = _register(ca, "dev-a"), _register(cb, "dev-b")
+        no_runtime = {"litert": None}
+        inst_a = register_device(ca, "dev-a", runtimes=no_runtime)
+        inst_b = register_device(cb, "dev-b", runtimes=no_runtime)
         # another device's name, or an admin route: 403
         assert ca.post("/v1/devices/register", json={"device": "dev-b", "instance": uuid.uuid4().hex,
                                                      "schema_version": 1}).status_code == 403

@@ -7,22 +7,14 @@ import subprocess
 import sys
 import uuid
 
-from tests.collector.conftest import upload_and_queue, wait_for
-
-
-def _register(client, name: str) -> str:
-    instance = uuid.uuid4().hex
-    r = client.post("/v1/devices/register", json={"device": name, "instance": instance, "profile": "x86-cpu",
-                                                  "runtimes": {"litert": "2.3.0"}, "schema_version": 1})
-    assert r.status_code == 200, r.text
-    return instance
+from tests.collector.conftest import register_device, upload_and_queue, wait_for
 
 
 def test_a_failure_without_instance_cannot_fail_another_instances_job(serve, builds):
     server = serve()
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"])
-        inst = _register(c, "dev")
+        inst = register_device(c, "dev")
         lease = c.post("/v1/devices/dev/lease", json={"instance": inst}).json()
         stale = {"lease_id": lease["lease_id"], "device": "dev", "error": "stale agent", "retry": False}
         r = c.post(f"/v1/jobs/{job['id']}/failure", json=stale)
