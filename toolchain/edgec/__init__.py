@@ -25,11 +25,10 @@ if "TF_ENABLE_ONEDNN_OPTS" not in os.environ and "tensorflow" not in sys.modules
 # notices; real failures raise). `edgec --debug` shows everything.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-__version__ = "0.1.0"
-
 __all__ = ["__version__", "build", "EdgecError"]
 
 from edgec.errors import EdgecError  # noqa: E402  (light: no third-party imports)
+from edgec.version import __version__  # noqa: E402
 
 
 def build(model, target, **options):

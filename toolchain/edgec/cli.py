@@ -12,9 +12,9 @@ import traceback
 
 import click
 
-from edgec import __version__
 from edgec.errors import EXIT_INTERNAL, EdgecError, Interrupted
 from edgec.util import disk_error
+from edgec.version import __version__
 
 #: command name -> "module:attribute" of a click.Command; no registration by import side effects.
 COMMANDS: dict[str, str] = {

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgec import __version__
 from edgec.errors import EdgecError
+from edgec.version import __version__
 
 SCHEMA_VERSION = 1
 FILENAME = "manifest.json"

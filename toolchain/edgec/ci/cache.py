@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgec import __version__
 from edgec.util import atomic_dir, sha256_file
+from edgec.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgec import __version__
 from edgec import manifest as manifest_mod
 from edgec.ci import gates
 from edgec.ci.cache import Cache, Hashes, data_material, default_dir, row_key, tool_versions
 from edgec.ci.config import CiConfig, Row
 from edgec.errors import EdgecError
+from edgec.version import __version__
 
 log = logging.getLogger(__name__)
 

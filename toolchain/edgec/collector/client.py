@@ -58,7 +58,7 @@ class Client:
     def __init__(self, url: str, token: str, timeout: float = 30.0, cafile: str | Path | None = None):
         import httpx
 
-        from edgec import __version__
+        from edgec.version import __version__
 
         self.url = check_url(url)
         self.timeout = timeout

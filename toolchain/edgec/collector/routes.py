@@ -72,8 +72,8 @@ ENROLL_TTL = 24 * 3600.0
 def create_app(store: Store, settings: ServerSettings, search_storage: str | None = None):
     """The collector as an ASGI application: :class:`Guard` around the FastAPI app, the dashboard
     (:mod:`edgec.collector.dashboard`) beside it."""
-    from edgec import __version__
     from edgec.agent import schema as report_schema
+    from edgec.version import __version__
 
     changes_holder: dict[str, Changes] = {}
 

@@ -47,7 +47,7 @@ def library_versions() -> dict[str, str | None]:
     """Versions of the libraries a build's bytes depend on (without importing them)."""
     from importlib import metadata
 
-    from edgec import __version__
+    from edgec.version import __version__
 
     out: dict[str, str | None] = {}
     for name in VERSIONED:
@@ -99,13 +99,13 @@ class BuildCache:
         Two workers building the same key write the same bytes (builds are deterministic), and each
         build moves into place whole, so either one's result is the other's.
         """
-        import edgec
         from edgec import manifest as manifest_mod
+        from edgec.pipeline import build
 
         found = self.built(key)
         if found is not None:
             return found, manifest_mod.read(found), True
-        result = edgec.build(model, target=target, out=self.root / key[:KEY_CHARS], **options)
+        result = build(model, target=target, out=self.root / key[:KEY_CHARS], **options)
         return result.out_dir, result.manifest, False
 
     def measurement(self, build_key: str, measure_key: str) -> dict[str, Any] | None:
