@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from edgec.errors import EdgecError
-from edgec.measure import parse_report, plan
+from edgec.measure import parse_report
 from edgec.results import ResultsStore, default_path
+from edgec.shipment import plan
 from tests.conftest import run_cli
 
 

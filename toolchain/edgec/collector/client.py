@@ -203,7 +203,7 @@ def submit(client: Client, build_dir: str | Path, *, profile: str | None = None,
         EdgecError: no build there, a file changed since the build, or the collector refused.
     """
     from edgec import manifest as manifest_mod
-    from edgec.measure import open_build
+    from edgec.shipment import open_build
 
     build_dir = Path(build_dir)
     manifest, ship = open_build(build_dir, runtime, options)
