@@ -178,16 +178,36 @@ def _larger(arch: str, shape: tuple, classes: int, keras):
     return keras.Model(inp, out, name=f"digits_{arch}")
 
 
-def train(model, split: Split, epochs: int = 30, seed: int = 0, batch_size: int = 32, verbose: int = 0):
-    """Train in place with Adam + sparse cross-entropy on logits; returns held-out accuracy."""
+def train(model, split: Split, epochs: int = 30, seed: int = 0, batch_size: int = 32, verbose: int = 0,
+          log_epochs: bool = False):
+    """Train in place with Adam + sparse cross-entropy on logits; returns held-out accuracy.
+
+    ``log_epochs`` prints one line per epoch (loss, training accuracy) on stderr, so a training
+    run from the command line shows it is moving.
+    """
     from edgec.tfcompat import set_seed, tf_and_keras
 
     _, keras = tf_and_keras()
     set_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(2e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(split.x_train, split.y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, shuffle=True)
+    callbacks = [_epoch_lines(keras, model.name, epochs)] if log_epochs else []
+    model.fit(split.x_train, split.y_train, epochs=epochs, batch_size=batch_size, verbose=verbose, shuffle=True,
+              callbacks=callbacks)
     return float(model.evaluate(split.x_test, split.y_test, verbose=0)[1])
+
+
+def _epoch_lines(keras, name: str, epochs: int):
+    """A Keras callback printing ``training NAME: epoch 3/30 loss 0.41 accuracy 88.2 %`` to stderr."""
+    import sys
+
+    class EpochLines(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            print(f"training {name}: epoch {epoch + 1}/{epochs} loss {logs.get('loss', float('nan')):.4f} "
+                  f"accuracy {logs.get('accuracy', float('nan')) * 100:.1f} %", file=sys.stderr, flush=True)
+
+    return EpochLines()
 
 
 def with_outlier_unit(model, x: np.ndarray, ratio: float = 200.0):
@@ -232,13 +252,14 @@ def with_outlier_unit(model, x: np.ndarray, ratio: float = 200.0):
     return clone
 
 
-def write_example(out: Path, arch: str = "cnn", epochs: int = 30, seed: int = 0) -> dict:
+def write_example(out: Path, arch: str = "cnn", epochs: int = 30, seed: int = 0,
+                  log_epochs: bool = False) -> dict:
     """Train a digits model and write it with calibration and eval data into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     split = digits(seed, shape=arch_shape(arch))
     model = make_model(arch, seed=seed)
-    acc = train(model, split, epochs=epochs, seed=seed)
+    acc = train(model, split, epochs=epochs, seed=seed, log_epochs=log_epochs)
     model_path = out / f"digits_{arch}.keras"
     model.save(model_path)
     np.savez(out / "calib.npz", x=split.x_train)
@@ -257,7 +278,7 @@ def main(argv=None) -> None:
                         help="also write DIR/digits_ARCH_outlier.keras: the same model with one hidden unit whose "
                              "range is RATIO times the others' (cnn; e.g. 200)")
     args = parser.parse_args(argv)
-    info = write_example(args.out, args.arch, args.epochs, args.seed)
+    info = write_example(args.out, args.arch, args.epochs, args.seed, log_epochs=True)
     print(f"trained {info['model']}: float accuracy {info['accuracy'] * 100:.2f} % on {info['eval']} held-out digits "
           f"({info['train']} training samples); data in {args.out}/calib.npz, eval.npz, train.npz")
     if args.outlier:
