@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgec.search import report
+from edgec.search import objectives
 
 optuna = pytest.importorskip("optuna")
 
@@ -27,9 +27,9 @@ def _trial(number: int, acc: float, ms: float, zstd: int, key: str | None = None
 
 def test_dominance():
     dirs = ["maximize", "minimize"]
-    assert report.dominates([0.9, 1.0], [0.8, 1.0], dirs)
-    assert not report.dominates([0.9, 1.0], [0.9, 1.0], dirs)
-    assert not report.dominates([0.9, 2.0], [0.8, 1.0], dirs)
+    assert objectives.dominates([0.9, 1.0], [0.8, 1.0], dirs)
+    assert not objectives.dominates([0.9, 1.0], [0.9, 1.0], dirs)
+    assert not objectives.dominates([0.9, 2.0], [0.8, 1.0], dirs)
 
 
 def test_front_keeps_feasible_non_dominated_trials_once():
@@ -41,7 +41,7 @@ def test_front_keeps_feasible_non_dominated_trials_once():
         _trial(4, 90.0, 1.0, 10_000, key="k2"),  # the configuration of trial 2 again
         _trial(5, 80.0, 0.1, 40_000, state="PRUNED"),
     ]
-    front = report.front_trials(trials, ["accuracy", "latency", "size"])
+    front = objectives.front_trials(trials, ["accuracy", "latency", "size"])
     assert [t.number for t in front] == [0, 2]
-    assert not report.feasible(trials[3]) and report.feasible(trials[0])
-    assert [t.number for t in report.front_trials(trials, ["latency"])] == [0, 1, 2]  # equal: none dominates
+    assert not objectives.feasible(trials[3]) and objectives.feasible(trials[0])
+    assert [t.number for t in objectives.front_trials(trials, ["latency"])] == [0, 1, 2]  # equal: none dominates

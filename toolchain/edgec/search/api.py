@@ -18,8 +18,8 @@ from edgec.search import cache as cache_mod
 from edgec.search import interrupts
 from edgec.search import space as space_mod
 from edgec.search.device import Device
+from edgec.search.objectives import DEFAULT_OBJECTIVES, OBJECTIVES
 from edgec.search.study import BASELINES_ATTR, SETTINGS_ATTR
-from edgec.search.trial import DEFAULT_OBJECTIVES, OBJECTIVES
 
 log = logging.getLogger(__name__)
 

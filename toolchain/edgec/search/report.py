@@ -9,49 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from edgec.search.objectives import feasible, front_trials
 from edgec.search.study import BASELINES_ATTR, SETTINGS_ATTR, SURPLUS_ATTR
-
-
-def directions(objectives: list[str]) -> list[str]:
-    from edgec.search.trial import OBJECTIVES
-
-    return [OBJECTIVES[o][0] for o in objectives]
-
-
-def feasible(trial) -> bool:
-    """A finished trial whose constraints (Optuna's: each <= 0) all hold."""
-    return all(v <= 0 for v in (trial.constraints or {}).values())
-
-
-def dominates(a: list[float], b: list[float], dirs: list[str]) -> bool:
-    """``a`` is at least as good as ``b`` on every objective and better on one."""
-    better = False
-    for x, y, d in zip(a, b, dirs, strict=True):
-        if d == "maximize":
-            x, y = -x, -y
-        if x > y:
-            return False
-        better = better or x < y
-    return better
-
-
-def front_trials(trials, objectives: list[str]) -> list:
-    """Complete, feasible trials no other such trial dominates; a configuration measured by several
-    trials (reused results) appears once, under its first trial."""
-    from edgec.search.trial import objective_value
-
-    dirs = directions(objectives)
-    seen: set[str] = set()
-    candidates = []
-    for t in sorted(trials, key=lambda t: t.number):
-        if t.state.name != "COMPLETE" or not t.user_attrs.get("result") or not feasible(t):
-            continue
-        key = t.user_attrs.get("key")
-        if key in seen:
-            continue
-        seen.add(key)
-        candidates.append((t, [objective_value(o, t.user_attrs["result"]) for o in objectives]))
-    return [t for t, v in candidates if not any(dominates(w, v, dirs) for _, w in candidates)]
 
 
 def summary(study, storage_shown: str | None = None) -> dict[str, Any]:

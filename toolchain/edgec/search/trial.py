@@ -32,37 +32,13 @@ from edgec.errors import EdgecError
 from edgec.search import cache as cache_mod
 from edgec.search import interrupts
 from edgec.search import space as space_mod
+from edgec.search.objectives import front_trials, objective_value
 from edgec.search.study import BASELINES_ATTR, Surplus, check_claim
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = {  # name -> (direction, unit, what)
-    "accuracy": ("maximize", "%", "artifact accuracy on the eval data"),
-    "latency": ("minimize", "ms", "median latency on the device"),
-    "size": ("minimize", "B", "artifact bytes after zstd"),
-    "bytes": ("minimize", "B", "artifact bytes"),
-    "params": ("minimize", "", "non-zero parameters"),
-    "energy": ("minimize", "mJ", "energy per inference on the device"),
-}
-DEFAULT_OBJECTIVES = ("accuracy", "latency", "size")
 PROBE_SAMPLES = 64
 PROBE_CALIB_SAMPLES = 32
-
-
-def objective_value(name: str, result: dict[str, Any]) -> float | None:
-    if name == "accuracy":
-        return result["accuracy"]
-    if name == "latency":
-        return result["latency"]["p50_ms"]
-    if name == "size":
-        return result["zstd_bytes"]
-    if name == "bytes":
-        return result["bytes"]
-    if name == "params":
-        return result["nonzero_params"]
-    if name == "energy":
-        return result["latency"]["energy_mj"]
-    raise KeyError(name)
 
 
 @dataclasses.dataclass
@@ -499,8 +475,6 @@ class Runner:
 
     def _front_latencies(self) -> list[float]:
         """The latencies of the study's current front (what a new measurement must rank against)."""
-        from edgec.search.report import front_trials
-
         front = front_trials(self.study.get_trials(deepcopy=False), self.ctx.objectives)
         return [t.user_attrs["result"]["latency"]["p50_ms"] for t in front]
 
