@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from edgec.accuracy import analyze
+from edgec.analyze import analyze
 from tests.accuracy.conftest import litert_accuracy
 from tests.conftest import run_cli
 

@@ -219,7 +219,7 @@ def build(model: Any, target: str | Sequence[str], *, progress: Progress | None 
 
 
 @dataclasses.dataclass
-class _Inputs:
+class Inputs:
     """The loaded model and data of a build, and what was decided about them."""
 
     loaded: Any  # model_io.LoadedModel
@@ -232,7 +232,7 @@ class _Inputs:
     warnings: list[str]
 
 
-def prepare_inputs(request: BuildPlan, progress: Progress) -> _Inputs:
+def prepare_inputs(request: BuildPlan, progress: Progress) -> Inputs:
     from edgec import calibration
     from edgec.calibration import inputs as input_prep
     from edgec.model_io import SignatureModel, input_spec, load_model
@@ -287,7 +287,7 @@ def prepare_inputs(request: BuildPlan, progress: Progress) -> _Inputs:
     ref = reference(loaded.model, eval_data, options.eval_output, progress) if eval_data is not None else None
     for line in warnings:
         log.warning("%s", line)
-    return _Inputs(loaded, preprocessing, calib, eval_data, fine_tune, ref, determinism, warnings)
+    return Inputs(loaded, preprocessing, calib, eval_data, fine_tune, ref, determinism, warnings)
 
 
 def _model_key(model: Any) -> tuple:
@@ -341,11 +341,11 @@ class BuildSession:
             raise value
         return value, seconds, reused
 
-    def inputs(self, request: BuildPlan) -> tuple[_Inputs, float, bool]:
+    def inputs(self, request: BuildPlan) -> tuple[Inputs, float, bool]:
         """The loaded model, data and float reference of ``request`` (loaded once per key)."""
         return self._stage(self._inputs, _inputs_key(request), lambda: prepare_inputs(request, self.progress))
 
-    def optimized(self, request: BuildPlan, data: _Inputs) -> tuple[Any, float, bool]:
+    def optimized(self, request: BuildPlan, data: Inputs) -> tuple[Any, float, bool]:
         """The compression result of ``request`` (fine-tuned once per QAT scheme)."""
         spec, target, profile = request.spec, request.target, request.profile
         scheme = _scheme_key(target.qat_scheme(profile)) if spec.qat else None
@@ -358,7 +358,7 @@ class BuildSession:
 
         return self._stage(self._optimized, (_inputs_key(request), spec, scheme), make)
 
-    def float_tflite(self, request: BuildPlan, data: _Inputs) -> bytes:
+    def float_tflite(self, request: BuildPlan, data: Inputs) -> bytes:
         """The source model as an fp32 .tflite (the size baseline), converted once per model."""
         key = _model_key(request.model)
         if key not in self._float_tflite:
@@ -435,7 +435,7 @@ class BuildSession:
         return BuildResult(out_dir=final_dir, manifest=manifest, reused=tuple(reused))
 
 
-def _check_labelled(request: BuildPlan, data: _Inputs) -> None:
+def _check_labelled(request: BuildPlan, data: Inputs) -> None:
     # accuracy control measures its budget as top-1 agreement with the float model when eval has no labels
     options = request.options
     needs_labels = options.max_accuracy_drop is not None and not options.accuracy_control

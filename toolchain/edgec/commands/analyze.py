@@ -49,7 +49,7 @@ def analyze(model: Path, target: str, sort: str, plot: Path | None, as_json: boo
     from edgec import supervise
 
     # in a child process: a native crash is one line; the quick checks fail there just as fast
-    result = supervise.call("edgec.accuracy:analyze", model, target, what="analysis", **options)
+    result = supervise.call("edgec.analyze:analyze", model, target, what="analysis", **options)
     if plot is not None:
         from edgec.accuracy.report import plot as draw
 
