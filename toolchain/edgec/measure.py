@@ -172,7 +172,7 @@ class FleetRequest:
 
 def queue_on_fleet(client, build_dirs, request: FleetRequest) -> list[dict[str, Any]]:
     """Upload each build and queue a job measuring its artifact; returns the queued jobs."""
-    from edgec.collector.client import submit
+    from edgec.fleet.client import submit
 
     return [submit(client, build_dir, profile=request.profile, device=request.device, labels=request.labels,
                    runtime=request.runtime, max_attempts=request.attempts, lease_seconds=request.lease_seconds,

@@ -1,6 +1,6 @@
 """What of a build goes to a device: a build directory's manifest, its files checked against the
 manifest's hashes, and which runtime runs which file. Both ``edgec profile`` (:mod:`edgec.measure`)
-and the fleet client (:mod:`edgec.collector.client`) ship builds with it."""
+and the fleet client (:mod:`edgec.fleet.client`) ship builds with it."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ import urllib.request as urllib_request
 
 from . import __version__
 from .errors import AgentError
+from .vocab import API
 
-API = "/v1"
 CHUNK = 1 << 16
 
 

@@ -35,6 +35,8 @@ LABEL_VALUE_PATTERN = r"^[^\x00-\x1f,=]{1,128}$"
 FILE_PATTERN = r"^(bundle/)?[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 #: the states a fleet job ends in
+#: the collector API's path prefix, the same for the agent and the host
+API = "/v1"
 JOB_TERMINAL_STATES = ("done", "failed", "cancelled")
 LABEL_KEY = re.compile(NAME_PATTERN)
 LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)

@@ -247,8 +247,8 @@ def _measure(rows: list[Row], results: dict[str, dict[str, Any]], opts: RunOptio
 
 def _measure_on_fleet(rows: list[Row], opts: RunOptions, bench: dict[str, Any], say):
     from edgec import measure
-    from edgec.collector.client import Client
-    from edgec.collector.tokens import client_token
+    from edgec.fleet.client import Client
+    from edgec.fleet.tokens import client_token
 
     latency: dict[str, dict[str, Any]] = {}
     errors: dict[str, dict[str, str]] = {}

@@ -17,27 +17,19 @@ that several servers share, plus a content-addressed directory of uploaded files
   enrollment tokens);
 - :mod:`edgec.collector.bodies`: strict JSON bodies;
 - :mod:`edgec.collector.loop`: long polls woken when jobs change, SQLite writes batched per loop turn;
-- :mod:`edgec.collector.client`: the host side's HTTP client;
-- :mod:`edgec.collector.tokens`: the admin token file (created once, mode 0600).
+- the host side's HTTP client and the admin token file are :mod:`edgec.fleet`'s, which
+  ``edgec profile --server``, ``edgec ci`` and ``edgec search`` use without the server.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-API = "/v1"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8750
-DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
-TOKEN_ENV = "EDGEC_TOKEN"
-
-
-def default_dir() -> Path:
-    """``$XDG_DATA_HOME/edgec/collector`` (else ``~/.local/share/edgec/collector``)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "edgec" / "collector"
-
-
-def default_db() -> Path:
-    return default_dir() / "collector.db"
+# what the server and its clients agree on, defined with the clients (the lower layer)
+from edgec.fleet import (  # noqa: F401
+    API,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_URL,
+    TOKEN_ENV,
+    default_db,
+    default_dir,
+)

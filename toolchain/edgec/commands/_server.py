@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgec.collector import DEFAULT_URL
+from edgec.fleet import DEFAULT_URL
 
 
 def server_options(func):
@@ -24,9 +24,9 @@ def server_options(func):
 
 
 def connect(server: str, token_file: Path | None, cafile: Path | None = None):
-    """A :class:`edgec.collector.client.Client` for the options above."""
-    from edgec.collector.client import Client
-    from edgec.collector.tokens import client_token
+    """A :class:`edgec.fleet.client.Client` for the options above."""
+    from edgec.fleet.client import Client
+    from edgec.fleet.tokens import client_token
 
     return Client(server, client_token(token_file), cafile=cafile)
 

@@ -119,9 +119,9 @@ def profile(build_dirs: tuple[Path, ...], device: str | None, server: str | None
 def _profile_on_fleet(build_dirs, request, wait: bool, wait_timeout: float, as_json: bool) -> None:
     """Queue each build on the collector; with ``wait``, print the results like a local run."""
     from edgec import measure
-    from edgec.collector.client import Client
-    from edgec.collector.tokens import client_token
     from edgec.errors import EdgecError
+    from edgec.fleet.client import Client
+    from edgec.fleet.tokens import client_token
 
     with Client(request.server, client_token(request.token_file)) as client:
         queued = measure.queue_on_fleet(client, build_dirs, request)

@@ -30,8 +30,8 @@ def report(fmt: str, plot: Path | None, device: str | None, model: str | None, e
     if server:
         if db:
             raise EdgecError("give --db or --server, not both")
-        from edgec.collector.client import Client
-        from edgec.collector.tokens import client_token
+        from edgec.fleet.client import Client
+        from edgec.fleet.tokens import client_token
 
         with Client(server, client_token(token_file)) as client:
             rows = client.report_rows(device=device, model=model, every_run=every_run)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from edgec.collector import DEFAULT_HOST, DEFAULT_PORT
 from edgec.commands._types import FiniteFloat
+from edgec.fleet import DEFAULT_HOST, DEFAULT_PORT
 
 
 @click.command()
@@ -75,10 +75,11 @@ def serve(host: str, port: int, db: str | None, blobs_dir: Path | None, token_fi
     import logging
     import os
 
-    from edgec.collector import default_db, default_dir, http, routes, server, tokens
+    from edgec.collector import default_db, default_dir, http, routes, server
     from edgec.collector.storage.connections import is_url
     from edgec.collector.storage.store import Store
     from edgec.errors import EdgecError
+    from edgec.fleet import tokens
 
     log = logging.getLogger("edgec.collector")
     if bool(tls_cert) != bool(tls_key):

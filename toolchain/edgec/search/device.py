@@ -116,8 +116,8 @@ class Device:
                                   ("threads", self.threads)) if v is not None}
 
     def client(self):
-        from edgec.collector.client import Client
-        from edgec.collector.tokens import client_token
+        from edgec.fleet.client import Client
+        from edgec.fleet.tokens import client_token
 
         return Client(self.server, client_token(self.token_file), cafile=self.cafile)
 

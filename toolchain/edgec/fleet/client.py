@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from edgec.agent.vocab import JOB_TERMINAL_STATES
-from edgec.collector import API
 from edgec.errors import EdgecError
+from edgec.fleet import API
 
 log = logging.getLogger(__name__)
 

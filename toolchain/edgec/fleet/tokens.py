@@ -13,8 +13,8 @@ import secrets
 import stat
 from pathlib import Path
 
-from edgec.collector import TOKEN_ENV, default_dir
 from edgec.errors import EdgecError
+from edgec.fleet import TOKEN_ENV, default_dir
 
 TOKEN_BYTES = 32  # 256 bits, URL-safe base64: 43 characters
 MIN_LENGTH = 16
