@@ -20,8 +20,9 @@ processes, in its own column); ratios compare the two servers of the same run an
 
 With ``--dashboard``, a second `edgec serve` takes its share of the blocks while a dashboard is
 open on it: a signed-in HTTP client polls the fragments of all four pages at the browser's
-intervals (a browser with every page open in a tab) and fetches each chart the fragments name,
-once per URL, as a browser's cache would. Its CPU per stored result, next to the closed one's,
+intervals (a browser with every page open in a tab), sending the ETag of what it has as the
+page's script does (the server answers 304 when nothing changed), and fetches each chart the
+fragments name, once per URL, as a browser's cache would. Its CPU per stored result, next to the closed one's,
 is what the open dashboard costs the agents' API.
 
 Usage: python bench/bench_collector_cost.py [--posts 500] [--clients 1 8] [--runs 3] [--build DIR]
@@ -178,7 +179,9 @@ class Poller(threading.Thread):
         assert self.client.get(sign_in).status_code == 200, "the dashboard's sign-in link was refused"
         self.every = {f"/fragments/{page}": REFRESH_S[page] for page in ("fleet", "queue", "results", "search")}
         self.seen: set[str] = set()
+        self.tags: dict[str, str] = {}
         self.requests = 0
+        self.unchanged = 0  # polls answered 304
         self.error: BaseException | None = None
         self.halt = threading.Event()
         self.start()
@@ -201,10 +204,17 @@ class Poller(threading.Thread):
             now = time.monotonic()
             for path, at in due.items():
                 if at <= now:
-                    r = self.client.get(path)
+                    tag = self.tags.get(path)
+                    r = self.client.get(path, headers={"If-None-Match": tag} if tag else {})
                     self.requests += 1
+                    due[path] = now + self.every[path]
+                    if r.status_code == 304:
+                        self.unchanged += 1
+                        continue
                     if r.status_code != 200:
                         raise RuntimeError(f"dashboard poll {path}: {r.status_code} {r.text[:200]}")
+                    if r.headers.get("etag"):
+                        self.tags[path] = r.headers["etag"]
                     for src in re.findall(r'src="(/charts/[^"]+)"', r.text):
                         src = src.replace("&amp;", "&")
                         if src not in self.seen:
@@ -212,7 +222,6 @@ class Poller(threading.Thread):
                             if self.client.get(src).status_code != 200:
                                 raise RuntimeError(f"dashboard chart {src}: not served")
                             self.requests += 1
-                    due[path] = now + self.every[path]
             self.halt.wait(max(0.05, min(due.values()) - time.monotonic()))
 
     def stop(self) -> None:
@@ -224,16 +233,21 @@ class Poller(threading.Thread):
 IDLE_S = 15.0
 
 
-def idle_cpu(server, seconds: float) -> tuple[float, float]:
-    """(server CPU ms per second, dashboard requests per second) over ``seconds`` without posts."""
-    requests = server.poller.requests if server.poller else 0
+def idle_cpu(server, seconds: float, db_pids=None) -> tuple[float, float, float, float]:
+    """(server CPU ms per second, database CPU ms per second, dashboard requests per second,
+    share of them answered 304) over ``seconds`` without posts."""
+    poller = server.poller
+    requests, unchanged = (poller.requests, poller.unchanged) if poller else (0, 0)
     before = cpu_seconds([server.proc.pid])
+    db_before = cpu_seconds(db_pids()) if db_pids else 0.0
     time.sleep(seconds)
     cpu = cpu_seconds([server.proc.pid]) - before
-    done = (server.poller.requests if server.poller else 0) - requests
-    if server.poller:
-        server.poller.alive()
-    return cpu * 1000 / seconds, done / seconds
+    db = (cpu_seconds(db_pids()) - db_before) if db_pids else 0.0
+    done = (poller.requests - requests) if poller else 0
+    same = (poller.unchanged - unchanged) if poller else 0
+    if poller:
+        poller.alive()
+    return cpu * 1000 / seconds, db * 1000 / seconds, done / seconds, same / done if done else 0.0
 
 
 def post_all(url: str, headers: dict[str, str], bodies: list[dict], clients: int) -> tuple[float, list[float]]:
@@ -365,7 +379,7 @@ def main() -> None:
                                 rows.setdefault((backend, kind, clients), []).append(row)
                         if args.dashboard:  # no posts: what the polling alone costs, per second
                             for kind in ("edgec", "dashboard"):
-                                idle.setdefault((backend, kind), []).append(idle_cpu(servers[kind], IDLE_S))
+                                idle.setdefault((backend, kind), []).append(idle_cpu(servers[kind], IDLE_S, db_pids))
                     finally:
                         for server in servers.values():
                             server.stop()
@@ -398,19 +412,29 @@ def main() -> None:
                       f"{cell(db, '.2f') if db else '-':>15} {cell([g['rate'] for g in got], '.0f'):>16} "
                       f"{cell([g['p50'] for g in got], '.2f'):>16} {cell([g['p99'] for g in got], '.2f'):>16}")
     if args.dashboard:
-        print("\nthe dashboard open against closed (same run, same backend, same clients): CPU per stored result")
+        print("\nthe dashboard open against closed: server CPU ms per stored result (same run, backend and "
+              "clients; open/closed is the ratio of each run's pair), median [min-max] over the runs")
+        header = (f"{'backend':10} {'clients':>7} {'closed ms/result':>20} {'open ms/result':>20} "
+                  f"{'open/closed':>20} {'db: open/closed':>20}")
+        print(header)
+        print("-" * len(header))
         for backend, _, _ in found:
             for clients in args.clients:
                 opened, closed = rows[(backend, "dashboard", clients)], rows[(backend, "edgec", clients)]
                 ratios = [o["cpu_ms"] / c["cpu_ms"] for o, c in zip(opened, closed, strict=True)]
-                print(f"{backend:10} {clients:3d} clients: open {cell([o['cpu_ms'] for o in opened], '.3f')} ms, "
-                      f"closed {cell([c['cpu_ms'] for c in closed], '.3f')} ms, open/closed {cell(ratios, '.3f')}x")
-        print(f"\nno posts, {IDLE_S:g} s per run: server CPU ms per second (dashboard requests per second)")
+                db = [o["db_cpu_ms"] / c["db_cpu_ms"] for o, c in zip(opened, closed, strict=True)
+                      if o["db_cpu_ms"] and c["db_cpu_ms"]]
+                print(f"{backend:10} {clients:7d} {cell([c['cpu_ms'] for c in closed], '.3f'):>20} "
+                      f"{cell([o['cpu_ms'] for o in opened], '.3f'):>20} {cell(ratios, '.3f') + 'x':>20} "
+                      f"{(cell(db, '.3f') + 'x') if db else '-':>20}")
+        print(f"\nno posts, {IDLE_S:g} s per run: CPU ms per second of the server and of the database, "
+              "dashboard requests per second and the share answered 304 (nothing changed)")
         for backend, _, _ in found:
             for kind in ("edgec", "dashboard"):
                 got = idle[(backend, kind)]
-                print(f"{backend:10} {names[kind]:20} {cell([g[0] for g in got], '.2f')} ms/s "
-                      f"({cell([g[1] for g in got], '.2f')} requests/s)")
+                print(f"{backend:10} {names[kind]:20} server {cell([g[0] for g in got], '.2f')} ms/s, "
+                      f"db {cell([g[1] for g in got], '.2f')} ms/s, {cell([g[2] for g in got], '.2f')} requests/s, "
+                      f"{cell([100 * g[3] for g in got], '.0f')} % 304")
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def test_signed_in_browser_follows_the_fleet_live(serve, agents, builds, open_pa
     with server.client() as c:
         (second,) = upload_and_queue(c, builds["int8"])
     me.page.wait_for_function("() => document.querySelectorAll('tr.result').length === 2", timeout=WAIT)
-    # the charts follow too, redrawn at most every few seconds while results arrive
+    # the charts follow too (redrawn at most every 30 s while results arrive)
     me.page.wait_for_function(f"() => document.querySelector('#report-chart').getAttribute('src') !== '{chart}'",
                               timeout=WAIT)
     assert _same_document(me.page)

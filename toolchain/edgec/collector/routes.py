@@ -477,7 +477,7 @@ def create_app(store: Store, settings: ServerSettings, search_storage: str | Non
         return {"rows": await read(storage.reads.report_rows, device, model, every_run)}
 
     dashboard = Dashboard(settings, read, write, notify=lambda: changes().notify(), forget=credentials.forget,
-                          search_storage=search_storage)
+                          search_storage=search_storage, store=store)
     app.include_router(dashboard.api_router())
     # Routes are tried in order: the agents' frequent calls first.
     hot = (API + "/results", API + "/devices/{device}/heartbeat", API + "/devices/{device}/lease")

@@ -49,18 +49,33 @@ class Dashboard:
         notify: wakes the long polls after a change (a cancelled job, a revoked device).
         forget: drops the cached credential checks (after a revocation).
         search_storage: an Optuna storage URL whose studies the Search page shows.
+        store: the record (:class:`~edgec.collector.storage.store.Store`): what tells the pages
+            that it changed.
     """
 
     def __init__(self, settings, read: Callable[..., Any], write: Callable[..., Any], *,
-                 notify: Callable[[], None], forget: Callable[[], None], search_storage: str | None = None):
+                 notify: Callable[[], None], forget: Callable[[], None], search_storage: str | None = None,
+                 store=None):
         self.settings = settings
         self.read = read
         self.write = write
         self.notify = notify
         self.forget = forget
         self.search_storage = search_storage
+        self.store = store
         self.sessions = Sessions()
         self.tls = False  # set by 'edgec serve': the session cookie is then Secure
+
+    async def mark(self) -> str:
+        """A mark of the record that changes whenever anything is committed to it, so a page
+        whose mark is unchanged is not read again. SQLite (one collector per file): this
+        collector's count of commits, no query. PostgreSQL: one query of a snapshot, which sees
+        the commits of every collector on the database."""
+        if self.store is not None and self.store.dialect == "sqlite":
+            return f"c{self.store.commits}"
+        from edgec.collector.storage import reads
+
+        return await self.read(reads.change_mark)
 
     def sign_in_path(self) -> str:
         """A path with a fresh one-time sign-in token (append it to the server's URL)."""

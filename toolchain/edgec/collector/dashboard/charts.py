@@ -16,8 +16,8 @@ from fastapi.responses import Response
 from edgec import plots
 
 KEEP = 32  # charts kept (a few per page and version)
-REDRAW_S = 5.0  # a chart is redrawn at most this often, whatever the record does
-DRAW_SHARE = 0.02  # and drawing takes at most this share of the time (one core) while results stream in
+REDRAW_S = 30.0  # a chart is redrawn at most this often, whatever the record does
+DRAW_SHARE = 0.005  # and drawing takes at most this share of the time (one core) while results stream in
 
 
 class ChartCache:

@@ -6,6 +6,7 @@ the actions also need the session's CSRF token. Templates escape everything they
 """
 
 # No "from __future__ import annotations": FastAPI reads the endpoints' annotations at runtime.
+import hashlib
 import logging
 import time
 import urllib.parse
@@ -20,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 from edgec.collector import storage
 from edgec.collector.dashboard import PAGE_PATHS, charts, views
-from edgec.collector.dashboard.sessions import COOKIE, SESSION_TTL
+from edgec.collector.dashboard.sessions import COOKIE
 from edgec.collector.messages import NAME_PATTERN, SHA256_PATTERN
 from edgec.collector.storage.errors import RecordRefused, StoreFailed
 
@@ -73,7 +74,11 @@ def create_pages(dash) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     cache = charts.ChartCache()
-    rows_cache = charts.ChartCache(8)  # the Results page's rows, per version of the record
+    rows_cache = charts.ChartCache(8)  # the Results page's rows, per mark of the record
+    fleet_rows = Snapshot(views.fleet_rows)
+    queue_rows = Snapshot(views.queue_rows, views.queue_mark)
+    results_mark = Snapshot(None, storage.reads.results_mark)  # the Results page and its charts
+    offline_after = dash.settings.offline_after
     throttle = charts.Throttle()
     search_state: dict[str, Any] = {}
 
@@ -83,11 +88,18 @@ def create_pages(dash) -> FastAPI:
     def page(request: Request, name: str, active: str, **context: Any) -> HTMLResponse:
         session = request.scope["edgec.session"]
         html = render(name, active=active, csrf=session.csrf, note=request.query_params.get("note"),
-                      refresh=REFRESH_S, **context)
+                      refresh=REFRESH_S, server_now=f"{time.time():.3f}", **context)
         return HTMLResponse(html, headers={"cache-control": "no-store"})
 
-    def fragment(name: str, **context: Any) -> HTMLResponse:
-        return HTMLResponse(render(name, **context), headers={"cache-control": "no-store"})
+    def fragment(request: Request, name: str, tag: str | None = None, **context: Any) -> Response:
+        # the page's script sends the ETag of what it shows: unchanged, it gets a 304 and
+        # nothing is read or rendered
+        headers = {"cache-control": "no-store"}
+        if tag is not None:
+            headers["etag"] = tag
+            if request.headers.get("if-none-match") == tag:
+                return Response(status_code=304, headers=headers)
+        return HTMLResponse(render(name, **context), headers=headers)
 
     @app.exception_handler(StoreFailed)
     async def store_failed(request: Request, exc: StoreFailed):
@@ -116,7 +128,7 @@ def create_pages(dash) -> FastAPI:
         # a page of our own that moves on: the cookie then goes with a same-site navigation even
         # when the link was opened from another site (SameSite=Strict)
         response = HTMLResponse(render("signedin.html", active=None), headers={"cache-control": "no-store"})
-        response.set_cookie(COOKIE, sid, max_age=int(SESSION_TTL), httponly=True, samesite="strict",
+        response.set_cookie(COOKIE, sid, max_age=int(dash.sessions.ttl), httponly=True, samesite="strict",
                             secure=dash.tls or request.url.scheme == "https", path="/")
         return response
 
@@ -131,57 +143,76 @@ def create_pages(dash) -> FastAPI:
 
     # ------------------------------------------------------------------ pages and fragments
 
+    # Fleet and Queue: the rows are read again only when the record's mark moved; what changes
+    # with time alone (ages, a device going offline) is worked out from the kept rows
+
+    async def fleet_tag(request: Request) -> tuple[str, list[dict[str, Any]], float]:
+        version, rows = await fleet_rows.get(await dash.mark(), read)
+        now = time.time()
+        return _etag("fleet", version, views.online(rows, offline_after, now), _csrf(request)), rows, now
+
     @app.get("/")
     async def fleet_page(request: Request):
-        return page(request, "fleet.html", "/", **await read(views.fleet, dash.settings.offline_after))
+        tag, rows, now = await fleet_tag(request)
+        return page(request, "fleet.html", "/", etag=tag, **views.fleet(rows, offline_after, now))
 
     @app.get("/fragments/fleet")
     async def fleet_fragment(request: Request):
-        return fragment("_fleet.html", csrf=request.scope["edgec.session"].csrf,
-                        **await read(views.fleet, dash.settings.offline_after))
+        tag, rows, now = await fleet_tag(request)
+        if request.headers.get("if-none-match") == tag:
+            return fragment(request, "_fleet.html", tag)
+        return fragment(request, "_fleet.html", tag, csrf=_csrf(request), **views.fleet(rows, offline_after, now))
+
+    async def queue_tag(request: Request) -> tuple[str, list[dict[str, Any]]]:
+        version, rows = await queue_rows.get(await dash.mark(), read)
+        return _etag("queue", version, _csrf(request)), rows
 
     @app.get("/queue")
     async def queue_page(request: Request):
-        return page(request, "queue.html", "/queue", **await read(views.queue))
+        tag, rows = await queue_tag(request)
+        return page(request, "queue.html", "/queue", etag=tag, **views.queue(rows, time.time()))
 
     @app.get("/fragments/queue")
     async def queue_fragment(request: Request):
-        return fragment("_queue.html", csrf=request.scope["edgec.session"].csrf, **await read(views.queue))
+        tag, rows = await queue_tag(request)
+        if request.headers.get("if-none-match") == tag:
+            return fragment(request, "_queue.html", tag)
+        return fragment(request, "_queue.html", tag, csrf=_csrf(request), **views.queue(rows, time.time()))
 
     Pick = Annotated[int | None, Query(ge=1, le=2**62)]
 
     Sha = Annotated[str | None, Query(pattern=SHA256_PATTERN)]
 
-    async def results_doc(a, b, artifact) -> dict[str, Any]:
-        # the rows of edgec report pair results with their baselines: computed once per version
+    async def results_doc(a, b, artifact) -> tuple[str, str, dict[str, Any]]:
+        # the rows of edgec report pair results with their baselines: computed once per mark
         # of the record, not once per poll of every open browser
-        version = await read(views.version)
-        key = ("results", version, a, b, artifact)
+        mark, _ = await results_mark.get(await dash.mark(), read)
+        key = ("results", mark, a, b, artifact)
         doc = rows_cache.get(key)
         if doc is None:
             doc = await read(views.results, a, b, artifact)
             rows_cache.put(key, doc)
-        return doc
+        shown = throttle.version(str(mark))
+        return _etag("results", mark, shown, _query(a, b, artifact)), shown, doc
 
     @app.get("/results")
     async def results_page(request: Request, a: Pick = None, b: Pick = None, artifact: Sha = None):
-        doc = await results_doc(a, b, artifact)
-        return page(request, "results.html", "/results", query=_query(a, b, artifact),
-                    chart_version=throttle.version(doc["version"]), **doc)
+        tag, shown, doc = await results_doc(a, b, artifact)
+        return page(request, "results.html", "/results", query=_query(a, b, artifact), etag=tag,
+                    chart_version=shown, **doc)
 
     @app.get("/fragments/results")
-    async def results_fragment(a: Pick = None, b: Pick = None, artifact: Sha = None):
-        doc = await results_doc(a, b, artifact)
-        return fragment("_results.html", query=_query(a, b, artifact), chart_version=throttle.version(doc["version"]),
-                        **doc)
+    async def results_fragment(request: Request, a: Pick = None, b: Pick = None, artifact: Sha = None):
+        tag, shown, doc = await results_doc(a, b, artifact)
+        return fragment(request, "_results.html", tag, query=_query(a, b, artifact), chart_version=shown, **doc)
 
     @app.get("/search")
     async def search_page(request: Request, study: Annotated[str | None, Query(max_length=256)] = None):
         return page(request, "search.html", "/search", **await search_doc(study))
 
     @app.get("/fragments/search")
-    async def search_fragment(study: Annotated[str | None, Query(max_length=256)] = None):
-        return fragment("_search.html", **await search_doc(study))
+    async def search_fragment(request: Request, study: Annotated[str | None, Query(max_length=256)] = None):
+        return fragment(request, "_search.html", **await search_doc(study))
 
     async def search_doc(study: str | None) -> dict[str, Any]:
         if not dash.search_storage:
@@ -211,7 +242,7 @@ def create_pages(dash) -> FastAPI:
         return await chart(("history", None), views.history, charts.history_svg)
 
     async def chart(key, reader, draw) -> Response:
-        version = throttle.shown or throttle.version(await read(views.version))
+        version = throttle.shown or throttle.version(str((await results_mark.get(await dash.mark(), read))[0]))
         data = cache.get((*key, version))
         if data is None:
             rows = await read(reader)
@@ -267,6 +298,55 @@ def create_pages(dash) -> FastAPI:
         return back("/", f"device {device} revoked")
 
     return app
+
+
+class Snapshot:
+    """What one page shows of the record, read again only when it may have changed: nothing is
+    read while the record's mark (:meth:`Dashboard.mark`) stays; when it moved, ``probe`` (a
+    cheap query of what the page shows) is read, and the rows only when that moved too. The
+    marks are taken before the rows are read, so a change committed in between moves the next
+    mark and the rows are read again then.
+
+    Args:
+        reader: the rows (a function of a connection), or None for the probe alone.
+        probe: a function of a connection; None: the record's mark is the page's.
+    """
+
+    def __init__(self, reader, probe=None):
+        self.reader = reader
+        self.probe = probe
+        self.mark: str | None = None  # the record's
+        self.version: Any = None  # the page's: the probe's, else the record's mark
+        self.rows: Any = None
+
+    async def get(self, mark: str, read) -> tuple[Any, Any]:
+        """(the page's version, its rows)."""
+        if mark != self.mark:
+            if self.probe is None:
+                version, rows = mark, await read(self.reader)
+            else:
+                version, rows = await read(_refresh, self.probe, self.reader, self.version)
+                if rows is None:
+                    rows = self.rows
+            self.mark, self.version, self.rows = mark, version, rows
+        return self.version, self.rows
+
+
+def _refresh(conn, probe, reader, known):
+    version = probe(conn)
+    if version == known or reader is None:
+        return version, None
+    return version, reader(conn)
+
+
+def _csrf(request: Request) -> str:
+    return request.scope["edgec.session"].csrf
+
+
+def _etag(*parts: Any) -> str:
+    """The ETag of a fragment: of everything it was made from (the CSRF token of the session is
+    in its forms, so one session's fragment is never another's)."""
+    return '"' + hashlib.sha256(repr(parts).encode()).hexdigest()[:24] + '"'
 
 
 def _timed(draw, rows) -> tuple[bytes, float]:

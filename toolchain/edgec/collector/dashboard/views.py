@@ -1,11 +1,12 @@
 """What each dashboard page shows, read from the collector's record with the reads the API uses
 (:mod:`edgec.collector.storage.reads`) and the report rows of ``edgec report``
-(:func:`edgec.report.build_rows`: the same fp32 baselines). Each function takes a database
-connection and runs on the read pool."""
+(:func:`edgec.report.build_rows`: the same fp32 baselines). The functions that take a database
+connection run on the read pool; the Fleet and Queue pages are made in two steps, the rows read
+from the record (kept while it does not change) and what depends on the time of the request.
+"""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from edgec.collector.storage import reads
@@ -14,25 +15,43 @@ JOB_ORDER = ("leased", "queued", "failed", "done", "cancelled")
 QUEUE_LIMIT = 200
 
 
-def fleet(conn, offline_after: float) -> dict[str, Any]:
-    """Devices with their state, and the jobs they hold."""
-    devices = reads.list_devices(conn, offline_after)
-    held = {j["id"]: j for j in reads.list_jobs(conn, "leased", QUEUE_LIMIT)}
-    now = time.time()
-    for d in devices:
-        d["held"] = [held[j] for j in d["jobs"] if j in held]
+def fleet_rows(conn) -> list[dict[str, Any]]:
+    """Devices with the jobs they hold, as read from the record (kept while it does not change)."""
+    return reads.fleet_devices(conn)
+
+
+def fleet(devices: list[dict[str, Any]], offline_after: float, now: float) -> dict[str, Any]:
+    """The Fleet page's devices at ``now``: online or offline, busy or idle, last seen how long ago
+    (from rows of :func:`fleet_rows`, which are not changed)."""
+    out = []
+    for row in devices:
+        d = dict(row)
         d["seen_s"] = max(0.0, now - d["last_seen"])
-    return {"devices": devices, "version": _version(conn)}
+        d["online"] = not d["revoked"] and d["seen_s"] <= offline_after
+        d["state"] = "revoked" if d["revoked"] else ("busy" if d["held"] else "idle") if d["online"] else "offline"
+        out.append(d)
+    return {"devices": out, "now": now}
 
 
-def queue(conn) -> dict[str, Any]:
-    """The latest jobs grouped by state (running first), with their age."""
-    now = time.time()
-    jobs = reads.list_jobs(conn, None, QUEUE_LIMIT)
-    for j in jobs:
-        j["age_s"] = max(0.0, now - j["created"])
+def online(devices: list[dict[str, Any]], offline_after: float, now: float) -> tuple[bool, ...]:
+    """What of the Fleet page changes with time alone (a device goes offline)."""
+    return tuple(not d["revoked"] and now - d["last_seen"] <= offline_after for d in devices)
+
+
+def queue_rows(conn) -> list[dict[str, Any]]:
+    """The newest jobs, as read from the record (kept while it does not change)."""
+    return reads.queue_jobs(conn, QUEUE_LIMIT)
+
+
+def queue_mark(conn) -> tuple:
+    return reads.queue_mark(conn, QUEUE_LIMIT)
+
+
+def queue(jobs: list[dict[str, Any]], now: float) -> dict[str, Any]:
+    """The Queue page's jobs grouped by state (running first), with their age at ``now``."""
+    jobs = [{**j, "age_s": max(0.0, now - j["created"])} for j in jobs]
     groups = [(state, [j for j in jobs if j["state"] == state]) for state in JOB_ORDER]
-    return {"groups": [(s, js) for s, js in groups if js], "count": len(jobs), "version": _version(conn)}
+    return {"groups": [(s, js) for s, js in groups if js], "count": len(jobs), "now": now}
 
 
 def results(conn, a: int | None = None, b: int | None = None, artifact: str | None = None) -> dict[str, Any]:
@@ -50,8 +69,7 @@ def results(conn, a: int | None = None, b: int | None = None, artifact: str | No
         same = sorted((r for r in rows if (r["model"], r["device"]) == (newest["model"], newest["device"])),
                       key=lambda r: r["result_id"])
         pair = (same[-2:] if len(same) > 1 else same) + [None] * (2 - min(len(same), 2))
-    return {"rows": rows, "pair": pair, "compare": compare(*pair) if len(pair) == 2 else None,
-            "version": _version(conn)}
+    return {"rows": rows, "pair": pair, "compare": compare(*pair) if len(pair) == 2 else None}
 
 
 def compare(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[tuple[str, str, str, str]] | None:
@@ -100,16 +118,6 @@ def history(conn) -> list[dict[str, Any]]:
 
 def latest(conn) -> list[dict[str, Any]]:
     return reads.report_rows(conn, None, None, False)
-
-
-def _version(conn) -> str:
-    """Changes when the record does (a new result, a job or device more or less): charts are keyed by it."""
-    p = reads.probe(conn)
-    return f"{p['last_result'] or 0}-{p['devices']}-{p['queued']}-{p['leased']}"
-
-
-def version(conn) -> str:
-    return _version(conn)
 
 
 def open_search(storage: str):

@@ -129,3 +129,63 @@ def report_rows(conn, device: str | None, model: str | None, every_run: bool) ->
     source = _Rows(conn)
     return report.build_rows(report.select_results(source, device=device, model=model, every_run=every_run),
                              source.artifacts())
+
+
+# ---------------------------------------------------------------------- the dashboard's reads
+# Only the columns its tables show: no job spec (it holds the build's manifest) is read or parsed.
+
+
+def change_mark(conn) -> str:
+    """PostgreSQL: a mark that moves whenever a write transaction of the cluster completes (a
+    fresh snapshot: the next transaction id and those still running); equal marks mean nothing
+    was committed in between, by this collector or any other on the database."""
+    return "x" + str(conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0])
+
+
+def queue_jobs(conn, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` jobs as the Queue page shows them."""
+    rows = conn.execute(
+        "SELECT j.id, j.state, j.created, j.profile, j.device, j.labels, j.attempts, j.max_attempts, j.leased_to, "
+        "j.result_id, SUBSTR(j.error, 1, 200) AS error, a.file, a.precision, a.source_name FROM jobs j "
+        "JOIN artifacts a ON a.sha256 = j.artifact_sha256 ORDER BY j.id DESC LIMIT ?", (limit,)).fetchall()
+    out = []
+    for row in rows:
+        job = dict(row)
+        job["labels"] = json.loads(job["labels"])
+        job["artifact"] = {"file": job.pop("file"), "precision": job.pop("precision"),
+                           "model": job.pop("source_name")}
+        out.append(job)
+    return out
+
+
+def fleet_devices(conn) -> list[dict[str, Any]]:
+    """Every device as the Fleet page shows it, with the jobs it holds and whether every
+    credential it had was revoked: three queries, whatever the number of devices."""
+    devices = [device_dict(row) for row in conn.execute(
+        "SELECT id, profile, labels, runtimes, power, detected, last_seen FROM devices ORDER BY id").fetchall()]
+    held: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute("SELECT j.id, j.leased_to, a.file, a.precision FROM jobs j "
+                            "JOIN artifacts a ON a.sha256 = j.artifact_sha256 WHERE j.state = 'leased' "
+                            "ORDER BY j.id").fetchall():
+        held.setdefault(row["leased_to"], []).append(
+            {"id": row["id"], "artifact": {"file": row["file"], "precision": row["precision"]}})
+    cut = {row[0] for row in conn.execute(
+        "SELECT device FROM credentials GROUP BY device "
+        "HAVING SUM(CASE WHEN revoked IS NULL THEN 1 ELSE 0 END) = 0").fetchall()}
+    for d in devices:
+        d["held"] = held.get(d["id"], [])
+        d["revoked"] = d["id"] in cut
+    return devices
+
+
+def queue_mark(conn, limit: int) -> tuple:
+    """What moves when any of the newest ``limit`` jobs changes as the Queue page shows it: every
+    change of a job's state, holder, attempts or result sets its ``updated`` to a later time."""
+    row = conn.execute("SELECT COUNT(*), MAX(id), SUM(updated) FROM "
+                       "(SELECT id, updated FROM jobs ORDER BY id DESC LIMIT ?) newest", (limit,)).fetchone()
+    return tuple(row)
+
+
+def results_mark(conn) -> int | None:
+    """What moves when a result is stored (results and their artifacts are never changed)."""
+    return conn.execute("SELECT MAX(id) FROM results").fetchone()[0]
