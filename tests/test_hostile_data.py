@@ -136,7 +136,7 @@ def test_nan_outputs_never_agree_and_never_pass():
     build, whatever its accuracy budget says."""
     from edgec.config import BuildOptions
     from edgec.model_io import OutputSpec
-    from edgec.pipeline import _checks
+    from edgec.pipeline import build_checks
     from edgec.verify import Reference, compare
 
     rng = np.random.default_rng(0)
@@ -151,6 +151,6 @@ def test_nan_outputs_never_agree_and_never_pass():
     result.update(artifact="model.tflite")
     assert result["artifact_accuracy"] == 0.5 and result["agreement"] == 0.5
     assert result["non_finite_outputs"] == ["probs"] and result["outputs"][0]["non_finite_samples"] == 10
-    checks = _checks(BuildOptions(max_accuracy_drop=100.0), result, [])
+    checks = build_checks(BuildOptions(max_accuracy_drop=100.0), result, [])
     assert [c["passed"] for c in checks] == [True, False]
     assert "outputs NaN or Inf on 10 samples of 'probs'" in checks[1]["message"]

@@ -1,6 +1,7 @@
 """edgec build --accuracy-control on a model whose plain int8 loses points: the budget is met with few
-ops in float, measured independently with LiteRT; the artifact stays int8 everywhere else; ops kept
-float on purpose are marked as chosen, any other float op still fails the build."""
+ops in float (the float fallback alone, --no-remedies), measured independently with LiteRT; the
+artifact stays int8 everywhere else; ops kept float on purpose are marked as chosen, any other float
+op still fails the build. The integer remedies tried first: tests/accuracy/test_remedies.py."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def plain(outlier_model_path, digits_dir, tmp_path_factory):
 def controlled(outlier_model_path, digits_dir, tmp_path_factory):
     return edgec.build(outlier_model_path, target="rpi5", precision="int8", calib=str(digits_dir / "calib.npz"),
                        eval=str(digits_dir / "eval.npz"), max_accuracy_drop=BUDGET, accuracy_control=True,
-                       out=tmp_path_factory.mktemp("controlled"))
+                       remedies=False, out=tmp_path_factory.mktemp("controlled"))
 
 
 def test_plain_int8_loses_more_than_two_points(plain, digits_split):
@@ -83,10 +84,9 @@ def test_artifact_is_int8_except_the_chosen_ops(controlled):
 
 
 def test_an_unchosen_float_op_still_fails(controlled):
-    from edgec.accuracy import mark_chosen
+    from edgec.accuracy import float_ops, mark_chosen
     from edgec.config import BuildOptions
-    from edgec.inspection import float_ops
-    from edgec.pipeline import _checks
+    from edgec.pipeline import build_checks
 
     path = controlled.out_dir / "model.tflite"
     record = dict(controlled.manifest["artifacts"][0])
@@ -98,14 +98,14 @@ def test_an_unchosen_float_op_still_fails(controlled):
     record["float_ops"] = mark_chosen(path, "tflite", float_ops(path, "tflite"), partial)
     unchosen = [o for o in record["float_ops"] if not o.get("chosen")]
     assert unchosen
-    (check,) = _checks(BuildOptions(), None, [record])
+    (check,) = build_checks(BuildOptions(), None, [record])
     assert not check["passed"] and check["value"] == len(unchosen)
     assert "no int8 kernel" in check["message"]
-    (accepted,) = _checks(BuildOptions(allow_float_ops=True), None, [record])
+    (accepted,) = build_checks(BuildOptions(allow_float_ops=True), None, [record])
     assert accepted["passed"]
     # and fully chosen, the same artifact passes
     record["float_ops"] = mark_chosen(path, "tflite", float_ops(path, "tflite"), all_chosen)
-    (ok,) = _checks(BuildOptions(), None, [record])
+    (ok,) = build_checks(BuildOptions(), None, [record])
     assert ok["passed"] and ok["chosen"] == len(record["float_ops"])
 
 
@@ -130,7 +130,8 @@ def test_plain_int8_of_the_backend_is_the_build_conversion(outlier_model_path, d
 
 def test_same_inputs_same_choice_same_bytes(controlled, outlier_model_path, digits_dir, tmp_path):
     again = edgec.build(outlier_model_path, target="rpi5", precision="int8", calib=str(digits_dir / "calib.npz"),
-                        eval=str(digits_dir / "eval.npz"), max_accuracy_drop=BUDGET, accuracy_control=True, out=tmp_path)
+                        eval=str(digits_dir / "eval.npz"), max_accuracy_drop=BUDGET, accuracy_control=True,
+                        remedies=False, out=tmp_path)
     assert again.manifest["artifacts"][0]["sha256"] == controlled.manifest["artifacts"][0]["sha256"]
     assert again.manifest["accuracy_control"]["steps"] == controlled.manifest["accuracy_control"]["steps"]
 
@@ -196,7 +197,7 @@ def test_unreachable_budget_exits_1_with_the_best_found(digits_dir, tmp_path):
     path = tmp_path / "pinned.keras"
     pinned.save(path)
     proc = run_cli("build", path, "--target", "rpi5", "--precision", "int8", "--calib", digits_dir / "calib.npz",
-                   "--eval", digits_dir / "eval.npz", "--max-accuracy-drop", "1", "--accuracy-control", "--json",
+                   "--eval", digits_dir / "eval.npz", "--max-accuracy-drop", "1", "--accuracy-control", "--no-remedies", "--json",
                    "--out", tmp_path / "dist")
     assert proc.returncode == 1, proc.stderr
     m = json.loads(proc.stdout)

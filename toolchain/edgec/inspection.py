@@ -152,19 +152,3 @@ def inspect_tflite(path: Path) -> dict[str, Any]:
         "ops": rows,
         "totals": totals,
     }
-
-
-def float_ops(path: Path, fmt: str) -> list[dict[str, Any]]:
-    """The ops of an int8 artifact that still compute in float (empty when full-integer).
-
-    TFLite: every op with a float activation, besides the conversions of float model inputs and
-    outputs. ONNX (TensorRT's explicit quantization): every Conv/Gemm/MatMul whose input or weight
-    does not come through a DequantizeLinear (TensorRT runs it in fp16/fp32).
-    """
-    if fmt == "tflite":
-        return tflite_model.float_ops(tflite_model.load(path))
-    if fmt == "onnx":
-        from edgec.targets.tensorrt.quantize import unquantized_ops
-
-        return unquantized_ops(path)
-    raise ValueError(f"no float-op check for format {fmt}")

@@ -420,7 +420,7 @@ class BuildSession:
                                                     lambda: self.float_tflite(request, data))
                 timings["report"] = time.perf_counter() - t0
 
-            checks = _checks(options, verification, records, ctx.extra.get("accuracy_control"))
+            checks = build_checks(options, verification, records, ctx.extra.get("accuracy_control"))
             manifest = manifest_mod.new(
                 profile=profile.to_json(), target=profile.target, runtime=target_impl.runtime,
                 precision=precision.value, source=loaded.describe(), options=options.to_json(),
@@ -446,7 +446,7 @@ def _check_labelled(request: BuildPlan, data: Inputs) -> None:
 
 def _record(work: Path, art, precision: Precision) -> dict[str, Any]:
     """The manifest entry of one artifact; int8 model files list the ops that still compute in float."""
-    from edgec.inspection import float_ops
+    from edgec.accuracy import float_ops
 
     path = work / art.file
     record = {"file": art.file, "role": art.role, "format": art.format, "precision": art.precision,
@@ -460,7 +460,7 @@ def _record(work: Path, art, precision: Precision) -> dict[str, Any]:
     return record
 
 
-def _checks(options: BuildOptions, verification: dict[str, Any] | None,
+def build_checks(options: BuildOptions, verification: dict[str, Any] | None,
             records: list[dict[str, Any]], control: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     checks = []
     if options.max_accuracy_drop is not None and control is not None and not control["metric"]["labelled"]:

@@ -56,6 +56,24 @@ def check_request(profile, precision, options) -> None:
         raise EdgecError("--accuracy-control needs the budget it meets: add --max-accuracy-drop POINTS")
 
 
+def float_ops(path: Path, fmt: str) -> list[dict[str, Any]]:
+    """The ops of an int8 artifact that still compute in float (empty when full-integer).
+
+    TFLite: every op with a float activation, besides the conversions of float model inputs and
+    outputs. ONNX (TensorRT's explicit quantization): every Conv/Gemm/MatMul whose input or weight
+    does not come through a DequantizeLinear (TensorRT runs it in fp16/fp32).
+    """
+    if fmt == "tflite":
+        from edgec import tflite_model
+
+        return tflite_model.float_ops(tflite_model.load(path))
+    if fmt == "onnx":
+        from edgec.targets.tensorrt.quantize import unquantized_ops
+
+        return unquantized_ops(path)
+    raise ValueError(f"no float-op check for format {fmt}")
+
+
 def mark_chosen(path: Path, fmt: str, float_ops: list[dict[str, Any]], chosen: list[dict[str, str]]) -> list[dict[str, Any]]:
     """``float_ops`` of an artifact with the entries accuracy control kept in float marked
     ``"chosen": true`` (the full-integer check does not count those); others stay as they are."""
