@@ -152,14 +152,12 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
         artifact_accuracy: the artifact's accuracy on the same data as the steps, if measured.
         artifact_precision: precision of the artifact ("int8", ...).
         representative: where int8 representative data came from, if not ``--calib``.
-        progress: shows the baseline conversion.
-        float_tflite: ``float_model`` already converted to an fp32 .tflite (builds for several
-            targets convert it once); converted here when ``None``.
+        progress: unused; kept for callers that pass it.
+        float_tflite: ``float_model`` converted to an fp32 .tflite, the size baseline (the build
+            converts it once for all its targets); needed with an ``artifact``.
     """
-    from edgec.config import Precision
     from edgec.inspection import compressed_sizes
     from edgec.optimize.report import artifact_report
-    from edgec.targets.tflite import convert
 
     record: dict[str, Any] = {
         **result.spec.to_json(),
@@ -186,7 +184,9 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
         return record
     if result.spec.sparse_inference:
         record["sparse_inference"] = {**(record.get("sparse_inference") or {}), **sparse_record(artifact)}
-    float_bytes = float_tflite if float_tflite is not None else convert(float_model, Precision.FP32, progress=progress)
+    if float_tflite is None:
+        raise ValueError("finish() needs float_tflite, the float model's fp32 .tflite, with an artifact")
+    float_bytes = float_tflite
     record["float_tflite"] = {"bytes": len(float_bytes), **{f"{k}_bytes": v for k, v in compressed_sizes(float_bytes).items()}}
     from edgec.optimize.graph import inner, kernels_of
 
