@@ -10,10 +10,11 @@ float model on 32 eval samples. The table is printed and written to docs/zoo.md.
 
 Usage: python bench/bench_zoo.py [--archs MobileNet,ResNet50] [--keras 2,3] [--out build/zoo]
        [--doc docs/zoo.md] [--calib-samples 32] [--rows rows.json] [--from-rows a.json b.json]
+       [--merge]
 
 ``--keras 3`` builds Keras 3 ``.keras`` files of each family (made in a child process without
 TF_USE_LEGACY_KERAS); ``--from-rows`` writes the doc from rows saved by earlier runs, building
-nothing.
+nothing; ``--merge`` replaces only this run's rows in the doc's tables (a rerun of a few rows).
 """
 
 from __future__ import annotations
@@ -90,6 +91,33 @@ def details(rows: list[dict]) -> str:
     return "\n".join(head + [detail(r) for r in ordered(rows)])
 
 
+def merge(doc: str, rows: list[dict]) -> tuple[str, str, float]:
+    """The summary and per-build tables of an earlier ``doc`` with this run's builds in place of
+    theirs (rows of other builds kept as written), and the builds' total minutes."""
+    def lines_after(heading: str) -> list[str]:
+        text = doc.split(heading, 1)[1] if heading in doc else ""
+        table = text.split("\n|", 1)[1].split("\n\n", 1)[0] if "\n|" in text else ""
+        return ["|" + line if i == 0 else line for i, line in enumerate(table.splitlines())][2:]
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    def order(label: str, profile: str = "") -> tuple:
+        arch = label.removesuffix(" (Keras 3)")
+        return (list(ARCHS).index(arch) if arch in ARCHS else 99, label != arch,
+                PROFILES.index(profile) if profile in PROFILES else 9)
+
+    summary = {cells(ln)[0]: ln for ln in lines_after("## Summary")}
+    summary.update({cells(ln)[0]: ln for ln in table(rows).splitlines()[2:]})
+    full = {tuple(cells(ln)[:2]): ln for ln in lines_after("## Every build")}
+    full.update({tuple(cells(ln)[:2]): ln for ln in details(rows).splitlines()[2:]})
+    head, head_full = table(rows).splitlines()[:2], details(rows).splitlines()[:2]
+    seconds = [cells(ln)[3] for ln in full.values()]
+    total = sum(float(s) for s in seconds if s.replace(".", "", 1).isdigit()) / 60
+    return ("\n".join(head + [summary[k] for k in sorted(summary, key=order)]),
+            "\n".join(head_full + [full[k] for k in sorted(full, key=lambda k: order(*k))]), total)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", default=",".join(ARCHS))
@@ -99,6 +127,8 @@ def main() -> None:
     parser.add_argument("--calib-samples", type=int, default=32)
     parser.add_argument("--rows", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--from-rows", type=Path, nargs="+", help="rows of earlier runs: write the doc only")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the --doc's table rows of builds not in this run (a partial rerun)")
     args = parser.parse_args()
     rows: list[dict] = []
     start = time.perf_counter()
@@ -117,6 +147,9 @@ def main() -> None:
     if args.rows:
         args.rows.write_text(json.dumps(rows, indent=1) + "\n")
     summary, full = table(rows), details(rows)
+    if args.merge and args.doc.exists():
+        summary, full, total = merge(args.doc.read_text(), rows)
+        total *= 60
     print(summary)
     print(full)
     args.doc.parent.mkdir(parents=True, exist_ok=True)
@@ -148,9 +181,11 @@ installed on this machine, so the compiler's own split is not in the table.
 {summary}
 
 int-op share: TFLite, the share of ops not computed in float; ONNX, the share of Conv/Gemm/MatMul
-with int8 Q/DQ on their inputs (what TensorRT runs in int8). Exact GELU written by Keras 3
-(ConvNeXt, the transformer) lowers to Erf with a Neg that LiteRT has no int8 kernel for, so those
-TFLite builds exit 1 naming it; tf-keras' GELU becomes LiteRT's fused GELU op.
+with int8 Q/DQ on their inputs (what TensorRT runs in int8). Exact GELU is LiteRT's fused GELU op
+(int8 kernels) from either Keras: both call `tf.nn.gelu`. Keras 3's LayerNormalization (ConvNeXt,
+the transformer) writes its offset as `-mean * inv + beta`, whose negation the TFLite converter
+keeps as a float NEG; edgec's Keras 3 export traces it as `beta - mean * inv`, tf-keras' form and
+the same float numbers, so those builds are full-integer too.
 
 ## Every build
 
@@ -163,7 +198,8 @@ after layer, so int8 rounding alone moves their outputs far; networks without th
 ConvNeXt, the transformer) keep 20-30 dB. Compare the target kinds on one architecture.
 
 The builds took {total:.0f} min in all on a 2-core x86 machine shared with other work (build
-times in the table are wall times under that load).
+times in the table are wall times under that load; rows rebuilt later with `--merge` carry the
+times of their own run).
 """
 
 

@@ -126,6 +126,7 @@ def export(model, name: str | None = None):
         EdgecError: the export failed (the message names Keras' reason), or the model has other than
             one input.
     """
+    from edgec.keras3.forms import integer_forms
     from edgec.model_io import SignatureModel
     from edgec.tfcompat import tf_and_keras
 
@@ -137,7 +138,8 @@ def export(model, name: str | None = None):
     specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=n) for t, n in zip(inputs, in_names, strict=True)]
 
     def serve(*xs):
-        outs = model(list(xs) if len(xs) > 1 else xs[0], training=False)
+        with integer_forms(model):  # LayerNormalization without a float NEG in int8 TFLite
+            outs = model(list(xs) if len(xs) > 1 else xs[0], training=False)
         return dict(zip(names, keras.tree.flatten(outs), strict=True))
 
     with tempfile.TemporaryDirectory(prefix="edgec-keras3-") as tmp:
