@@ -3,7 +3,7 @@
 mkdocs-click copies each command's help into the page as Markdown. The indented lines that Click
 keeps as written (``\\b`` blocks: usage lines such as ``edgec ci [CONFIG] [--only MODEL/TARGET ...]``,
 examples) would be reflowed there, and their bracket pairs read as reference links; this wraps
-mkdocs-click's step so that each indented run of lines after a blank one becomes a text block.
+mkdocs-click's step so that each indented run of lines becomes a text block.
 """
 
 from __future__ import annotations
@@ -13,26 +13,27 @@ from markdown.preprocessors import Preprocessor
 
 
 def fence_indented(lines: list[str]) -> list[str]:
-    """Put each run of indented lines that follows a blank line into a text code block."""
+    """Put each run of indented lines (outside code blocks) into a text code block."""
     out: list[str] = []
     block: list[str] = []
     fenced = False
+
+    def flush() -> None:
+        indent = min(len(x) - len(x.lstrip()) for x in block)
+        out.extend(["", "```text", *(x[indent:] for x in block), "```", ""])
+        block.clear()
+
     for line in lines:
         if line.startswith("```"):
             fenced = not fenced
-        starts = not block and out and not out[-1].strip() and line.startswith("  ")
-        if not fenced and (block or starts) and line.strip():
-            if line.startswith("  ") or block:
-                block.append(line)
-                continue
+        if not fenced and line.strip() and (line.startswith("  ") or (block and line.startswith(" "))):
+            block.append(line)
+            continue
         if block:
-            indent = min(len(x) - len(x.lstrip()) for x in block)
-            out.extend(["```text", *(x[indent:] for x in block), "```"])
-            block = []
+            flush()
         out.append(line)
     if block:
-        indent = min(len(x) - len(x.lstrip()) for x in block)
-        out.extend(["```text", *(x[indent:] for x in block), "```"])
+        flush()
     return out
 
 
