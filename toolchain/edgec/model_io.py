@@ -67,6 +67,7 @@ class LoadedModel:
         record = {"path": str(self.path) if self.path else None, "format": self.format,
                   "sha256": self.sha256, "name": self.model.name,
                   "params": int(self.model.count_params()),
+                  "inputs": [i.describe() for i in input_specs(self.model)],
                   "outputs": [{"name": o.name, "shape": list(o.shape)} for o in output_specs(self.model)]}
         if self.keras is not None:
             record["keras"] = self.keras
@@ -77,13 +78,17 @@ class SignatureModel:
     """The serving signature of a SavedModel without Keras metadata, shaped like what edgec uses of
     a Keras model: ``name``, ``inputs``, ``count_params()`` and a call returning the outputs dict.
 
+    Several inputs are taken by name (``input_names``, in ``input_order`` when the exporter gave
+    one, else sorted); a call takes one array (one input) or a dict keyed by those names.
+
     Raises:
-        EdgecError: no signature, or a signature with other than one input.
+        EdgecError: no signature, or a signature without inputs.
     """
 
     layers: list = []  # no Keras layers: nothing to compress
 
-    def __init__(self, path: Path, signature: str | None = None, output_order: list[str] | None = None):
+    def __init__(self, path: Path, signature: str | None = None, output_order: list[str] | None = None,
+                 input_order: list[str] | None = None):
         from edgec.tfcompat import tf_and_keras
 
         tf, _ = tf_and_keras()
@@ -105,11 +110,12 @@ class SignatureModel:
         self.function = signatures[key]
         args, kwargs = self.function.structured_input_signature
         specs = {**{str(i): a for i, a in enumerate(args)}, **kwargs}
-        if len(specs) != 1:
-            raise EdgecError(f"SavedModel '{path}' signature '{key}' has {len(specs)} inputs "
-                             f"({', '.join(sorted(specs))}); edgec supports single-input models")
-        (self.input_name, spec), = specs.items()
-        self.inputs = [spec]
+        if not specs:
+            raise EdgecError(f"SavedModel '{path}' signature '{key}' takes no inputs")
+        self.input_names = list(input_order) if input_order and sorted(input_order) == sorted(specs) \
+            else sorted(specs)
+        self.input_name = self.input_names[0]
+        self.inputs = [specs[n] for n in self.input_names]
         outputs = self.function.structured_outputs
         if not isinstance(outputs, dict) or not outputs:
             raise EdgecError(f"SavedModel '{path}' signature '{key}' returns no named outputs")
@@ -126,6 +132,9 @@ class SignatureModel:
         from edgec.tfcompat import tf_and_keras
 
         tf, _ = tf_and_keras()
+        if isinstance(x, dict):
+            return self.function(**{n: tf.convert_to_tensor(x[n], dtype=s.dtype)
+                                    for n, s in zip(self.input_names, self.inputs, strict=True)})
         return self.function(**{self.input_name: tf.convert_to_tensor(x, dtype=self.inputs[0].dtype)})
 
 
@@ -164,12 +173,13 @@ def output_specs(model) -> list[OutputSpec]:
             for name, key, t in zip(names, layer_names, flat, strict=True)]
 
 
-def predict(model, x: np.ndarray) -> list[np.ndarray]:
-    """Inference-mode outputs of a Keras or signature model on ``x``, flattened in output order."""
+def predict(model, x) -> list[np.ndarray]:
+    """Inference-mode outputs of a Keras or signature model on ``x`` (an array, or a dict keyed by
+    input name for several inputs), flattened in output order."""
     from edgec.tfcompat import tf_and_keras
 
     tf, _ = tf_and_keras()
-    outs = model(x, training=False)
+    outs = model(model_feed(model, x), training=False)
     return [np.asarray(o, dtype=np.float32) for o in tf.nest.flatten(outs)]
 
 
@@ -181,15 +191,23 @@ def named_function(model, batch: int | None = None, names: list[str] | None = No
 
     tf, _ = tf_and_keras()
     names = names or [o.name for o in output_specs(model)]
-    inp = model.inputs[0]
-    input_name = model.input_name if isinstance(model, SignatureModel) else \
-        (model.input_names[0] if getattr(model, "input_names", None) else "input")
+    specs = input_specs(model)
+    tensor_specs = [tf.TensorSpec([batch, *s.shape], s.dtype, name=s.name) for s in specs]
 
-    def call(x):
-        return dict(zip(names, tf.nest.flatten(model(x, training=False)), strict=True))
+    def call(*xs):
+        feed = xs[0] if len(xs) == 1 else dict(zip([s.name for s in specs], xs, strict=True))
+        return dict(zip(names, tf.nest.flatten(model(model_feed(model, feed), training=False)), strict=True))
 
-    spec = tf.TensorSpec([batch, *inp.shape[1:]], inp.dtype, name=input_name)
-    return tf.function(call).get_concrete_function(spec)
+    return tf.function(call).get_concrete_function(*tensor_specs)
+
+
+def model_feed(model, x):
+    """``x`` as the model takes it: an array for one input; for several, the dict keyed by input
+    name (signature models), or the list in the model's input order (Keras models, whose
+    functional call matches a list by position and refuses nothing on a misnamed dict key)."""
+    if not isinstance(x, dict) or isinstance(model, SignatureModel):
+        return x
+    return [x[s.name] for s in input_specs(model)]
 
 
 def detect_format(path: Path) -> str:
@@ -347,13 +365,48 @@ def load_model(source: Any, keras_layers: bool = False, custom_objects=()) -> Lo
         raise EdgecError(f"cannot read model '{path}': {reason[:300]}") from exc
     if not isinstance(model, keras.Model):
         return LoadedModel(SignatureModel(path), path, "signature", sha256_file(path))
-    if len(model.inputs) != 1:
-        raise EdgecError(f"model '{path}' has {len(model.inputs)} inputs; edgec supports single-input models")
+    if len({s.name for s in input_specs(model)}) != len(model.inputs):
+        raise EdgecError(f"model '{path}' has {len(model.inputs)} inputs with repeated names "
+                         f"({', '.join(s.name for s in input_specs(model))}); give each Input a distinct name")
     return LoadedModel(model, path, fmt, sha256_file(path))
 
 
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """One input of a model: its name (the Input layer's, or the signature's key), its shape
+    without the batch dimension (``None`` for unknown sizes) and its dtype name."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+def input_specs(model) -> list[InputSpec]:
+    """The model's inputs, in its input order (what data for several inputs is keyed by)."""
+    if isinstance(model, SignatureModel):
+        names = list(model.input_names)
+    else:
+        names = list(getattr(model, "input_names", None) or [])
+        if len(names) != len(model.inputs):
+            names = [f"input_{i}" for i in range(len(model.inputs))] if len(model.inputs) > 1 else ["input"]
+    out = []
+    for name, inp in zip(names, model.inputs, strict=True):
+        dtype = inp.dtype.name if hasattr(inp.dtype, "name") else str(inp.dtype)
+        out.append(InputSpec(str(name), tuple(None if d is None else int(d) for d in inp.shape[1:]), dtype))
+    return out
+
+
 def input_spec(model) -> tuple[tuple[int | None, ...], str]:
-    """The model's input shape without the batch dimension, and its dtype name."""
-    inp = model.inputs[0]
-    shape = tuple(None if d is None else int(d) for d in inp.shape[1:])
-    return shape, inp.dtype.name if hasattr(inp.dtype, "name") else str(inp.dtype)
+    """The first input's shape without the batch dimension, and its dtype name."""
+    first = input_specs(model)[0]
+    return first.shape, first.dtype
+
+
+def data_shapes(model):
+    """What :func:`edgec.calibration.load` checks data against: the input's shape for a model with
+    one input, else ``{input name: shape}`` in the model's input order."""
+    specs = input_specs(model)
+    return specs[0].shape if len(specs) == 1 else {s.name: s.shape for s in specs}

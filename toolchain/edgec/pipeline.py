@@ -235,7 +235,7 @@ class Inputs:
 def prepare_inputs(request: BuildPlan, progress: Progress) -> Inputs:
     from edgec import calibration
     from edgec.calibration import inputs as input_prep
-    from edgec.model_io import SignatureModel, input_spec, load_model
+    from edgec.model_io import SignatureModel, data_shapes, load_model
     from edgec.tfcompat import fresh_names, set_seed
     from edgec.verify import reference
 
@@ -253,7 +253,7 @@ def prepare_inputs(request: BuildPlan, progress: Progress) -> Inputs:
         raise EdgecError(f"the compression steps train Keras layers, but '{loaded.path}' is a SavedModel without "
                          "Keras metadata (its serving signature); save the model with tf-keras model.save(), or drop "
                          "--prune/--cluster/--qat")
-    shape, _ = input_spec(loaded.model)
+    shape = data_shapes(loaded.model)  # {input name: shape} for several inputs
     preprocessing, warnings = input_prep.resolve(loaded.model, input_range=options.input_range,
                                                  normalize=options.normalize, mean=options.mean, std=options.std)
 
@@ -272,18 +272,24 @@ def prepare_inputs(request: BuildPlan, progress: Progress) -> Inputs:
         bridge.check(loaded, (calib if calib is not None else fine_tune).x)
     expected = preprocessing.expected()
     for data, what in ((calib, "calibration data"), (eval_data, "eval data"), (fine_tune, "fine-tune data")):
-        if data is not None:
+        # the expected range is the preprocessing's, which several inputs apply to their pixel inputs only
+        if data is not None and not isinstance(data.x, dict):
             line = input_prep.range_warning(data.x, expected, f"{what} '{data.source}'")
             if line:
                 warnings.append(line)
     if calib is not None:
         against = eval_data if eval_data is not None else fine_tune
         if against is not None:
-            line = input_prep.mismatch_warning(calib.x, against.x, f"calibration data '{calib.source}'",
-                                               f"the {'eval' if against is eval_data else 'fine-tune'} data "
-                                               f"'{against.source}'")
-            if line:
-                warnings.append(line)
+            from edgec.calibration import arrays
+
+            theirs = dict(arrays(against.x))
+            for name, arr in arrays(calib.x):
+                where = f" input '{name}'" if name is not None else ""
+                line = input_prep.mismatch_warning(arr, theirs[name], f"calibration data '{calib.source}'{where}",
+                                                   f"the {'eval' if against is eval_data else 'fine-tune'} data "
+                                                   f"'{against.source}'")
+                if line:
+                    warnings.append(line)
     ref = reference(loaded.model, eval_data, options.eval_output, progress) if eval_data is not None else None
     for line in warnings:
         log.warning("%s", line)
@@ -374,6 +380,7 @@ class BuildSession:
             request: from :func:`plan`.
             out_dir: the build directory (default ``OUT/PROFILE``).
         """
+        from edgec.model_io import input_specs
         from edgec.targets.base import BuildContext
         from edgec.tfcompat import library_versions
 
@@ -425,6 +432,8 @@ class BuildSession:
                 profile=profile.to_json(), target=profile.target, runtime=target_impl.runtime,
                 precision=precision.value, source=loaded.describe(), options=options.to_json(),
                 reproducibility=data.determinism, input=data.preprocessing.describe(),
+                inputs=manifest_mod.inputs_record(input_specs(loaded.model), data.preprocessing.describe(),
+                                                  {"calib": calib, "eval": data.eval, "fine_tune": data.fine_tune}),
                 data={"calib": calib.describe() if calib else None,
                       "eval": data.eval.describe() if data.eval else None},
                 versions=library_versions(), artifacts=records, verification=verification, optimization=optimization,

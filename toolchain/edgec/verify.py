@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.calibration import Dataset
+from edgec.calibration import Dataset, count, take
 from edgec.errors import EdgecError
 from edgec.model_io import OutputSpec, output_specs, predict
 
@@ -23,13 +23,15 @@ Predict = Callable[[np.ndarray], list[np.ndarray]]
 BATCH = 64
 
 
-def run_batched(predict_fn: Predict, x: np.ndarray, batch_size: int = BATCH, task=None) -> list[np.ndarray]:
-    """Run ``predict_fn`` over ``x`` in batches; its outputs concatenated, in its own order."""
+def run_batched(predict_fn: Predict, x, batch_size: int = BATCH, task=None) -> list[np.ndarray]:
+    """Run ``predict_fn`` over ``x`` (an array, or a dict of arrays keyed by input name) in
+    batches; its outputs concatenated, in its own order."""
     chunks: list[list[np.ndarray]] = []
-    for start in range(0, len(x), batch_size):
-        chunks.append(predict_fn(x[start:start + batch_size]))
+    n = count(x)
+    for start in range(0, n, batch_size):
+        chunks.append(predict_fn(take(x, slice(start, start + batch_size))))
         if task is not None:
-            task.advance(min(batch_size, len(x) - start))
+            task.advance(min(batch_size, n - start))
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 

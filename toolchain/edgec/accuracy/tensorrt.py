@@ -210,9 +210,12 @@ class TensorRTBackend:
         session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         sums = {op_id: [0.0, 0.0, 0] for op_id in pairs}
-        x = np.asarray(x, np.float32)
-        for start in range(0, len(x), 64):
-            values = dict(zip(names, session.run(None, {graph.input[0].name: x[start:start + 64]}), strict=True))
+        from edgec import calibration
+
+        feed = {n: np.asarray(a, np.float32) for n, a in x.items()} if isinstance(x, dict) else \
+            {graph.input[0].name: np.asarray(x, np.float32)}  # several inputs: keyed by the graph's input names
+        for start in range(0, calibration.count(x), 64):
+            values = dict(zip(names, session.run(None, calibration.take(feed, slice(start, start + 64))), strict=True))
             for op_id, (got, ref) in pairs.items():
                 f = values[ref].astype(np.float64)
                 s = sums[op_id]

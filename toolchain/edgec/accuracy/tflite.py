@@ -230,7 +230,7 @@ class TFLiteBackend:
         from edgec.tfcompat import tf_and_keras
 
         tf, _ = tf_and_keras()
-        x = np.asarray(x, np.float32)
+        x = {n: np.asarray(a, np.float32) for n, a in x.items()} if isinstance(x, dict) else np.asarray(x, np.float32)
 
         def deq(q, scale, zero):
             return (q.astype(np.float32) - zero) * scale
@@ -248,7 +248,7 @@ class TFLiteBackend:
             # NumericVerify compares against is still there when it is read
             debugger = tf.lite.experimental.QuantizationDebugger(
                 quant_debug_model_content=debug_model, debug_options=options,
-                debug_dataset=lambda: ([x[i:i + 1]] for i in range(len(x))))
+                debug_dataset=lambda: _samples(x, debug_model))
             debugger.run()
             dump = io.StringIO()
             debugger.layer_statistics_dump(dump)
@@ -297,3 +297,22 @@ def chosen_float_ops(source, float_ops: list[dict[str, Any]], chosen: list[dict[
             mine = all(producer.get(t) in compute for t in op.inputs if t >= 0)
         marked.append({**entry, "chosen": True} if mine else dict(entry))
     return marked
+
+
+def _samples(x, model: bytes):
+    """One-sample batches of ``x`` as the debugger takes them: a list in the model's input tensor
+    order, several inputs matched to their tensors by name (through the signature)."""
+    from edgec.calibration import count
+
+    order = [None]
+    if isinstance(x, dict):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from edgec import tflite_model
+        from edgec.targets.tflite import input_indices
+
+        details = Interpreter(model_content=model).get_input_details()
+        by_index = {i: n for n, i in input_indices(tflite_model.load(model).signature_inputs, details).items()}
+        order = [by_index[d["index"]] for d in details]
+    for i in range(count(x)):
+        yield [x[n][i:i + 1] for n in order] if isinstance(x, dict) else [x[i:i + 1]]

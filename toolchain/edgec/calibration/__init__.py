@@ -13,6 +13,12 @@ Pixels (image folders, and uint8 arrays from any source) are turned into model i
 build's :class:`~edgec.calibration.inputs.InputPreprocessing` (``--input-range``, ``--normalize``,
 ``--mean``/``--std``, or what the model's first layer implies); float arrays are taken as they are.
 
+A model with several inputs takes data keyed by its input names: an ``.npz`` with one array per
+input (``y`` stays the labels), or a function yielding dicts (or ``(dict, y)`` pairs). Its
+:attr:`Dataset.x` is then a dict in the model's input order; the preprocessing applies to each
+uint8 input on its own, float inputs are taken as they are. An image folder or an ``.npy`` holds
+one array and feeds only a single-input model.
+
 Data is checked where it enters, the same way for calibration, fine-tune and eval data: inputs
 must be finite (a NaN or Inf is named by file, sample and position), labels integers or one-hot
 rows, archives readable, images at most :data:`MAX_IMAGE_PIXELS` pixels each, and a function's
@@ -27,7 +33,7 @@ import logging
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,25 +60,57 @@ _ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
+#: Inputs of a model: one array (batch first), or {input name: array} for several inputs.
+Inputs = np.ndarray | dict
+
+
+def count(x: Inputs) -> int:
+    """The number of samples in ``x`` (one array, or a dict of arrays of the same length)."""
+    if isinstance(x, dict):
+        return int(len(next(iter(x.values())))) if x else 0
+    return int(len(x))
+
+
+def take(x: Inputs, index) -> Inputs:
+    """``x[index]`` (a slice or an index array) of one array, or of every input of a dict."""
+    if isinstance(x, dict):
+        return {name: arr[index] for name, arr in x.items()}
+    return x[index]
+
+
+def arrays(x: Inputs) -> list[tuple[str | None, np.ndarray]]:
+    """``(input name, array)`` pairs: one pair named None for a single array."""
+    return list(x.items()) if isinstance(x, dict) else [(None, x)]
+
+
 @dataclasses.dataclass
 class Dataset:
-    """Inputs (float32, batch first) and optional integer labels."""
+    """Inputs (float32, batch first; a dict keyed by input name for several inputs) and optional
+    integer labels."""
 
-    x: np.ndarray
+    x: Inputs
     y: np.ndarray | None
     source: str
     total: int  # samples available before sub-sampling
-    pixels: bool = False  # loaded as 8-bit pixels and preprocessed into model input
+    pixels: bool = False  # loaded as 8-bit pixels and preprocessed into model input (any input)
+    pixel_inputs: tuple[str, ...] = ()  # the inputs that were pixels, with several inputs
 
     def __len__(self) -> int:
-        return int(self.x.shape[0])
+        return count(self.x)
 
     def describe(self) -> dict:
         out = {"source": self.source, "samples": len(self), "available": self.total,
                "labelled": self.y is not None, "preprocessed_pixels": self.pixels}
-        if self.x.size:
-            out["range"] = [round(float(self.x.min()), 6), round(float(self.x.max()), 6)]
+        if isinstance(self.x, dict):
+            out["inputs"] = {name: {"range": _range(arr), "preprocessed_pixels": name in self.pixel_inputs}
+                             for name, arr in self.x.items()}
+        elif self.x.size:
+            out["range"] = _range(self.x)
         return out
+
+
+def _range(x: np.ndarray) -> list[float] | None:
+    return [round(float(x.min()), 6), round(float(x.max()), 6)] if x.size else None
 
 
 def load(
@@ -89,7 +127,8 @@ def load(
 
     Args:
         spec: path or ``module:function`` (see the module docstring).
-        input_shape: model input shape without the batch dimension (``None`` = any size).
+        input_shape: model input shape without the batch dimension (``None`` = any size); for a
+            model with several inputs, ``{input name: shape}`` in the model's input order.
         purpose: used in error messages ("calibration", "eval", "fine-tune").
         limit: keep at most this many samples, drawn without replacement with ``seed``.
         seed: makes the sub-sample deterministic.
@@ -105,6 +144,11 @@ def load(
     is_callable = ":" in spec_str and not path.exists() and path.suffix.lower() not in (".npz", ".npy")
     if not is_callable and not path.exists():
         raise EdgecError(f"{purpose} data '{spec_str}' does not exist")
+    if isinstance(input_shape, Mapping):
+        from edgec.calibration.several import load_several
+
+        return load_several(spec_str, path, is_callable, dict(input_shape), purpose=purpose, limit=limit, seed=seed,
+                            need_labels=need_labels, preprocess=preprocess)
     if path.is_dir():
         x, y = _load_image_folder(path, input_shape, purpose)
     elif path.suffix.lower() == ".npz":
@@ -235,24 +279,29 @@ def _image_size(path: Path) -> str:
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def _load_callable(spec: str, purpose: str, limit: int | None):
+def _load_callable(spec: str, purpose: str, limit: int | None, batch_inputs=None):
+    """The concatenated batches of a data function; ``batch_inputs(batch)`` turns one batch's
+    inputs into an array (default: ``np.asarray``), or a dict of arrays for several inputs."""
     func = load_function(spec, f"{purpose} data '{spec}'", "_edgec_data_")
+    batch_inputs = batch_inputs or np.asarray
     xs, ys, count, nbytes, cut = [], [], 0, 0, False
     try:
         batches: Iterable = func()
         for batch in batches:
             if isinstance(batch, (tuple, list)) and len(batch) == 2:
-                bx, by = np.asarray(batch[0]), np.asarray(batch[1])
-                if bx.ndim == 0:
+                bx, by = batch_inputs(batch[0]), np.asarray(batch[1])
+                first = next(iter(bx.values())) if isinstance(bx, dict) else bx
+                if first.ndim == 0:
                     raise EdgecError(f"{purpose} data '{spec}' yielded a scalar input; expected batches of samples")
-                ys.append(by.reshape(len(bx), *by.shape[1:]) if by.ndim else by.reshape(1))
+                ys.append(by.reshape(len(first), *by.shape[1:]) if by.ndim else by.reshape(1))
             else:
-                bx = np.asarray(batch)
-                if bx.ndim == 0:
+                bx = batch_inputs(batch)
+                first = next(iter(bx.values())) if isinstance(bx, dict) else bx
+                if first.ndim == 0:
                     raise EdgecError(f"{purpose} data '{spec}' yielded a scalar; expected batches of samples")
             xs.append(bx)
-            count += len(bx)
-            nbytes += bx.nbytes
+            count += len(first)
+            nbytes += sum(a.nbytes for a in bx.values()) if isinstance(bx, dict) else bx.nbytes
             if limit is not None and count >= 4 * limit:  # enough to draw a sample from
                 break
             if limit is None and (count >= MAX_SAMPLES or nbytes >= MAX_BYTES):
@@ -271,7 +320,10 @@ def _load_callable(spec: str, purpose: str, limit: int | None):
     if ys and len(ys) != len(xs):
         raise EdgecError(f"{purpose} data '{spec}' mixes (x, y) pairs and bare batches")
     try:
-        x = np.concatenate(xs)
+        if isinstance(xs[0], dict):
+            x = {name: np.concatenate([b[name] for b in xs]) for name in xs[0]}
+        else:
+            x = np.concatenate(xs)
     except ValueError as exc:
         raise EdgecError(f"{purpose} data '{spec}' yielded batches of different shapes: {exc}") from exc
     return x, (np.concatenate(ys) if ys else None)
@@ -351,8 +403,10 @@ def check_labels(y: np.ndarray, n: int, source: str, purpose: str = "eval", name
     return y.astype(np.int64)
 
 
-def _check_shape(x: np.ndarray, input_shape, spec: str, purpose: str) -> np.ndarray:
+def _check_shape(x: np.ndarray, input_shape, spec: str, purpose: str, name: str | None = None) -> np.ndarray:
     expected = tuple(input_shape)
+    if name is not None:
+        spec = f"{spec}' input '{name}"  # quoted as: data 'SPEC' input 'NAME'
     if x.dtype.kind not in "fiub":
         raise EdgecError(f"{purpose} data '{spec}' has dtype {x.dtype}; expected numbers")
     got = tuple(x.shape[1:])

@@ -152,7 +152,7 @@ def export(model, name: str | None = None):
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EdgecError(f"Keras 3's export of model '{name or model.name}' failed: {reason[:300]}") from exc
         # the variables are read into memory here; the directory is not needed afterwards
-        signature = SignatureModel(Path(tmp), output_order=names)
+        signature = SignatureModel(Path(tmp), output_order=names, input_order=in_names)
     signature.name = model.name
     return signature
 

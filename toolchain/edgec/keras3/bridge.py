@@ -338,7 +338,12 @@ def check(loaded, x: np.ndarray, samples: int = 32) -> dict[str, Any]:
 
     from edgec.keras3 import output_names
 
-    x = np.asarray(x[:samples], dtype=np.float32)
+    if isinstance(x, dict):  # several inputs: a list in the model's input order, as both models take it
+        from edgec.keras3 import input_names
+
+        x = [np.asarray(x[n][:samples], dtype=np.float32) for n in input_names(loaded.keras3_model)]
+    else:
+        x = np.asarray(x[:samples], dtype=np.float32)
     ref = [np.asarray(o, dtype=np.float32) for o in keras.tree.flatten(loaded.keras3_model(x, training=False))]
     got = [np.asarray(o, dtype=np.float32) for o in keras.tree.flatten(loaded.model(x, training=False))]
     names = output_names(loaded.keras3_model)
@@ -351,13 +356,14 @@ def check(loaded, x: np.ndarray, samples: int = 32) -> dict[str, Any]:
         worst = max(worst, diff)
         if diff > tolerance and failed is None:
             failed = (name, diff, tolerance)
-    record = {"samples": int(len(x)), "max_abs_diff": worst, "outputs": outputs}
+    count = len(x[0]) if isinstance(x, list) else len(x)
+    record = {"samples": int(count), "max_abs_diff": worst, "outputs": outputs}
     loaded.keras["bridge"] = record
-    log.info("Keras 3 -> tf-keras: max abs difference %.3g on %d samples", worst, len(x))
+    log.info("Keras 3 -> tf-keras: max abs difference %.3g on %d samples", worst, count)
     if failed is not None:
         layer = _first_differing_layer(loaded.keras3_model, loaded.model, x)
         raise EdgecError(f"the tf-keras rebuild of the Keras 3 model computes another function: output '{failed[0]}' "
-                         f"differs by {failed[1]:.3g} (tolerance {failed[2]:.3g}) on {len(x)} samples"
+                         f"differs by {failed[1]:.3g} (tolerance {failed[2]:.3g}) on {count} samples"
                          + (f", first at layer '{layer}'" if layer else "") + f"; {NO_COUNTERPART}")
     return record
 

@@ -52,11 +52,17 @@ class OptimizeResult:
 
     def representative(self, limit: int, seed: int) -> Dataset:
         """Fine-tune inputs as int8 representative data (QAT builds without --calib)."""
-        x = np.concatenate([self.data.x_train, self.data.x_val])
-        total = len(x)
+        from edgec.calibration import count, take
+
+        train, val = self.data.x_train, self.data.x_val
+        if isinstance(train, dict):  # several inputs
+            x = {n: np.ascontiguousarray(np.concatenate([train[n], val[n]]), dtype=np.float32) for n in train}
+        else:
+            x = np.ascontiguousarray(np.concatenate([train, val]), dtype=np.float32)
+        total = count(x)
         if total > limit:
-            x = x[np.sort(np.random.default_rng(seed).choice(total, size=limit, replace=False))]
-        return Dataset(x=np.ascontiguousarray(x, dtype=np.float32), y=None,
+            x = take(x, np.sort(np.random.default_rng(seed).choice(total, size=limit, replace=False)))
+        return Dataset(x=x, y=None,
                        source=f"{self.data.source} (fine-tune inputs; --qat without --calib)", total=total)
 
 
@@ -106,7 +112,7 @@ def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> O
     if eval_data is not None and eval_data.y is not None:
         acc_x, acc_y, acc_on = eval_data.x, eval_data.y, f"eval data '{eval_data.source}'"
     else:
-        acc_x, acc_y, acc_on = data.x_val, data.y_val, f"held-out fine-tune slice ({len(data.x_val)} samples)"
+        acc_x, acc_y, acc_on = data.x_val, data.y_val, f"held-out fine-tune slice ({len(data.y_val)} samples)"
 
     def accuracy(m) -> float:
         return round(train.accuracy(m, acc_x, acc_y), 6)

@@ -406,7 +406,9 @@ def recalibrate_batchnorm(model, x: np.ndarray, limit: int = RECALIBRATION_SAMPL
 
     _, keras = tf_and_keras()
     norms = [inner(layer) for layer in model.layers if isinstance(inner(layer), keras.layers.BatchNormalization)]
-    if not norms or len(x) == 0:
+    from edgec.calibration import count, take
+
+    if not norms or count(x) == 0:
         return 0
     noisy = [layer for layer in model.layers if isinstance(getattr(layer, "rate", None), float)]
     saved = [(layer, layer.momentum) for layer in norms], [(layer, layer.rate) for layer in noisy]
@@ -415,7 +417,7 @@ def recalibrate_batchnorm(model, x: np.ndarray, limit: int = RECALIBRATION_SAMPL
             layer.momentum = 0.0
         for layer in noisy:
             layer.rate = 0.0
-        model(np.ascontiguousarray(x[:limit]), training=True)
+        model(take(x, slice(0, limit)), training=True)
     finally:
         for layer, momentum in saved[0]:
             layer.momentum = momentum

@@ -93,7 +93,9 @@ def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> 
     from edgec.tfcompat import tf_and_keras
 
     _, keras = tf_and_keras()
-    steps_per_epoch = math.ceil(len(data.x_train) / spec.batch_size)
+    from edgec.calibration import count
+
+    steps_per_epoch = math.ceil(count(data.x_train) / spec.batch_size)
     schedule, full_from_epoch, schedule_info = schedule_for(spec, steps_per_epoch)
     structured = spec.prune_structure is not None
     layers: list[dict[str, Any]] = []

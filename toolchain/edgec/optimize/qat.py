@@ -262,7 +262,9 @@ def qat(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress, *, ta
     base = graph.private_copy(model)
     left = _annotation_plan(base, scheme.get_quantize_registry(), spec.qat_skip, keras)
     qmodel = _apply(base, scheme, scheme_name, left, keras, tfmot)
-    ranges = _init_activation_ranges(qmodel, base, data.x_train[:_RANGE_CALIBRATION_SAMPLES], keras)
+    from edgec.calibration import take
+
+    ranges = _init_activation_ranges(qmodel, base, take(data.x_train, slice(0, _RANGE_CALIBRATION_SAMPLES)), keras)
     # TF-MOT's collaborative schemes preserve zeros and shared values in the layers they quantize;
     # a target's own scheme does not, nor does training a layer left float: those get them put back
     wrapped = {getattr(layer, "layer", layer).name for layer in qmodel.layers

@@ -44,8 +44,10 @@ class FineTuneData:
     teacher_val: np.ndarray | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "train_samples": int(len(self.x_train)),
-                "held_out_samples": int(len(self.x_val)), "classes": self.classes,
+        from edgec.calibration import count
+
+        return {"source": self.source, "train_samples": count(self.x_train),
+                "held_out_samples": count(self.x_val), "classes": self.classes,
                 "model_output": "logits" if self.from_logits else "probabilities"}
 
     def targets(self, val: bool = False) -> np.ndarray:
@@ -58,8 +60,11 @@ class FineTuneData:
 
 def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Inference-mode outputs of a single-output model, as float32."""
-    outs = [np.asarray(model(x[i:i + batch_size], training=False), dtype=np.float32)
-            for i in range(0, len(x), batch_size)]
+    # x: an array, or {input name: array} for several inputs
+    from edgec.calibration import count, take
+
+    outs = [np.asarray(model(take(x, slice(i, i + batch_size)), training=False), dtype=np.float32)
+            for i in range(0, count(x), batch_size)]
     return np.concatenate(outs)
 
 
@@ -94,9 +99,11 @@ def prepare(model, data: Dataset, spec: OptimizeSpec) -> FineTuneData:
     order = rng.permutation(len(data))
     n_val = max(1, int(round(len(data) * VAL_SHARE)))
     val, train = order[:n_val], order[n_val:]
-    probe = predict(model, data.x[: min(len(data), 256)])
+    from edgec.calibration import take
+
+    probe = predict(model, take(data.x, slice(0, min(len(data), 256))))
     from_logits = not (probe.min() >= 0.0 and probe.max() <= 1.0 and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3))
-    ft = FineTuneData(x_train=data.x[train], y_train=y[train], x_val=data.x[val], y_val=y[val], classes=classes,
+    ft = FineTuneData(x_train=take(data.x, train), y_train=y[train], x_val=take(data.x, val), y_val=y[val], classes=classes,
                       from_logits=from_logits, source=data.source)
     if spec.distill:
         ft.teacher_train = _as_logits(predict(model, ft.x_train), from_logits)

@@ -151,9 +151,9 @@ def load_data(model, spec: str, purpose: str, seed: int):
     """Labelled data for ``model`` with the preprocessing a build would give it."""
     from edgec import calibration
     from edgec.calibration import inputs
-    from edgec.model_io import input_spec
+    from edgec.model_io import data_shapes
 
-    shape, _ = input_spec(model)
+    shape = data_shapes(model)  # {input name: shape} for several inputs
     preprocessing, _ = inputs.resolve(model)
     return calibration.load(spec, shape, purpose=purpose, seed=seed, need_labels=True, preprocess=preprocessing)
 
@@ -182,7 +182,9 @@ def train(model, train_data, eval_data, training, seed: int, rungs: list[int],
     if y.min() < 0 or y.max() >= classes:
         raise EdgecError(f"--train labels range over {int(y.min())}..{int(y.max())}, but the model has {classes} "
                          "classes")
-    probe = predict(model, train_data.x[:64])
+    from edgec.calibration import take
+
+    probe = predict(model, take(train_data.x, slice(0, 64)))
     from_logits = not (probe.min() >= 0 and probe.max() <= 1 and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3))
     set_seed(seed)
     model.compile(optimizer=_optimizer(keras, training.optimizer, training.lr),

@@ -122,10 +122,15 @@ def convert(model, precision: Precision, *, calib: Dataset | None = None, io_dty
 
 
 def _representative(calib: Dataset, progress: Progress):
+    # several inputs go by name: the converter matches a dict's keys to the signature's inputs,
+    # which it orders its own way (not the model's)
     def gen():
         with progress.task("calibrate: int8 ranges", total=len(calib)) as task:
             for i in range(len(calib)):
-                yield [calib.x[i:i + 1]]
+                if isinstance(calib.x, dict):
+                    yield {name: arr[i:i + 1] for name, arr in calib.x.items()}
+                else:
+                    yield [calib.x[i:i + 1]]
                 task.advance()
 
     return gen
@@ -147,7 +152,8 @@ class LiteRTRunner:
     """Run a .tflite on float inputs with LiteRT; quantizes inputs and dequantizes outputs.
 
     Uses one batched invoke when the model's batch dimension is dynamic, else one invoke per
-    sample.
+    sample. A model with several inputs takes a dict keyed by input name, matched to the tensors
+    through the model's signature (never by position: the converter orders inputs its own way).
     """
 
     def __init__(self, model: Path | bytes, threads: int | None = None):
@@ -164,30 +170,68 @@ class LiteRTRunner:
             self.interpreter.allocate_tensors()
         from edgec import tflite_model
 
+        parsed = tflite_model.load(model)
         #: the artifact's output names, in its output order (what ``__call__`` returns)
-        self.output_names = tflite_model.load(model).output_names()
-        self.input = self.interpreter.get_input_details()[0]
+        self.output_names = parsed.output_names()
+        details = self.interpreter.get_input_details()
+        self.input = details[0]
+        #: input name -> tensor index (a single input is fed whatever it is called)
+        self.input_index = input_indices(parsed.signature_inputs, details)
         sig = self.input.get("shape_signature")
         self.dynamic_batch = sig is not None and len(sig) > 0 and int(sig[0]) == -1
         self._batch = int(self.input["shape"][0])
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        x = np.asarray(x, dtype=np.float32)
+    def __call__(self, x) -> list[np.ndarray]:
+        from edgec.calibration import count, take
+
+        if isinstance(x, dict):
+            x = {n: np.asarray(a, dtype=np.float32) for n, a in x.items()}
+        else:
+            x = np.asarray(x, dtype=np.float32)
         if self.dynamic_batch:
             return self._invoke(x)
         step = max(self._batch, 1)
-        outs = [self._invoke(x[i:i + step]) for i in range(0, len(x), step)]
+        outs = [self._invoke(take(x, slice(i, i + step))) for i in range(0, count(x), step)]
         return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
-    def _invoke(self, x: np.ndarray) -> list[np.ndarray]:
+    def _feeds(self, x) -> list[tuple[int, np.ndarray]]:
+        if not isinstance(x, dict):
+            if len(self.input_index) != 1:
+                raise EdgecError(f"the model has {len(self.input_index)} inputs "
+                                 f"({', '.join(self.input_index)}); feed a dict keyed by those names")
+            return [(self.input["index"], x)]
+        if sorted(x) != sorted(self.input_index):
+            raise EdgecError(f"the model's inputs are {', '.join(self.input_index)}; got {', '.join(x)}")
+        return [(self.input_index[n], a) for n, a in x.items()]
+
+    def _invoke(self, x) -> list[np.ndarray]:
+        from edgec.calibration import count
+
         it = self.interpreter
-        if self.dynamic_batch and int(self.input["shape"][0]) != len(x):
-            it.resize_tensor_input(self.input["index"], [len(x), *self.input["shape"][1:]])
+        feeds = self._feeds(x)
+        details = {d["index"]: d for d in it.get_input_details()}
+        if self.dynamic_batch and int(self.input["shape"][0]) != count(x):
+            for index, _ in feeds:
+                it.resize_tensor_input(index, [count(x), *details[index]["shape"][1:]])
             it.allocate_tensors()
             self.input = it.get_input_details()[0]
-        it.set_tensor(self.input["index"], quantize(x, self.input))
+            details = {d["index"]: d for d in it.get_input_details()}
+        for index, arr in feeds:
+            it.set_tensor(index, quantize(arr, details[index]))
         it.invoke()
         return [dequantize(it.get_tensor(d["index"]), d) for d in it.get_output_details()]
+
+
+def input_indices(signature_inputs: dict[str, int], details: list[dict]) -> dict[str, int]:
+    """Input name -> tensor index of a .tflite: from its signature, else from the converter's
+    tensor names (``serving_default_NAME:0``), else the tensor names themselves."""
+    if signature_inputs and len(signature_inputs) == len(details):
+        return dict(signature_inputs)
+    out = {}
+    for d in details:
+        m = re.fullmatch(r"(?:serving_default_)?(.+?)(?::\d+)?", str(d["name"]))
+        out[m.group(1) if m else str(d["name"])] = int(d["index"])
+    return out
 
 
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:

@@ -70,17 +70,36 @@ def _load_sample(path, specs):
     if hasattr(loaded, "files"):  # .npz
         if len(specs) == 1 and "x" in loaded.files:
             return [loaded["x"]]
-        missing = [s["name"] for s in specs if s["name"] not in loaded.files]
+        keys = [_key(s["name"], loaded.files) for s in specs]
+        missing = [s["name"] for s, k in zip(specs, keys) if k is None]
         if missing and len(specs) == 1 and len(loaded.files) == 1:
             return [loaded[loaded.files[0]]]
         if missing:
             raise AgentError("input sample '%s' has arrays %s; expected 'x' or one per input: %s"
-                             % (path, ", ".join(loaded.files), ", ".join(s["name"] for s in specs)))
-        return [loaded[s["name"]] for s in specs]
+                             % (path, ", ".join(loaded.files), ", ".join(_model_name(s["name"]) for s in specs)))
+        return [loaded[k] for k in keys]
     if len(specs) != 1:
         raise AgentError("input sample '%s' is one array but the model has %d inputs; use an .npz with "
                          "one array per input name" % (path, len(specs)))
     return [loaded]
+
+
+def _model_name(tensor_name):
+    """The model's input name in a tensor name: the TFLite converter calls the input NAME of a
+    signature ``serving_default_NAME:0``; ONNX and TensorRT keep NAME."""
+    name = tensor_name
+    if name.startswith("serving_default_"):
+        name = name[len("serving_default_"):]
+    head, sep, tail = name.rpartition(":")
+    return head if sep and tail.isdigit() else name
+
+
+def _key(tensor_name, files):
+    """The array of an .npz sample that feeds this input: the tensor's name or the model's."""
+    for key in (tensor_name, _model_name(tensor_name)):
+        if key in files:
+            return key
+    return None
 
 
 def _fit(np, arr, shape, name):

@@ -223,15 +223,21 @@ class TensorRTRunner:
             raise RuntimeError("cudaMalloc failed")
         return ptr
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, x) -> list[np.ndarray]:
+        """Outputs on ``x``: one array, or a dict keyed by the engine's input names."""
         trt = self.trt
+        inputs = [nm for nm, is_in in zip(self.names, self.is_input, strict=True) if is_in]
+        if isinstance(x, dict):
+            feed = {nm: np.asarray(x[nm], np.float32) for nm in inputs}
+        else:
+            feed = {inputs[0]: np.asarray(x, np.float32)}
         results: list[list[np.ndarray]] = []
-        for sample in np.asarray(x, np.float32):
+        for i in range(len(next(iter(feed.values())))):
             host = {}
             ptrs = []
             for name, is_in in zip(self.names, self.is_input, strict=True):
                 if is_in:
-                    arr = np.ascontiguousarray(sample[None])
+                    arr = np.ascontiguousarray(feed[name][i][None])
                     self.context.set_input_shape(name, arr.shape)
                 else:
                     shape = tuple(self.context.get_tensor_shape(name))

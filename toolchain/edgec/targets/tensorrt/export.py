@@ -47,11 +47,11 @@ def export_onnx(model, opset: int, output_names: list[str] | None = None):
     specs = output_specs(model)
     names = output_names or [o.name for o in specs]
     if isinstance(model, SignatureModel):
-        input_names = [model.input_name]
+        input_names = list(model.input_names)
         call = model.__call__
 
-        def outputs(x):
-            result = call(x)
+        def outputs(*x):
+            result = call(x[0] if len(x) == 1 else dict(zip(input_names, x, strict=True)))
             return [result[o.key] for o in specs]
     else:
         input_names = list(getattr(model, "input_names", None) or ["input"])

@@ -60,7 +60,8 @@ def opset_of(model) -> int:
 class OrtRunner:
     """Run an .onnx model on float inputs with ONNX Runtime's CPU provider; float outputs.
 
-    Int8 kernels run in their exact mode (see :data:`ORT_EXACT_INT8`).
+    A model with several inputs takes a dict keyed by the graph's input names (the model's own,
+    as the export names them). Int8 kernels run in their exact mode (see :data:`ORT_EXACT_INT8`).
     """
 
     def __init__(self, model: Path | bytes, threads: int | None = None):
@@ -74,16 +75,31 @@ class OrtRunner:
         source = bytes(model) if isinstance(model, (bytes, bytearray)) else str(model)
         self.session = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0]
+        self.input_names = [i.name for i in self.session.get_inputs()]
         #: the model's output names, in its output order (what ``__call__`` returns)
         self.output_names = [o.name for o in self.session.get_outputs()]
         shape = self.input.shape
         self.dynamic_batch = not isinstance(shape[0], int)
 
-    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        x = np.asarray(x, dtype=np.float32)
+    def feed(self, x) -> dict[str, np.ndarray]:
+        """``x`` (one array, or a dict keyed by input name) as ONNX Runtime's input feed."""
+        from edgec.errors import EdgecError
+
+        if not isinstance(x, dict):
+            if len(self.input_names) != 1:
+                raise EdgecError(f"the ONNX model has {len(self.input_names)} inputs "
+                                 f"({', '.join(self.input_names)}); feed a dict keyed by those names")
+            return {self.input.name: np.asarray(x, dtype=np.float32)}
+        if sorted(x) != sorted(self.input_names):
+            raise EdgecError(f"the ONNX model's inputs are {', '.join(self.input_names)}; got {', '.join(x)}")
+        return {n: np.asarray(a, dtype=np.float32) for n, a in x.items()}
+
+    def __call__(self, x) -> list[np.ndarray]:
+        feed = self.feed(x)
         if self.dynamic_batch:
-            return [np.asarray(o, dtype=np.float32) for o in self.session.run(None, {self.input.name: x})]
-        outs = [self.session.run(None, {self.input.name: x[i:i + 1]}) for i in range(len(x))]
+            return [np.asarray(o, dtype=np.float32) for o in self.session.run(None, feed)]
+        n = len(next(iter(feed.values())))
+        outs = [self.session.run(None, {k: v[i:i + 1] for k, v in feed.items()}) for i in range(n)]
         return [np.concatenate([np.asarray(o[k], dtype=np.float32) for o in outs]) for k in range(len(outs[0]))]
 
 
@@ -134,7 +150,12 @@ def run_all_tensors(model, x: np.ndarray) -> dict[str, np.ndarray]:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(exposed.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    values = sess.run(None, {model.graph.input[0].name: np.asarray(x, np.float32)})
+    graph_inputs = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if isinstance(x, dict):
+        feed = {n: np.asarray(x[n], np.float32) for n in graph_inputs}
+    else:
+        feed = {graph_inputs[0]: np.asarray(x, np.float32)}
+    values = sess.run(None, feed)
     return dict(zip(names, values, strict=True))
 
 

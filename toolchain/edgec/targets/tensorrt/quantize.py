@@ -43,12 +43,20 @@ class QuantResult:
     report: dict[str, Any]
 
 
-def _reader(x: np.ndarray, input_name: str, batch: int = 32):
+def _reader(x, input_names: list[str], batch: int = 32):
+    """Calibration batches for ONNX Runtime: ``x`` one array (one input) or a dict keyed by the
+    graph's input names (several inputs)."""
     from onnxruntime.quantization import CalibrationDataReader
+
+    from edgec.calibration import count
+
+    feed = {n: np.asarray(x[n], np.float32) for n in input_names} if isinstance(x, dict) \
+        else {input_names[0]: np.asarray(x, np.float32)}
+    n = count(x)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self._it = iter([{input_name: x[i:i + batch]} for i in range(0, len(x), batch)])
+            self._it = iter([{k: v[i:i + batch] for k, v in feed.items()} for i in range(0, n, batch)])
 
         def get_next(self):
             return next(self._it, None)
@@ -143,6 +151,8 @@ def quantize_qdq(model, calib_x: np.ndarray, *, overrides: dict[str, float] | No
     _require("onnxruntime", "onnxruntime", "quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from edgec.calibration import count
+
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
@@ -152,16 +162,17 @@ def quantize_qdq(model, calib_x: np.ndarray, *, overrides: dict[str, float] | No
         extra["TensorQuantOverrides"] = {
             name: [{"scale": np.array(scale, np.float32), "zero_point": np.array(0, np.int8)}]
             for name, scale in overrides.items()}
-    input_name = model.graph.input[0].name
+    initializers = {i.name for i in model.graph.initializer}
+    input_names = [i.name for i in model.graph.input if i.name not in initializers]
     with tempfile.TemporaryDirectory(prefix="edgec-qdq-") as tmp, _quiet():
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
         onnx.save(model, src)
-        quantize_static(str(src), str(dst), _reader(np.asarray(calib_x, np.float32), input_name),
+        quantize_static(str(src), str(dst), _reader(calib_x, input_names),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=methods[method], extra_options=extra)
         qmodel = onnx.load(dst)
     report = qdq_report(qmodel)
-    report.update(calibration=method, calibration_samples=int(len(calib_x)),
+    report.update(calibration=method, calibration_samples=count(calib_x),
                   overridden_tensors=len(overrides or {}))
     if not report["zero_points_all_zero"]:
         raise EdgecError("internal: the quantizer produced non-zero zero points, which TensorRT rejects")
@@ -292,12 +303,15 @@ def quantize_model(model, float_proto, ranges: dict[str, tuple[float, float]], c
 
         _, keras = tf_and_keras()
         names = [n for n in ranges if n in {layer.name for layer in model.layers}]
-        x = calib.x[:16]
+        from edgec.calibration import take
+        from edgec.model_io import model_feed
+
+        x = take(calib.x, slice(0, 16))
         sub = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
-        outs = sub(x, training=False)
+        outs = sub(model_feed(model, x), training=False)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         values = run_all_tensors(pre, x)
-        values[pre.graph.input[0].name] = x
+        values.update(x if isinstance(x, dict) else {pre.graph.input[0].name: x})
         matches = match_tensors({n: np.asarray(o) for n, o in zip(names, outs, strict=True)}, values)
         asymmetric = []
         for name, tensors in matches.items():

@@ -92,7 +92,9 @@ class TensorRTTarget(Target):
 
             runner = OrtRunner(float_proto.SerializeToString())
             export["float_max_abs_diff"] = keras_vs_onnx(keras_predict(model), ctx.output_names, runner, sample)
-            export["float_parity_samples"] = int(len(sample))
+            from edgec.calibration import count
+
+            export["float_parity_samples"] = count(sample)
         quant = None
         chosen: dict[str, Any] = {}
         proto = float_proto
@@ -172,5 +174,7 @@ def _float_model(ctx: BuildContext):
 def _parity_sample(ctx: BuildContext) -> np.ndarray | None:
     for data in (ctx.eval, ctx.calib):
         if data is not None and len(data):
-            return data.x[:PARITY_SAMPLES]
+            from edgec.calibration import take
+
+            return take(data.x, slice(0, PARITY_SAMPLES))
     return None
