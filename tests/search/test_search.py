@@ -30,6 +30,8 @@ def test_search_reports_the_front_with_baselines_and_resumes(data, tmp_path, qui
     first = api.run(request, on_event=lambda line, event: lines.append(line))
     assert first["counts"]["finished"] == 2 and first["stopped"] == "done"
     assert any(line.startswith("[1/2] trial") and "ETA" in line for line in lines)
+    # each trial says what it starts (build, measurement) before it ends
+    assert any(line.startswith("  trial 0: measuring on ") for line in lines), lines
 
     request.trials = 4  # started again: it continues to 4 trials, not 2 + 4
     doc = api.run(request)

@@ -353,7 +353,10 @@ def work(request: Request, url: str, name: str, emit: Callable[[str, dict[str, A
 
     ctx = _context(request, profile, space, objectives)
     journal = Path(request.out) / JOURNAL
-    runner = Runner(ctx, study, stopper, request.trials, worker, journal)
+    runner = Runner(ctx, study, stopper, request.trials, worker, journal,
+                    on_stage=lambda number, text: emit(f"  trial {number}: {text}",
+                                                       {"event": "stage", "trial": number, "stage": text,
+                                                        "worker": worker}))
     started = time.monotonic()
 
     def on_trial(trial, seconds: float) -> None:

@@ -241,15 +241,22 @@ class Context:
 class Runner:
     """The Optuna objective of one worker."""
 
-    def __init__(self, ctx: Context, study, stopper, n_trials: int, worker: str, journal: Path | None = None):
+    def __init__(self, ctx: Context, study, stopper, n_trials: int, worker: str, journal: Path | None = None,
+                 on_stage=None):
         self.ctx = ctx
         self.study = study
         self.stopper = stopper
         self.n_trials = n_trials
         self.worker = worker
         self.journal = journal
+        self.on_stage = on_stage  # called with (trial number, what the trial starts now)
         self.current: int | None = None
         self._fp32_bytes: int | None = None
+
+    def _stage(self, trial, text: str) -> None:
+        """Say what a trial starts now: its steps take minutes, and a silent one looks stuck."""
+        if self.on_stage is not None:
+            self.on_stage(trial.number, text)
 
     def fp32_bytes(self) -> int | None:
         if self._fp32_bytes is None:
@@ -340,19 +347,24 @@ class Runner:
         if reused is not None:
             return reused
 
+        self._stage(trial, label)
         model_path = ctx.model
         if ctx.builder is not None:
             if self._has_size_or_latency_limit():
                 init_key = cache_mod.digest({"builder": ctx.builder_id, "hp": hp.values, "seed": ctx.seed,
                                              "versions": cache_mod.library_versions(), "untrained": True})
                 init_path = _save_model(keras_model, ctx.out / "models" / f"{init_key[:24]}-init.keras")
+                self._stage(trial, "the untrained model against the size and latency limits")
                 self._probe(trial, config, init_path, init_key, timer)
+            self._stage(trial, f"training ({training.label()})")
             model_path = self._train(trial, keras_model, training, model_key, timer)
         elif self._has_size_or_latency_limit() and config.compresses:
+            self._stage(trial, "a quick build against the size and latency limits")
             self._probe(trial, config, model_path, model_key, timer)
 
         if self.stopper is not None and config.compresses:
             for epochs in self.stopper.rungs(trial, "fine_tune", config.epochs):
+                self._stage(trial, f"Hyperband rung: a build with {epochs} fine-tune epoch(s), judged on its accuracy")
                 _, manifest, _ = ctx.build(model_path, model_key, ctx.options(config, epochs=epochs), timer)
                 accuracy = round(manifest["verification"]["artifact_accuracy"] * 100, 4)
                 stop, detail = self.stopper.should_stop(trial, "fine_tune", epochs, accuracy)
@@ -361,7 +373,9 @@ class Runner:
                                    "reason": f"accuracy {accuracy:.2f} % after {epochs} fine-tune epoch(s) is below "
                                              f"{detail.get('needed', 0):.2f} % (rung {detail['rung']})"})
 
+        self._stage(trial, "the full build, verified on the eval data")
         build_dir, manifest, build_key = ctx.build(model_path, model_key, final, timer)
+        self._stage(trial, f"measuring on {ctx.device.where()}")
         measurement = ctx.measure(build_dir, build_key, self._front_latencies(), timer,
                                   ctx.constraints.get("max_latency_ms"))
         result = ctx.result(build_dir, manifest, measurement, self.fp32_bytes())
