@@ -1,5 +1,6 @@
-"""Write a small Keras 3 token model with exact GELU and LayerNormalization (centred and not), and
-Keras 3's own outputs for it (run as a child process without TF_USE_LEGACY_KERAS).
+"""Write a small Keras 3 token model with exact GELU, LayerNormalization (centred and not) and
+GroupNormalization, and Keras 3's own outputs for it (run as a child process without
+TF_USE_LEGACY_KERAS).
 
 Usage: python make_forms.py OUT_DIR
 """
@@ -26,11 +27,12 @@ h = layers.Dense(16, activation=keras.activations.gelu, name="up")(inp)  # appro
 h = layers.LayerNormalization(epsilon=1e-6, name="norm")(h)
 h = layers.Activation("gelu")(layers.Dense(16, name="mix")(h))  # "gelu" is exact GELU in Keras 3
 h = layers.LayerNormalization(center=False, name="norm_uncentred")(h)
+h = layers.GroupNormalization(groups=4, name="group_norm")(h)
 h = layers.GlobalAveragePooling1D()(h)
 model = keras.Model(inp, layers.Dense(4, name="logits")(h), name="k3_gelu_norm")
-# LayerNormalization's offset and scale away from their initial 0 and 1
+# the normalizations' offset and scale away from their initial 0 and 1
 for layer in model.layers:
-    if isinstance(layer, layers.LayerNormalization):
+    if isinstance(layer, (layers.LayerNormalization, layers.GroupNormalization)):
         layer.set_weights([np.random.default_rng(1).normal(1, 0.3, w.shape).astype(np.float32)
                            for w in layer.get_weights()])
 model.save(out / "gelu_norm.keras")

@@ -1,5 +1,5 @@
-"""Keras 3's exact GELU and LayerNormalization reach LiteRT fully integer through Keras 3's export,
-and the exported function computes what Keras 3 computes."""
+"""Keras 3's exact GELU, LayerNormalization and GroupNormalization reach LiteRT fully integer through
+Keras 3's export, and the exported function computes what Keras 3 computes."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from tests.keras3.conftest import HERE
 
 @pytest.fixture(scope="module")
 def forms_dir(tmp_path_factory) -> Path:
-    """gelu_norm.keras (Dense + exact GELU, LayerNormalization centred and not) and gelu_norm.npz
-    (inputs and Keras 3's own outputs), written by Keras 3 in a child process."""
+    """gelu_norm.keras (Dense + exact GELU, LayerNormalization centred and not, GroupNormalization)
+    and gelu_norm.npz (inputs and Keras 3's own outputs), written by Keras 3 in a child process."""
     out = tmp_path_factory.mktemp("keras3_forms")
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     proc = subprocess.run([sys.executable, str(HERE / "make_forms.py"), str(out)], capture_output=True, text=True,
@@ -79,5 +79,6 @@ def test_export_leaves_the_keras3_model_as_it_was(forms_dir):
     exported = np.asarray(next(iter(signature(ref["x"]).values())))
     assert np.array_equal(exported, np.asarray(model(ref["x"], training=False)))
     assert np.allclose(exported, ref["keras3"], atol=1e-6)
-    # LayerNormalization calls its own class's call again after the export
-    assert not [layer.name for layer in model._flatten_layers() if "call" in layer.__dict__]
+    # the normalizations call their own class's methods again after the export
+    assert not [layer.name for layer in model._flatten_layers()
+                if {"call", "_apply_normalization"} & set(layer.__dict__)]

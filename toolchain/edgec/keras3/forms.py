@@ -9,6 +9,8 @@ float and the Edge TPU and int8-only targets cannot run it. tf-keras' LayerNorma
 During Keras 3's export each LayerNormalization is called through :func:`_layer_norm`, which
 subtracts as tf-keras does. In IEEE arithmetic ``b + (-a) == b - a`` and ``(-m) * i == -(m * i)``
 exactly, so the exported function computes the same float numbers as Keras 3's own call.
+Keras 3's GroupNormalization is traced the same way, and its variance
+as a mean of products (see :func:`_group_norm`).
 (Exact GELU needs nothing: Keras 3 on TensorFlow calls ``tf.nn.gelu``, which the converter fuses
 into LiteRT's GELU op, int8 included.)
 """
@@ -30,14 +32,17 @@ def integer_forms(model):
     for layer in model._flatten_layers(include_self=False, recursive=True):
         # rms_scaling has no mean term; a subclass may compute something else in its own call
         if type(layer) is keras.layers.LayerNormalization and not getattr(layer, "rms_scaling", False):
-            # an instance attribute shadows the class's call for this layer only
-            layer.__dict__["call"] = functools.partial(_layer_norm, layer)
-            patched.append(layer)
+            # an instance attribute shadows the class's method for this layer only
+            patched.append((layer, "call", functools.partial(_layer_norm, layer)))
+        elif type(layer) is keras.layers.GroupNormalization and hasattr(layer, "_apply_normalization"):
+            patched.append((layer, "_apply_normalization", functools.partial(_group_norm, layer)))
+    for layer, method, function in patched:
+        layer.__dict__[method] = function
     try:
-        yield patched
+        yield [layer for layer, _, _ in patched]
     finally:
-        for layer in patched:
-            layer.__dict__.pop("call", None)
+        for layer, method, _ in patched:
+            layer.__dict__.pop(method, None)
 
 
 def _layer_norm(layer, inputs, **_):
@@ -66,4 +71,30 @@ def _layer_norm(layer, inputs, **_):
         inv = inv * gamma
     shift = mean * inv
     out = x * inv + (beta - shift) if beta is not None else x * inv - shift
+    return ops.cast(out, dtype)
+
+
+def _group_norm(layer, reshaped_inputs, input_shape):
+    """Keras 3's ``GroupNormalization._apply_normalization`` with the offset subtracted, and the
+    variance's square written as a product (``d * d == square(d)`` exactly): on the 5-D grouped
+    tensor the converter splits ``SquaredDifference`` into SUB and a float SQUARE."""
+    from edgec.keras3 import import_keras3
+
+    ops = import_keras3().ops
+    dtype = reshaped_inputs.dtype
+    x = ops.cast(reshaped_inputs, "float32" if dtype in ("float16", "bfloat16") else dtype)
+    axes = list(range(1, len(x.shape)))
+    axes.pop(-2 if layer.axis == -1 else layer.axis - 1)
+    shape = layer._create_broadcast_shape(input_shape)
+    mean = ops.mean(x, axis=axes, keepdims=True)
+    centred = x - ops.stop_gradient(mean)
+    variance = ops.mean(centred * centred, axis=axes, keepdims=True)
+    inv = ops.rsqrt(variance + layer.epsilon)
+    if layer.scale:
+        inv = inv * ops.cast(ops.reshape(layer.gamma, shape), x.dtype)
+    shift = mean * inv
+    if layer.center:
+        out = x * inv + (ops.cast(ops.reshape(layer.beta, shape), x.dtype) - shift)
+    else:
+        out = x * inv - shift
     return ops.cast(out, dtype)
