@@ -107,6 +107,7 @@ def _check_build(result, runtime_ok=True):
     return m
 
 
+@pytest.mark.slow
 def test_tflite_int8(tfkeras_builds):
     m = _check_build(tfkeras_builds["rpi5"])
     image, side = m["inputs"]
@@ -118,11 +119,13 @@ def test_tflite_int8(tfkeras_builds):
     assert m["verification"]["runtime"] == "litert"
 
 
+@pytest.mark.slow
 def test_edgetpu(tfkeras_builds):
     m = _check_build(tfkeras_builds["coral-usb"])
     assert m["verification"]["runtime"] == "litert"
 
 
+@pytest.mark.slow
 def test_tensorrt_int8_onnx_verified(tfkeras_builds):
     import onnx
 
@@ -135,6 +138,7 @@ def test_tensorrt_int8_onnx_verified(tfkeras_builds):
     assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
 
 
+@pytest.mark.slow
 def test_litert_runner_feeds_by_name(tfkeras_builds, multi_dir):
     """Inputs go to the tensors of their names: swapping the dict's order changes nothing, and the
     artifact's outputs follow the float model's."""
@@ -153,6 +157,7 @@ def test_litert_runner_feeds_by_name(tfkeras_builds, multi_dir):
         runner({"image": x["image"], "meta": x["side"]})
 
 
+@pytest.mark.slow
 def test_agent_feeds_every_input(tfkeras_builds, multi_dir, agent_pyz, tmp_path):
     """The device agent benchmarks the two-input artifact: random data for every input tensor, or a
     sample .npz keyed by the model's input names (the .tflite calls them serving_default_NAME:0)."""
@@ -170,6 +175,7 @@ def test_agent_feeds_every_input(tfkeras_builds, multi_dir, agent_pyz, tmp_path)
         assert report["latency_ms"]
 
 
+@pytest.mark.slow
 def test_prune_fine_tunes_on_both_inputs(tmp_path, multi_dir):
     result = edgec.build(multi_dir / "two_inputs.keras", target="rpi5", precision="int8", prune=0.5,
                          fine_tune=str(multi_dir / "train.npz"), calib=str(multi_dir / "calib.npz"),
@@ -180,6 +186,7 @@ def test_prune_fine_tunes_on_both_inputs(tmp_path, multi_dir):
     assert chain["artifact (int8)"] > 0.8, chain
 
 
+@pytest.mark.slow
 def test_keras3_two_inputs_every_target(tmp_path, multi_dir):
     """A Keras 3 file with two inputs, through Keras 3's own export, on the three target kinds;
     the eval data comes from a function yielding (dict, y) pairs."""
@@ -192,3 +199,23 @@ def test_keras3_two_inputs_every_target(tmp_path, multi_dir):
         assert _inputs(m) == INPUTS and [i["name"] for i in m["source"]["inputs"]] == INPUTS
         assert m["verification"]["samples"] == 200 and m["verification"]["agreement"] > 0.85, m["verification"]
     assert [r.manifest["verification"]["runtime"] for r in results] == ["litert", "litert", "onnxruntime"]
+
+
+@pytest.mark.slow
+def test_savedmodel_signature_with_two_inputs(tmp_path, multi_dir):
+    """A SavedModel without Keras metadata whose serving signature takes two named inputs."""
+    from edgec.tfcompat import tf_and_keras
+
+    tf, keras = tf_and_keras()
+    model = keras.models.load_model(multi_dir / "two_inputs.keras", compile=False)
+    module = tf.Module()
+    module.model = model
+    module.serve = tf.function(lambda side, image: {"probs": model([image, side], training=False)},
+                               input_signature=[tf.TensorSpec([None, 4], tf.float32, name="side"),
+                                                tf.TensorSpec([None, 8, 8, 1], tf.float32, name="image")])
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"serving_default": module.serve})
+    result = edgec.build(tmp_path / "saved", target="rpi5", precision="int8", calib=str(multi_dir / "calib.npz"),
+                         eval=str(multi_dir / "eval.npz"), out=tmp_path / "dist")
+    m = result.manifest
+    assert m["source"]["format"] == "signature"
+    assert sorted(_inputs(m)) == INPUTS and m["verification"]["agreement"] > 0.9
