@@ -50,7 +50,7 @@ def test_structure_sets_half_sparsity():
     ({"cluster": 300}, "int8", "expected 2..256, got 300"),
     ({"qat": True}, "fp16", "--qat trains the model for int8 inference, but this build's precision is fp16"),
     ({"qat_skip": ("conv2d",)}, "int8", "--qat-skip conv2d only applies with --qat"),
-    ({"temperature": 2.0, "qat": True}, "int8", "add --distill or drop --temperature"),
+    ({"temperature": 2.0, "qat": True, "distill": False}, "int8", "drop --no-distill or --temperature"),
     ({"distill": True}, "int8", "--distill recovers accuracy while compressing; add --prune, --cluster or --qat"),
     ({}, "int8", "--fine-tune data is used by the compression steps"),
     ({"qat": True, "epochs": 0}, "int8", "--epochs must be at least 1, got 0"),

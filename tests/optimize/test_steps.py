@@ -117,7 +117,7 @@ def test_distillation_learns_from_the_teacher_not_the_labels(cnn, digits_split, 
     rng = np.random.default_rng(0)
     noisy = Dataset(x=digits_split.x_train, y=rng.permutation(digits_split.y_train), source="shuffled",
                     total=len(digits_split.x_train))
-    labels_only = run(cnn, noisy, eval_data, prune=0.3, prune_schedule="constant", epochs=2, lr=3e-3)
+    labels_only = run(cnn, noisy, eval_data, prune=0.3, prune_schedule="constant", epochs=2, lr=3e-3, distill=False)
     teacher_only = run(cnn, noisy, eval_data, prune=0.3, prune_schedule="constant", epochs=2, lr=3e-3,
                        distill=True, distill_weight=1.0, temperature=2.0)
     assert teacher_only.steps[1]["accuracy"] > 0.85

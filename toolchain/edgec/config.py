@@ -53,7 +53,8 @@ class BuildOptions:
         batch_size: fine-tuning batch size.
         lr: fine-tuning learning rate (Adam) of every step; ``None``: 1e-3, and 1e-4 for QAT as the
             only step.
-        prune: target share of zero weights in the pruned kernels, 0 < prune < 1.
+        prune: target share of zero weights in the pruned kernels, 0 < prune < 1, or "auto": the
+            highest level within ``max_accuracy_drop`` on ``eval`` (:mod:`edgec.optimize.auto`).
         prune_schedule: "polynomial" (sparsity ramps up over the first half of the epochs) or
             "constant" (target sparsity from the first step); ``None`` means polynomial.
         prune_structure: "2:4" for structured pruning (2 zeros in every 4 weights along the
@@ -61,11 +62,12 @@ class BuildOptions:
         cluster: number of shared weight values (clusters) per kernel.
         qat: quantization-aware training for an int8 artifact.
         qat_skip: layer names left out of quantization-aware training on purpose.
-        distill: fine-tune against the original float model as teacher.
+        distill: fine-tune against the original float model as teacher; ``None`` means on when
+            compressing (``False`` trains on the labels alone).
         temperature: softmax temperature of the teacher's soft targets; ``None`` means 4.
         distill_weight: share of the loss from the teacher's soft targets (the rest from labels).
         prune_channels: share of the output channels removed from each Conv/Dense layer (the
-            layers are rebuilt smaller), 0 < prune_channels < 1.
+            layers are rebuilt smaller), 0 < prune_channels < 1, or "auto" (as ``prune``).
         channel_criterion: how channels are ranked for removal: "l1" or "l2" norm of their
             kernel, or "bn" (|gamma| of the BatchNormalization after the layer); ``None`` means l1.
         low_rank: SVD factorization keeping this share of each Conv/Dense kernel's rank.
@@ -96,16 +98,16 @@ class BuildOptions:
     epochs: int = 10
     batch_size: int = 32
     lr: float | None = None
-    prune: float | None = None
+    prune: float | str | None = None
     prune_schedule: str | None = None
     prune_structure: str | None = None
     cluster: int | None = None
     qat: bool = False
     qat_skip: tuple[str, ...] = ()
-    distill: bool = False
+    distill: bool | None = None
     temperature: float | None = None
     distill_weight: float = 0.5
-    prune_channels: float | None = None
+    prune_channels: float | str | None = None
     channel_criterion: str | None = None
     low_rank: float | None = None
     low_rank_energy: float | None = None

@@ -41,3 +41,18 @@ class OutputDir(click.Path):
         if isinstance(value, str) and not value.strip():
             self.fail("an empty path; name a directory (e.g. dist)", param, ctx)
         return super().convert(value, param, ctx)
+
+
+class FiniteOrAuto(FiniteFloat):
+    """A finite float, or ``auto`` (the build searches the value)."""
+
+    name = "number|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        return super().convert(value, param, ctx)
+
+
+#: A finite float or ``auto``.
+FINITE_OR_AUTO = FiniteOrAuto()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgec.calibration.inputs import range_names
-from edgec.commands._types import FINITE, OutputDir
+from edgec.commands._types import FINITE, FINITE_OR_AUTO, OutputDir
 from edgec.config import Precision
 from edgec.util import dumps_json
 
@@ -55,15 +55,16 @@ from edgec.util import dumps_json
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Fine-tuning batch size.")
 @click.option("--lr", type=FINITE, help="Fine-tuning learning rate (Adam) of every step. Default: 1e-3, and 1e-4 "
               "for --qat as the only step.")
-@click.option("--prune", type=FINITE, metavar="SPARSITY",
-              help="Magnitude pruning: share of Conv/Dense kernel weights set to zero, e.g. 0.8.")
+@click.option("--prune", type=FINITE_OR_AUTO, metavar="SPARSITY|auto",
+              help="Magnitude pruning: share of Conv/Dense kernel weights set to zero, e.g. 0.8; auto: the "
+                   "highest within --max-accuracy-drop on --eval.")
 @click.option("--prune-schedule", type=click.Choice(["polynomial", "constant"]),
               help="Sparsity schedule for --prune. Default: polynomial (ramps up over the first half).")
 @click.option("--prune-structure", type=click.Choice(["2:4"]),
               help="Structured pruning: 2 zeros in every 4 weights along the input axis.")
-@click.option("--prune-channels", type=FINITE, metavar="FRACTION",
+@click.option("--prune-channels", type=FINITE_OR_AUTO, metavar="FRACTION|auto",
               help="Channel pruning: remove FRACTION of each Conv/Dense layer's output channels and rebuild the "
-                   "model with smaller layers (fewer MACs), e.g. 0.5.")
+                   "model with smaller layers (fewer MACs), e.g. 0.5; auto: the highest within --max-accuracy-drop.")
 @click.option("--channel-criterion", type=click.Choice(["l1", "l2", "bn"]),
               help="How --prune-channels ranks channels: kernel L1 or L2 norm, or BatchNorm |gamma|.  [default: l1]")
 @click.option("--low-rank", type=FINITE, metavar="RANK_FRACTION",
@@ -78,7 +79,8 @@ from edgec.util import dumps_json
 @click.option("--qat-skip", multiple=True, metavar="LAYER", help="Leave LAYER float during QAT (repeatable).")
 @click.option("--custom-objects", multiple=True, metavar="PATH.py|MODULE",
               help="Import the code that registers the model's custom layers before loading it (repeatable).")
-@click.option("--distill", is_flag=True, help="Fine-tune with the original float model as teacher.")
+@click.option("--distill/--no-distill", default=None,
+              help="Fine-tune with the original float model as teacher.  [default: on when compressing]")
 @click.option("--temperature", type=FINITE, metavar="T", help="Distillation temperature.  [default: 4]")
 @click.option("--distill-weight", type=FINITE, default=0.5, show_default=True,
               help="Share of the loss from the teacher's soft targets.")
@@ -211,6 +213,11 @@ def print_optimization(out, o: dict) -> None:
         steps.add_row(entry["stage"], f"{entry['accuracy'] * 100:.2f} %", f"{entry['drop_points']:.2f}", epochs,
                       _step_detail(step))
     out.print(steps)
+    if o.get("auto"):
+        a = o["auto"]
+        curve = ", ".join(f"{c['level']:g} -> {c['drop_points']:.2f}" for c in a["curve"])
+        out.print(escape(f"{a['option']} auto: {a['chosen']:g} (budget {a['max_accuracy_drop']:g} points; "
+                         f"measured level -> drop: {curve})" + ("" if a["within_budget"] else f"; {a['note']}")))
     for step in o["step_details"]:
         for e in step.get("layers", []):
             if e.get("pruned") is False or e.get("clustered") is False:

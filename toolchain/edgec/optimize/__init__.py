@@ -49,6 +49,7 @@ class OptimizeResult:
     accuracy_y: np.ndarray
     seconds: float
     structure: dict[str, Any] | None = None  # parameters and MACs of the original and the optimized model
+    auto: dict[str, Any] | None = None  # --prune auto / --prune-channels auto: the curve measured, the choice
 
     def representative(self, limit: int, seed: int) -> Dataset:
         """Fine-tune inputs as int8 representative data (QAT builds without --calib)."""
@@ -87,13 +88,36 @@ def optimize(model, fine_tune: Dataset, spec: OptimizeSpec, *, target, profile, 
     progress = progress or Progress(enabled=False)
     with warnings.catch_warnings(record=True) as caught:  # TF-MOT warns freely; keep them for -vv
         warnings.simplefilter("always")
-        result = _optimize(model, fine_tune, spec, target, profile, eval_data, progress)
+        if spec.auto is None:
+            result = _optimize(model, fine_tune, spec, target, profile, eval_data, progress)
+        else:
+            result = _optimize_auto(model, fine_tune, spec, target, profile, eval_data, progress)
     for w in caught:
         log.debug("%s: %s", w.category.__name__, w.message)
     return result
 
 
-def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> OptimizeResult:
+def _optimize_auto(model, fine_tune, spec, target, profile, eval_data, progress) -> OptimizeResult:
+    """The highest level of ``spec.auto`` within the budget (:mod:`edgec.optimize.auto`)."""
+    from edgec.errors import EdgecError
+    from edgec.optimize import auto, train
+
+    flag = "--" + spec.auto.replace("_", "-")
+    if eval_data is None or eval_data.y is None:
+        raise EdgecError(f"{flag} auto measures the accuracy drop of each level on labelled eval data; "
+                         f"'{eval_data.source if eval_data is not None else '--eval'}' has no labels "
+                         "(an .npz with arrays x and y)")
+    data = train.prepare(model, fine_tune, spec)  # split and teacher logits, shared by every level
+
+    def run_level(level_spec: OptimizeSpec) -> OptimizeResult:
+        return _optimize(model, fine_tune, level_spec, target, profile, eval_data, progress, data=data)
+
+    result, record = auto.search(spec, run_level)
+    result.auto = record
+    return result
+
+
+def _optimize(model, fine_tune, spec, target, profile, eval_data, progress, data=None) -> OptimizeResult:
     from edgec.tfcompat import fresh_names
 
     fresh_names()  # the layers the steps add are named as in a fresh process: the same bytes
@@ -108,7 +132,8 @@ def _optimize(model, fine_tune, spec, target, profile, eval_data, progress) -> O
     graph.check_rebuildable(model)
     if spec.qat:
         qat_step.check_skip(model, spec.qat_skip)
-    data = train.prepare(model, fine_tune, spec)
+    if data is None:
+        data = train.prepare(model, fine_tune, spec)
     if eval_data is not None and eval_data.y is not None:
         acc_x, acc_y, acc_on = eval_data.x, eval_data.y, f"eval data '{eval_data.source}'"
     else:
@@ -174,6 +199,8 @@ def finish(result: OptimizeResult, float_model, artifact: Path | None, *, artifa
     }
     if representative:
         record["representative_data"] = representative
+    if result.auto is not None:
+        record["auto"] = result.auto
     if result.structure is not None:
         record["structure"] = {**result.structure, "latency": LATENCY_NOTE}
     chain = [{"stage": s["step"], "accuracy": s["accuracy"]} for s in result.steps]

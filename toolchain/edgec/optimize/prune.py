@@ -133,12 +133,15 @@ def prune(model, data: FineTuneData, spec: OptimizeSpec, progress: Progress) -> 
     fit = fine_tune(wrapped, data, spec, step="prune", progress=progress,
                     callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], select_from_epoch=full_from_epoch)
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
+    # the moving averages trail the weights that ended the ramp; the pruned model's own statistics
+    recalibrated = graph.recalibrate_batchnorm(stripped, data.x_train)
     stats = graph.kernel_stats(stripped, {e["layer"]: e["kernels"] for e in layers if e.get("kernels")})
     for entry in layers:
         if entry["layer"] in stats:
             s = stats[entry["layer"]]
             entry.update(params=s["params"], zero_share=s["zero_share"], kernel_rows=s["kernels"])
-    info = {"sparsity": spec.prune, "schedule": schedule_info, "layers": layers, "fine_tune": fit}
+    info = {"sparsity": spec.prune, "schedule": schedule_info, "layers": layers, "batchnorm_recalibrated": recalibrated,
+            "fine_tune": fit}
     if structured:
         info["structure"] = f"{spec.prune_structure[0]}:{spec.prune_structure[1]}"
     if policy is not None:

@@ -12,6 +12,8 @@ from edgec.errors import EdgecError, choices
 DEFAULT_TEMPERATURE = 4.0
 DEFAULT_LR = 1e-3  # Adam, for the steps that recover from compression
 QAT_ALONE_LR = 1e-4  # Adam, for quantization-aware training with no step before it
+STRUCTURAL_LR = 3e-3  # Adam, for channel surgery and low-rank: a cut model starts far from its optimum
+STRUCTURAL_STEPS = ("channels", "low_rank")
 STRUCTURES = {"2:4": (2, 4)}  # name -> (zeros, group size), as TF-MOT's sparsity_m_by_n
 MAX_CLUSTERS = 256  # an int8 kernel cannot hold more distinct values
 CHANNEL_CRITERIA = ("l1", "l2", "bn")  # kernel norm per output channel, or |gamma| of the BatchNorm after
@@ -19,6 +21,8 @@ SPARSE_MIN_SPARSITY = 2 / 3  # XNNPACK takes its sparse path only when this shar
 SPARSE_DEFAULT_SPARSITY = 0.75
 SPARSE_PRECISIONS = (Precision.FP32, Precision.FP16)  # XNNPACK's sparse kernels are float kernels
 SPARSE_TARGET_KIND = "tflite"  # LiteRT with XNNPACK on a CPU
+#: the levels ``--prune auto`` / ``--prune-channels auto`` choose from (bisection, lowest first)
+AUTO_LEVELS = {"prune": (0.5, 0.6, 0.7, 0.8, 0.9), "prune_channels": (0.25, 0.375, 0.5, 0.625, 0.75)}
 
 
 class PruneSchedule(enum.StrEnum):
@@ -51,6 +55,8 @@ class OptimizeSpec:
     low_rank: float | None = None
     low_rank_energy: float | None = None
     sparse_inference: bool = False
+    auto: str | None = None  # "prune" or "prune_channels": searched within ``max_accuracy_drop`` (auto.py)
+    max_accuracy_drop: float | None = None
 
     @property
     def pruning(self) -> bool:
@@ -64,9 +70,13 @@ class OptimizeSpec:
         """The step's learning rate: ``--lr`` when given, else :data:`DEFAULT_LR`, except for QAT
         as the only step, which adapts a trained model to int8 rounding and starts at
         :data:`QAT_ALONE_LR` (the larger rate pulls a converged BatchNorm model away from its
-        optimum in the first epoch)."""
+        optimum in the first epoch), and channel surgery and low-rank, which rebuild the layers and
+        start from a model far from its optimum: :data:`STRUCTURAL_LR` (it is reached after the
+        warm-up epoch; :func:`edgec.optimize.train.lr_schedule`)."""
         if self.lr is not None:
             return self.lr
+        if step in STRUCTURAL_STEPS:
+            return STRUCTURAL_LR
         return QAT_ALONE_LR if step == "qat" and self.steps == ["qat"] else DEFAULT_LR
 
     @property
@@ -93,6 +103,8 @@ class OptimizeSpec:
             "qat": None if not self.qat else {"skip": list(self.qat_skip)},
             "distill": None if not self.distill else {"temperature": self.temperature,
                                                       "weight": self.distill_weight},
+            "auto": None if self.auto is None else {"option": "--" + self.auto.replace("_", "-"),
+                                                    "max_accuracy_drop": self.max_accuracy_drop},
             "fine_tune": {"epochs": self.epochs, "batch_size": self.batch_size,
                           "lr": {step: self.learning_rate(step) for step in self.steps},
                           "optimizer": "adam", "seed": self.seed},
@@ -108,8 +120,8 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
     o = options
     if o.qat_skip and not o.qat:
         raise EdgecError(f"--qat-skip {' '.join(o.qat_skip)} only applies with --qat; add --qat or drop --qat-skip")
-    if o.temperature is not None and not o.distill:
-        raise EdgecError("--temperature sets the distillation temperature; add --distill or drop --temperature")
+    if o.temperature is not None and o.distill is False:
+        raise EdgecError("--temperature sets the distillation temperature; drop --no-distill or --temperature")
     if o.prune_schedule is not None and o.prune is None and not o.prune_structure and not o.sparse_inference:
         raise EdgecError(f"--prune-schedule {o.prune_schedule} needs --prune SPARSITY")
     if o.channel_criterion is not None and o.prune_channels is None:
@@ -129,6 +141,9 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
         ("--sparse-inference", o.sparse_inference),
         ("--prune", o.prune is not None), ("--prune-structure", bool(o.prune_structure)),
         ("--cluster", o.cluster is not None), ("--qat", o.qat)) if on)
+    auto = _auto(o)
+    if auto is not None:  # a placeholder level; the search replaces it (edgec.optimize.auto)
+        o = dataclasses.replace(o, **{auto: AUTO_LEVELS[auto][-1]})
     channels, criterion = _channels(o)
     low_rank, low_rank_energy = _low_rank(o)
     prune = o.prune
@@ -185,12 +200,44 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
         raise EdgecError(f"--distill-weight is the share of the loss from the teacher: expected 0..1, got {o.distill_weight}")
     return OptimizeSpec(
         prune=prune, prune_schedule=schedule, prune_structure=structure, cluster=o.cluster, qat=bool(o.qat),
-        qat_skip=tuple(o.qat_skip), distill=bool(o.distill), temperature=temperature,
+        qat_skip=tuple(o.qat_skip), distill=o.distill is not False, temperature=temperature,
         distill_weight=float(o.distill_weight), epochs=int(o.epochs), batch_size=int(o.batch_size),
         lr=None if o.lr is None else float(o.lr),
         seed=int(o.seed), prune_channels=channels, channel_criterion=criterion, low_rank=low_rank,
-        low_rank_energy=low_rank_energy, sparse_inference=bool(o.sparse_inference),
+        low_rank_energy=low_rank_energy, sparse_inference=bool(o.sparse_inference), auto=auto,
+        max_accuracy_drop=None if auto is None else float(o.max_accuracy_drop),
     )
+
+
+def _auto(o: BuildOptions) -> str | None:
+    """Which option is ``auto`` (``prune`` or ``prune_channels``), checked; ``None`` when neither.
+
+    Raises:
+        EdgecError: ``auto`` for both, with a fixed structure, without a budget or eval data.
+    """
+    wanted = [name for name in AUTO_LEVELS if getattr(o, name) == "auto"]
+    for name in ("prune", "prune_channels"):
+        value = getattr(o, name)
+        if isinstance(value, str) and value != "auto":
+            raise EdgecError(f"--{name.replace('_', '-')} takes a number or 'auto', got '{value}'")
+    if not wanted:
+        return None
+    flag = "--" + wanted[0].replace("_", "-")
+    if len(wanted) > 1:
+        raise EdgecError("--prune auto and --prune-channels auto each search a level against the budget; "
+                         "search one of them (give the other a number)")
+    if o.max_accuracy_drop is None:
+        raise EdgecError(f"{flag} auto searches the highest level within an accuracy budget: "
+                         "add --max-accuracy-drop POINTS")
+    if not o.max_accuracy_drop > 0:
+        raise EdgecError(f"{flag} auto needs a positive --max-accuracy-drop, got {o.max_accuracy_drop:g}")
+    if not o.eval:
+        raise EdgecError(f"{flag} auto measures the accuracy drop of each level on labelled eval data: "
+                         "add --eval DATA (.npz with arrays x and y)")
+    if wanted[0] == "prune" and (o.prune_structure or o.sparse_inference):
+        raise EdgecError("--prune auto searches unstructured sparsity; drop --prune-structure / --sparse-inference "
+                         "or give --prune a number")
+    return wanted[0]
 
 
 def _share(flag: str, what: str, value, name: str) -> float:

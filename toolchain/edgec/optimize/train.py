@@ -1,4 +1,18 @@
-"""Fine-tuning shared by the compression steps: held-out split, distillation loss, early stopping.
+"""Fine-tuning shared by the compression steps: held-out split, distillation loss, learning-rate
+schedule, best-epoch restore.
+
+The recovery every step gets by default:
+
+* distillation from the untouched float model (the teacher exists in every build; ``--no-distill``
+  trains on the labels alone): its soft targets carry what the compressed model lost in more
+  detail than the labels, and on a small fine-tune set they regularize;
+* a learning-rate schedule: a linear warm-up over the first epoch (Adam's first steps on a
+  freshly cut model are its largest, and undo the weights that survived), then a cosine decay
+  to :data:`FINAL_LR_SHARE` of the peak, so the last epochs settle instead of jumping around
+  the optimum;
+* best-epoch restore: the weights of the epoch with the best accuracy on a held-out slice of the
+  fine-tune data (never the eval data) are kept, and a step stops after :data:`PATIENCE`
+  epochs without a better one.
 
 Distillation (Hinton et al., 2015) mixes the labels' cross-entropy with the KL divergence between
 the teacher's and the student's softmax at temperature T (scaled by T^2 so its gradients keep
@@ -26,7 +40,9 @@ log = logging.getLogger(__name__)
 
 VAL_SHARE = 0.1  # held-out share of the fine-tune data used for early stopping
 MIN_SAMPLES = 10
-PATIENCE = 3  # epochs without a better held-out accuracy before a step stops
+PATIENCE = 4  # epochs without a better held-out accuracy before a step stops
+WARMUP_EPOCHS = 1  # linear warm-up of the learning rate (at most half the epochs)
+FINAL_LR_SHARE = 0.02  # the cosine decay ends at this share of the peak learning rate
 
 
 @dataclasses.dataclass
@@ -172,7 +188,9 @@ def fine_tune(model, data: FineTuneData, spec: OptimizeSpec, *, step: str, progr
     set_seed(spec.seed)
     loss, metric = _loss_and_metric(data, spec)
     lr = spec.learning_rate(step)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric])
+    steps_per_epoch = max(1, math.ceil(len(data.y_train) / spec.batch_size))  # y: one array, any inputs
+    schedule, schedule_info = lr_schedule(lr, steps_per_epoch, spec.epochs)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=[metric])
     best = _best_weights(select_from_epoch, PATIENCE)
     t0 = time.perf_counter()
     with progress.task(f"fine-tune: {step}", total=spec.epochs) as task:
@@ -186,6 +204,9 @@ def fine_tune(model, data: FineTuneData, spec: OptimizeSpec, *, step: str, progr
     if not h.get("loss") or not all(math.isfinite(v) for v in h["loss"]):
         raise EdgecError(f"fine-tuning diverged in step '{step}' (loss {h.get('loss')}); lower --lr (now {lr:g})")
     return {
+        "loss": (f"distillation (T={spec.temperature:g}, teacher weight {spec.distill_weight:g})"
+                 if data.teacher_train is not None else "cross-entropy"),
+        "lr_schedule": schedule_info,
         "epochs_run": len(h["loss"]),
         "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
         "stopped_early": len(h["loss"]) < spec.epochs,
@@ -194,6 +215,31 @@ def fine_tune(model, data: FineTuneData, spec: OptimizeSpec, *, step: str, progr
         "held_out_accuracy": None if best.best is None else round(best.best[0], 5),
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def lr_schedule(peak: float, steps_per_epoch: int, epochs: int):
+    """Linear warm-up to ``peak`` over :data:`WARMUP_EPOCHS`, then a cosine decay to
+    :data:`FINAL_LR_SHARE` of ``peak`` at the last step; the schedule and its description."""
+    from edgec.tfcompat import tf_and_keras
+
+    tf, keras = tf_and_keras()
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(steps_per_epoch * WARMUP_EPOCHS, total // 2)
+    final = peak * FINAL_LR_SHARE
+
+    class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = tf.cast(step, tf.float32)
+            warm = peak * (step + 1.0) / float(max(1, warmup))
+            progress = tf.clip_by_value((step - warmup) / float(max(1, total - warmup)), 0.0, 1.0)
+            decayed = final + 0.5 * (peak - final) * (1.0 + tf.cos(math.pi * progress))
+            return tf.where(step < warmup, warm, decayed)
+
+        def get_config(self):
+            return {"peak": peak, "warmup_steps": warmup, "total_steps": total, "final": final}
+
+    return WarmupCosine(), {"kind": "warmup_cosine", "peak": peak, "warmup_steps": warmup,
+                            "total_steps": total, "final": final}
 
 
 def _progress_callback(task, step: str, epochs: int):

@@ -336,8 +336,7 @@ class Config:
             out["qat"] = True
         if self.compresses:
             out.update(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)
-            if self.distill:
-                out["distill"] = True
+            out["distill"] = bool(self.distill)  # the build distills unless told not to
         return out
 
     def to_json(self) -> dict[str, Any]:
