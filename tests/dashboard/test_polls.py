@@ -164,17 +164,19 @@ class client_with:  # noqa: N801 - used like a function
 def test_sessions_end_signed_out_idle_or_old(collector):
     from edgec.collector.dashboard.sessions import Sessions
 
-    client, _, _, _, dash = collector
+    client, admin, _, _, dash = collector
+    register_device(client_with(client, admin), "dev-secret")
     now = [1000.0]
     dash.sessions = Sessions(clock=lambda: now[0], ttl=600.0, idle=60.0)
 
     def sees_data() -> bool:
         page = client.get("/")
-        fragment = client.get("/fragments/queue")
-        if 'id="signin"' in page.text:
-            assert fragment.status_code == 401 and 'id="fleet"' not in page.text
+        fragment = client.get("/fragments/fleet")
+        if 'id="signin"' in page.text:  # the sign-in page, and nothing of the record
+            assert page.status_code == 200 and fragment.status_code == 401
+            assert "dev-secret" not in page.text + fragment.text and 'id="fleet"' not in page.text
             return False
-        assert fragment.status_code == 200
+        assert fragment.status_code == 200 and "dev-secret" in page.text
         return True
 
     # idle: a request within the idle time keeps it, a longer pause ends it
@@ -206,3 +208,32 @@ def test_sessions_end_signed_out_idle_or_old(collector):
     client.cookies.clear()
     client.cookies.update(kept)
     assert not sees_data()
+
+
+def test_charts_wait_for_results_to_pause():
+    from edgec.collector.dashboard.charts import Throttle
+
+    now = [0.0]
+    throttle = Throttle(every=5.0, share=0.01, quiet=2.0, lag=120.0, clock=lambda: now[0])
+    assert throttle.version("1") == "1"  # the first version is drawn at once
+    throttle.drew(0.3)
+    # results stream in (a new version at every poll, 3 s apart): the chart stays
+    for n in range(2, 41):
+        now[0] += 3.0
+        assert throttle.version(str(n)) == "1", n
+    # past the longest lag (120 s) it moves on all the same, once
+    now[0] += 3.0
+    assert throttle.version("41") == "41"
+    now[0] += 3.0
+    assert throttle.version("42") == "41"
+    # the results pause: the next poll that sees the same version moves the chart
+    now[0] += 3.0
+    assert throttle.version("42") == "42"
+    # a slow drawing (3 s) keeps the next move 3 / 0.01 = 300 s away, paused or not
+    throttle.drew(3.0)
+    now[0] += 3.0
+    assert throttle.version("43") == "42"
+    now[0] += 100.0
+    assert throttle.version("43") == "42"
+    now[0] += 200.0
+    assert throttle.version("43") == "43"

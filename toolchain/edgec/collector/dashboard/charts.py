@@ -16,8 +16,10 @@ from fastapi.responses import Response
 from edgec import plots
 
 KEEP = 32  # charts kept (a few per page and version)
-REDRAW_S = 30.0  # a chart is redrawn at most this often, whatever the record does
-DRAW_SHARE = 0.005  # and drawing takes at most this share of the time (one core) while results stream in
+REDRAW_S = 5.0  # a chart is redrawn at most this often, whatever the record does
+QUIET_S = 2.0  # once no result has come for this long (seen by two polls this far apart)
+MAX_LAG_S = 120.0  # or, while results stream in without a pause, once the chart is this old
+DRAW_SHARE = 0.01  # and drawing takes at most this share of the time (one core)
 
 
 class ChartCache:
@@ -43,24 +45,36 @@ class ChartCache:
 
 
 class Throttle:
-    """The version the pages name their charts by: the record's, moved on at most every
-    :data:`REDRAW_S` seconds, and no sooner than the last drawings took / :data:`DRAW_SHARE`, so
-    that while results stream in, polling browsers cost the agents' API no figure per poll and
-    drawing takes a bounded share of the CPU; a browser may keep a chart under its URL."""
+    """The version the pages name their charts by: the record's results', moved on once results
+    pause (the same version seen :data:`QUIET_S` apart), or after :data:`MAX_LAG_S` while they
+    stream in without a pause; never sooner than :data:`REDRAW_S` after the last move, nor than
+    the last drawings took / :data:`DRAW_SHARE`. Drawing both charts takes a few hundred ms of
+    CPU: it waits for the agents to pause, so polling browsers cost the agents' API no figure
+    while results stream in. A browser may keep a chart under its URL."""
 
-    def __init__(self, every: float = REDRAW_S, share: float = DRAW_SHARE):
+    def __init__(self, every: float = REDRAW_S, share: float = DRAW_SHARE, quiet: float = QUIET_S,
+                 lag: float = MAX_LAG_S, clock=time.monotonic):
         self.every = every
         self.share = share
+        self.quiet = quiet
+        self.lag = lag
+        self.clock = clock
         self.shown: str | None = None
         self._at = float("-inf")
         self._drawing_s = 0.0  # what drawing the charts of the version shown took
+        self._seen: str | None = None  # the newest version seen, and since when
+        self._seen_at = float("-inf")
         self._lock = threading.Lock()
 
     def version(self, record_version: str) -> str:
         with self._lock:
-            now = time.monotonic()
+            now = self.clock()
+            if record_version != self._seen:
+                self._seen, self._seen_at = record_version, now
             wait = max(self.every, self._drawing_s / self.share)
-            if record_version != self.shown and now - self._at >= wait:
+            paused = now - self._seen_at >= self.quiet or self.shown is None
+            if (record_version != self.shown and now - self._at >= wait
+                    and (paused or now - self._at >= self.lag)):
                 self.shown, self._at, self._drawing_s = record_version, now, 0.0
             return self.shown
 

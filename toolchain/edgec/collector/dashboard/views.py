@@ -13,6 +13,7 @@ from edgec.collector.storage import reads
 
 JOB_ORDER = ("leased", "queued", "failed", "done", "cancelled")
 QUEUE_LIMIT = 200
+HELD_SHOWN = 3  # jobs a device holds, shown by name (the others counted)
 
 
 def fleet_rows(conn) -> list[dict[str, Any]]:
@@ -27,6 +28,8 @@ def fleet(devices: list[dict[str, Any]], offline_after: float, now: float) -> di
     for row in devices:
         d = dict(row)
         d["seen_s"] = max(0.0, now - d["last_seen"])
+        d["more"] = max(0, len(d["held"]) - HELD_SHOWN)
+        d["held"] = d["held"][:HELD_SHOWN]
         d["online"] = not d["revoked"] and d["seen_s"] <= offline_after
         d["state"] = "revoked" if d["revoked"] else ("busy" if d["held"] else "idle") if d["online"] else "offline"
         out.append(d)
@@ -58,7 +61,7 @@ def results(conn, a: int | None = None, b: int | None = None, artifact: str | No
     """The latest result per artifact and device (rows of ``edgec report``; of one artifact by
     sha256), and two of them side by side: ``a`` and ``b`` by result id, else the two newest of
     the newest row's model and device."""
-    rows = reads.report_rows(conn, None, None, False)
+    rows = reads.latest_report_rows(conn)
     if artifact:
         rows = [r for r in rows if r["artifact_sha256"] == artifact]
     rows.sort(key=lambda r: (r["model"], r["device"], r["precision"] or "", r["file"] or "", r["result_id"]))
@@ -117,7 +120,7 @@ def history(conn) -> list[dict[str, Any]]:
 
 
 def latest(conn) -> list[dict[str, Any]]:
-    return reads.report_rows(conn, None, None, False)
+    return reads.latest_report_rows(conn)
 
 
 def open_search(storage: str):

@@ -189,3 +189,38 @@ def queue_mark(conn, limit: int) -> tuple:
 def results_mark(conn) -> int | None:
     """What moves when a result is stored (results and their artifacts are never changed)."""
     return conn.execute("SELECT MAX(id) FROM results").fetchone()[0]
+
+
+class _LatestRows:
+    """The record's results as :func:`edgec.report.select_results` reads a results store, with the
+    latest runs found in one pass over the results' (artifact, device) index, not one lookup per
+    stored result: the dashboard's Results page reads them on every change of the record."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def rows(self, *, device: str | None = None, latest: bool = True) -> list[dict[str, Any]]:
+        from edgec import results
+
+        if device is not None or not latest:
+            return results.query_rows(self.conn, device=device, latest=latest)
+        return [dict(row) for row in self.conn.execute(
+            "SELECT r.*, a.file, a.format, a.precision, a.bytes, a.target, a.profile, a.source_sha256, "
+            "a.source_name, a.accuracy, a.float_accuracy, a.accuracy_drop, a.build_dir "
+            "FROM results r JOIN artifacts a ON a.sha256 = r.artifact_sha256 "
+            "WHERE r.id IN (SELECT MAX(id) FROM results GROUP BY artifact_sha256, device) "
+            "ORDER BY a.source_name, r.device, r.latency_median_ms")]
+
+    def artifacts(self) -> list[dict[str, Any]]:
+        from edgec import results
+
+        return results.query_artifacts(self.conn)
+
+
+def latest_report_rows(conn) -> list[dict[str, Any]]:
+    """The rows of ``edgec report`` (the latest run per artifact and device), the same as
+    :func:`edgec.report.record_rows` makes them."""
+    from edgec import report
+
+    source = _LatestRows(conn)
+    return report.build_rows(report.select_results(source), source.artifacts())
