@@ -219,3 +219,17 @@ def test_savedmodel_signature_with_two_inputs(tmp_path, multi_dir):
     m = result.manifest
     assert m["source"]["format"] == "signature"
     assert sorted(_inputs(m)) == INPUTS and m["verification"]["agreement"] > 0.9
+
+
+@pytest.mark.slow
+def test_analyze_two_inputs(multi_dir):
+    """edgec analyze on a two-input model: the per-op table from the QuantizationDebugger, fed by
+    input name, and the metric on the labelled eval data."""
+    from edgec.analyze import analyze
+
+    result = analyze(multi_dir / "two_inputs.keras", "rpi5", calib=str(multi_dir / "calib.npz"),
+                     eval=str(multi_dir / "eval.npz"))
+    assert sorted(result["data"]["calib"]["inputs"]) == INPUTS
+    ops = result["ops"]
+    assert any(o["op"] == "CONCATENATION" for o in ops)
+    assert all(o["sqnr_db"] is None or o["sqnr_db"] > 20 for o in ops if o["op"] in ("CONV_2D", "FULLY_CONNECTED"))
