@@ -65,7 +65,8 @@ def test_most_sensitive_op_is_the_best_single_float_op(arch, example_models, dig
     from edgec.model_io import load_model
 
     path = example_models(arch)
-    result = analyze(path, "rpi5", calib=str(digits_dir / "calib.npz"), eval=str(digits_dir / "eval.npz"))
+    result = analyze(path, "rpi5", calib=str(digits_dir / "calib.npz"), eval=str(digits_dir / "eval.npz"),
+                     remedies=False)
     _check_rows(result)
     assert result["metric"]["kind"] == "accuracy" and result["kind"] == "tflite"
     if arch == "cnn":
@@ -140,13 +141,18 @@ def test_cli_without_labels_measures_agreement_and_plots(outlier_model_path, dig
     assert any("no labels" in n for n in result["notes"])
     assert result["plain"]["drop_points"] > 2.0
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # each integer remedy alone, in order of cost: equalization undoes the outlier unit
+    rows = {r["label"]: r for r in result["remedies"]["rows"]}
+    assert list(rows) == ["plain", "equalize", "bias_correct", "range=percentile", "range=mse", "adaround", "int16"]
+    assert rows["plain"]["drop_points"] == pytest.approx(result["plain"]["drop_points"])
+    assert rows["equalize"]["drop_points"] < 1.0 < rows["plain"]["drop_points"]
     # the outlier sits in 'dense': keeping its output float (dense and its consumer) recovers the model
     dense = next(r for r in result["ops"] if r["layer"] == "dense")
     assert dense["output_float"]["sensitivity_points"] > 2.0
     assert dense["output_scale"] > 50 * dense["input_scale"]
 
     text = run_cli("analyze", outlier_model_path, "--target", "rpi5", "--calib", digits_dir / "calib.npz",
-                   "--sort", "sensitivity")
+                   "--sort", "sensitivity", "--no-remedies")
     assert text.returncode == 0, text.stderr
     assert "most sensitive:" in text.stdout and "no --eval data" in text.stdout
 
@@ -157,3 +163,5 @@ def test_edge_tpu_profile_is_analyzed_with_a_note(digits_model_path, digits_dir)
     assert result["kind"] == "tflite" and result["profile"] == "coral-usb"
     assert any("--qat" in n for n in result["notes"])
     assert all(r["rmse_steps"] is None for r in result["ops"])
+    # no 16-bit kernels and the converter's own ranges on the Edge TPU: those remedies are not offered
+    assert [r["label"] for r in result["remedies"]["rows"]] == ["plain", "equalize", "bias_correct", "adaround"]

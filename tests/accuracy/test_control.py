@@ -152,7 +152,7 @@ def test_eval_without_labels_controls_top1_agreement(outlier_model_path, digits_
     reference = keras.models.load_model(outlier_model_path, compile=False).predict(digits_split.x_test, verbose=0)
     _, logits = litert_accuracy(result.out_dir / "model.tflite", digits_split.x_test, digits_split.y_test)
     agreement = float((logits.argmax(1) == reference.argmax(1)).mean())
-    assert (1 - agreement) * 100 == pytest.approx(ac["after"]["drop_points"], abs=1e-6)
+    assert (1 - agreement) * 100 == pytest.approx(ac["after"]["drop_points"], abs=1e-4)  # reported to 4 places
     assert (1 - agreement) * 100 <= BUDGET
 
 

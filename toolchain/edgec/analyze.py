@@ -14,12 +14,15 @@ from edgec.errors import EdgecError
 
 def analyze(model, target: str, *, calib, eval=None, calib_samples: int = 200, seed: int = 0,  # noqa: A002
             eval_output: str | None = None, input_range: str | None = None, normalize: str | None = None,
-            mean=None, std=None, stats: bool = True, progress=None, custom_objects=()) -> dict[str, Any]:
+            mean=None, std=None, stats: bool = True, progress=None, custom_objects=(),
+            remedies: bool = True) -> dict[str, Any]:
     """Per-op int8 analysis of ``model`` for a device profile (what ``edgec analyze`` prints).
 
     The model and data are loaded as ``edgec build`` loads them (input ranges and normalization
     included). The metric is measured on ``eval`` (without labels: top-1 agreement with the float
-    model), else on the calibration data itself (agreement).
+    model), else on the calibration data itself (agreement). With ``remedies``, each integer remedy
+    the target kind can carry (:mod:`edgec.accuracy.remedies`) is also measured alone, in order of
+    cost (TFLite and Edge TPU: on the TFLite int8 model).
 
     Returns:
         :func:`edgec.accuracy.search.analyze`'s dict, plus ``profile``, ``model``, ``data``,
@@ -54,12 +57,21 @@ def analyze(model, target: str, *, calib, eval=None, calib_samples: int = 200, s
         threads = min(profile.threads or os.cpu_count() or 1, os.cpu_count() or 1)
         backend = backend_for(profile, data.loaded.model, data.calib, progress=progress, threads=threads)
         result = analyze_ops(backend, metric, ref.data.x, stats=stats, progress=progress)
+        if remedies and profile.target in ("tflite", "edgetpu"):
+            from edgec.accuracy.remedies.control import each_alone
+
+            with progress.task("analyze: integer remedies, each alone"):
+                result["remedies"] = each_alone(data.loaded.model, data.calib, metric, profile,
+                                                [o.name for o in ref.outputs], seed)
     notes = []
     if data.eval is None:
         notes.append(f"no --eval data: measured on the calibration data '{data.calib.source}', which also set the "
                      "int8 ranges (top-1 agreement with the float model)")
     elif not metric.describe()["labelled"]:
         notes.append("the eval data has no labels: the metric is top-1 agreement with the float model")
+    if remedies and profile.target == "tensorrt":
+        notes.append("the integer remedies are not measured for TensorRT here; build with --equalize, --bias-correct or "
+                     "--adaround to apply them")
     if profile.target == "edgetpu":
         notes.append(f"on the Edge TPU ('{profile.id}') an op left in float runs on the CPU with every op after it, so "
                      "--accuracy-control is refused there; recover the sensitive ops' accuracy with --qat")

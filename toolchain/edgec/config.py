@@ -41,6 +41,13 @@ class BuildOptions:
         accuracy_control: keep the fewest ops of the int8 artifact in float that bring the drop on
             ``eval`` within ``max_accuracy_drop`` (:mod:`edgec.accuracy`); those ops are marked as
             chosen, not counted as float-op errors.
+        equalize: cross-layer equalization of the float model before int8 (:mod:`edgec.accuracy.remedies`).
+        bias_correct: empirical bias correction of the int8 weights' error, from the calibration data.
+        act_range: activation ranges of the int8 model: "minmax" (``None``), "percentile" or "mse".
+        adaround: learned rounding of the int8 weights on the calibration data (AdaRound).
+        int16_activations: 16-bit activations, int8 weights (TFLite 16x8) for the whole model.
+        remedies: ``accuracy_control`` tries the integer remedies above before any op is left in
+            float (``False``: float ops only).
         input_range: the range pixels map onto ("0,1", "-1,1", "0,255"); see
             :mod:`edgec.calibration.inputs` (``None``: inferred from the model, else [0, 1]).
         normalize: a per-channel normalization preset ("imagenet", "caffe") instead of a range.
@@ -88,6 +95,12 @@ class BuildOptions:
     max_accuracy_drop: float | None = None
     allow_float_ops: bool = False
     accuracy_control: bool = False
+    equalize: bool = False
+    bias_correct: bool = False
+    act_range: str | None = None
+    adaround: bool = False
+    int16_activations: bool = False
+    remedies: bool = True
     input_range: str | None = None
     normalize: str | None = None
     mean: tuple[float, ...] | None = None

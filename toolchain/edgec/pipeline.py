@@ -145,6 +145,9 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
         from edgec.accuracy import check_request
 
         check_request(profile, precision, options)
+    from edgec.accuracy.remedies import check_request as check_remedies
+
+    check_remedies(profile, precision, options)
     if options.calib_samples <= 0:
         raise EdgecError(f"--calib-samples must be positive, got {options.calib_samples}")
     if options.max_accuracy_drop is not None and options.max_accuracy_drop < 0:

@@ -30,6 +30,10 @@ def _control(ctx, backend, artifact: str) -> tuple[frozenset[str], dict[str, Any
     result = control(evaluate, backend.candidates(), [o.id for o in backend.ops], ctx.options.max_accuracy_drop,
                      progress=ctx.progress)
     section = control_section(result, backend, metric, artifact)
+    if backend.kind == "tflite":  # TensorRT's latency belongs to the device
+        from edgec.accuracy.remedies.control import float_latency_cost
+
+        section["latency_cost"] = float_latency_cost(backend, result.chosen)
     ctx.extra["accuracy_control"] = section
     log.info("accuracy control: %d of %d ops kept in float, drop %.2f -> %.2f points (budget %g)",
              len(section["float_ops"]), len(backend.ops), section["before"]["drop_points"],
@@ -39,7 +43,15 @@ def _control(ctx, backend, artifact: str) -> tuple[frozenset[str], dict[str, Any
 
 
 def tflite_artifact(ctx, artifact: str = "model.tflite") -> tuple[bytes, dict[str, Any]]:
-    """The TFLite int8 model with the chosen ops deny-listed, and the artifact record's additions."""
+    """The TFLite int8 model of a build with remedies and/or accuracy control, and the artifact
+    record's additions: remedies in order of cost first (:mod:`edgec.accuracy.remedies.control`),
+    then the chosen ops deny-listed."""
+    from edgec.accuracy.remedies import Remedies
+
+    if Remedies.from_options(ctx.options).any or (ctx.options.accuracy_control and ctx.options.remedies):
+        from edgec.accuracy.remedies.control import tflite_build
+
+        return tflite_build(ctx, artifact)
     from edgec.accuracy.tflite import TFLiteBackend
 
     threads = min(ctx.profile.threads or os.cpu_count() or 1, os.cpu_count() or 1)

@@ -184,3 +184,58 @@ def plot(analysis: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def remedies_table(section: dict[str, Any]):
+    """The remedies tried before any op was kept in float, each with its measured drop, and the
+    LiteRT latency cost of every layer kept in 16-bit or float. ``None`` without remedies."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from edgec.util import human_bytes
+
+    remedies = section.get("remedies")
+    if not remedies and not section.get("latency_cost"):
+        return None
+    table = Table(title=(f"integer remedies, in order of cost (chosen: {' + '.join(remedies['chosen']) or 'none'})"
+                         if remedies else "latency cost of what is kept in float"), title_justify="left")
+    if remedies:
+        for col, justify in (("remedies", "left"), ("drop (pts)", "right"), ("size", "right"), ("kept", "left")):
+            table.add_column(col, justify=justify)
+        for row in remedies["tried"]:
+            table.add_row(escape(row["label"]), f"{row['drop_points']:.2f}", human_bytes(row["bytes"]),
+                          "yes" if row["kept"] else "no")
+    costs = section.get("latency_cost") or []
+    if costs:
+        table.caption = "LiteRT latency cost on this host (batch 1, 1 thread): " + "; ".join(
+            f"{c['what']}{' (' + c['layers'] + ')' if c['layers'] and c['layers'] != 'all' else ''} "
+            f"{c['cost_ms'] * 1000:+.1f} us" for c in costs)
+        table.caption_justify = "left"
+    elif remedies:
+        table.caption = "nothing kept in 16-bit or float: no latency cost"
+        table.caption_justify = "left"
+    if not remedies:
+        table.add_column("latency")
+        table.add_row("see caption")
+    return table
+
+
+def alone_table(analysis: dict[str, Any]):
+    """``edgec analyze``'s remedies: plain int8 and each remedy alone, with the drop it measured."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from edgec.util import human_bytes
+
+    table = Table(title="integer remedies, each alone (in order of cost)", title_justify="left")
+    for col, justify in (("remedy", "left"), ("drop (pts)", "right"), ("vs plain (pts)", "right"), ("size", "right")):
+        table.add_column(col, justify=justify)
+    rows = analysis["remedies"]["rows"]
+    plain = rows[0]["drop_points"]
+    for row in rows:
+        table.add_row(escape(row["label"]), f"{row['drop_points']:.2f}", f"{row['drop_points'] - plain:+.2f}",
+                      human_bytes(row["bytes"]))
+    table.caption = ("the flags: --equalize, --bias-correct, --range percentile|mse, --adaround, --int16-activations; "
+                     "--accuracy-control tries them in this order before keeping ops in float")
+    table.caption_justify = "left"
+    return table

@@ -35,6 +35,8 @@ from edgec.util import dumps_json
               help="Write SQNR and sensitivity per layer as a PNG.")
 @click.option("--custom-objects", multiple=True, metavar="PATH.py|MODULE",
               help="Import the code that registers the model's custom layers before loading it (repeatable).")
+@click.option("--remedies/--no-remedies", default=True, show_default=True,
+              help="Also measure each integer remedy alone (equalization, bias correction, ranges, AdaRound, 16x8).")
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
 def analyze(model: Path, target: str, sort: str, plot: Path | None, as_json: bool, **options) -> None:
     """Per quantizable op of MODEL's int8 artifact for PROFILE: weight and activation scales, the
@@ -74,6 +76,10 @@ def print_analysis(result: dict, sort: str) -> None:
     out.print(escape(f"most sensitive: #{top['index']} {top['op']} ({top['layer']}), "
                      f"{top['sensitivity_points']:+.2f} points when left in float alone; "
                      f"{result['evaluations']} configurations measured"))
+    if result.get("remedies"):
+        from edgec.accuracy.report import alone_table
+
+        out.print(alone_table(result))
     for line in result.get("notes", []):
         out.print(f"note: {escape(line)}")
     for line in result.get("warnings", []):

@@ -34,6 +34,18 @@ from edgec.util import dumps_json
 @click.option("--accuracy-control", is_flag=True, help="int8: keep the fewest ops in float that bring the drop on --eval "
               "within --max-accuracy-drop (ranked by sensitivity, reverted greedily; see 'edgec analyze'). Without "
               "labels the drop is top-1 disagreement with the float model.")
+@click.option("--equalize", is_flag=True, help="int8: cross-layer equalization of the float model first (same float "
+              "function; see docs/accuracy.md).")
+@click.option("--bias-correct", is_flag=True, help="int8: correct each layer's bias for its int8 weight error, "
+              "measured on --calib.")
+@click.option("--range", "act_range", type=click.Choice(["minmax", "percentile", "mse"]),
+              help="int8 activation ranges: calibrated min/max, 99.99th percentiles, or the MSE-optimal clip per "
+                   "tensor (TFLite targets).  [default: minmax]")
+@click.option("--adaround", is_flag=True, help="int8: learn each weight's rounding (up/down) on --calib (AdaRound).")
+@click.option("--int16-activations", is_flag=True, help="16-bit activations with int8 weights for the whole model "
+              "(TFLite 16x8 kernels; not the Edge TPU or TensorRT).")
+@click.option("--remedies/--no-remedies", default=True, show_default=True, help="With --accuracy-control: try the "
+              "integer remedies above, in order of cost, before keeping ops in float.")
 @click.option("--input-range", type=click.Choice(range_names()),
               help="What pixels (image folders, uint8 arrays) map onto for this model. Default: from a Rescaling or "
                    "Normalization input layer, else 0,1.")
@@ -148,6 +160,11 @@ def print_summary(result) -> None:
         from edgec.accuracy.report import control_table
 
         out.print(control_table(m["accuracy_control"]))
+        from edgec.accuracy.report import remedies_table
+
+        extra = remedies_table(m["accuracy_control"])
+        if extra is not None:
+            out.print(extra)
     for a in m["artifacts"]:
         unchosen = [o for o in a.get("float_ops") or [] if not o.get("chosen")]
         if unchosen:

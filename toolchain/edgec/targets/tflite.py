@@ -41,7 +41,10 @@ class TFLiteTarget(Target):
     def build(self, ctx: BuildContext) -> list[Artifact]:
         path = ctx.workdir / "model.tflite"
         chosen: dict[str, Any] = {}
-        if ctx.options.accuracy_control and ctx.precision is Precision.INT8:
+        from edgec.accuracy.remedies import Remedies
+
+        if ctx.precision is Precision.INT8 and (ctx.options.accuracy_control
+                                                or Remedies.from_options(ctx.options).any):
             from edgec.accuracy.build import tflite_artifact
 
             content, chosen = tflite_artifact(ctx, path.name)

@@ -74,7 +74,9 @@ class EdgeTPUTarget(Target):
         from edgec.targets.tflite import artifact_info, convert
 
         settings = EdgeTPUSettings.from_profile(ctx.profile)
-        content = convert(ctx.model, Precision.INT8, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
+        from edgec.accuracy.remedies.apply import keras_model
+
+        content = convert(keras_model(ctx), Precision.INT8, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
                           progress=ctx.progress, batch_size=1, output_names=ctx.output_names)
         int8 = ctx.workdir / INT8_MODEL
         int8.write_bytes(content)

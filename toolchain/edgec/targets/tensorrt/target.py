@@ -82,6 +82,10 @@ class TensorRTTarget(Target):
         trt = dict(ctx.profile.tensorrt or {})
         opset = int(trt["onnx_opset"])
         model, ranges, qat = _float_model(ctx)
+        if ctx.precision is Precision.INT8 and not qat:
+            from edgec.accuracy.remedies.apply import keras_model
+
+            model = keras_model(ctx, model)  # --equalize, --bias-correct, --adaround
         with ctx.progress.task(f"export: ONNX opset {opset} (tf2onnx)"):
             float_proto = onnx_export.export_onnx(model, opset, ctx.output_names)
         checks = onnx_export.check_for_tensorrt(float_proto, trt["tensorrt"])

@@ -1,0 +1,121 @@
+"""Integer remedies for int8 accuracy, tried before any op is left in float.
+
+In order of cost (what a build pays for each):
+
+1. ``equalize``: cross-layer equalization of the float model (:mod:`.equalize`), data-free,
+   the same float function;
+2. ``bias_correct``: empirical bias correction from the calibration data (:mod:`.weights`);
+3. ``range``: per-tensor activation range, ``percentile`` or ``mse`` instead of min/max
+   (:mod:`.ranges`; TFLite only);
+4. ``adaround``: learned rounding of the int8 weights on the calibration data (:mod:`.weights`;
+   a short optimization per layer);
+5. ``int16``: 16-bit activations with int8 weights (TFLite's 16x8 kernels). The converter only
+   quantizes a whole model this way (no per-layer mixing with int8), so it is offered for the whole
+   model, and its latency is counted against the int8 model's. TFLite targets only: the Edge TPU
+   has no 16-bit kernels, TensorRT no int16.
+
+Each is a flag of ``edgec build`` (``--equalize``, ``--bias-correct``, ``--range``,
+``--adaround``, ``--int16-activations``) and ``--accuracy-control`` tries them in this order,
+keeping each that improves the metric, before falling back to float ops. Nothing here imports
+TensorFlow at module level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from edgec.errors import EdgecError
+
+ORDER = ("equalize", "bias_correct", "range", "adaround", "int16")
+FLAGS = {"equalize": "--equalize", "bias_correct": "--bias-correct", "range": "--range",
+         "adaround": "--adaround", "int16": "--int16-activations"}
+RANGE_METHODS = ("minmax", "percentile", "mse")
+#: what each target kind can carry
+OFFERED = {
+    "tflite": ORDER,
+    "edgetpu": ("equalize", "bias_correct", "adaround"),
+    "tensorrt": ("equalize", "bias_correct", "adaround"),
+}
+WHY_NOT = {
+    ("edgetpu", "int16"): "the Edge TPU has no 16-bit kernels",
+    ("tensorrt", "int16"): "TensorRT has no int16 precision",
+    ("edgetpu", "range"): "the Edge TPU build quantizes with the converter's own min/max calibration",
+    ("tensorrt", "range"): "TensorRT's Q/DQ scales come from edgec's ONNX calibration, not the TFLite one",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Remedies:
+    """Which remedies a build applies (``range``: a method, ``None`` for the converter's min/max)."""
+
+    equalize: bool = False
+    bias_correct: bool = False
+    range: str | None = None
+    adaround: bool = False
+    int16: bool = False
+
+    @classmethod
+    def from_options(cls, options) -> Remedies:
+        return cls(equalize=bool(getattr(options, "equalize", False)),
+                   bias_correct=bool(getattr(options, "bias_correct", False)),
+                   range=getattr(options, "act_range", None) if getattr(options, "act_range", None) != "minmax"
+                   else None,
+                   adaround=bool(getattr(options, "adaround", False)),
+                   int16=bool(getattr(options, "int16_activations", False)))
+
+    @property
+    def any(self) -> bool:
+        return bool(self.equalize or self.bias_correct or self.range or self.adaround or self.int16)
+
+    @property
+    def keras(self) -> tuple[bool, bool, bool]:
+        """The part that changes the float model (what a cached model is keyed by)."""
+        return (self.equalize, self.adaround, self.bias_correct)
+
+    def names(self) -> list[str]:
+        out = []
+        for name in ORDER:
+            value = getattr(self, name)
+            if value:
+                out.append(f"range={value}" if name == "range" else name)
+        return out
+
+    def label(self) -> str:
+        return " + ".join(self.names()) or "plain"
+
+    def with_(self, **kw) -> Remedies:
+        return dataclasses.replace(self, **kw)
+
+
+def check_request(profile, precision, options) -> None:
+    """Reject remedies a build cannot apply, before TensorFlow loads.
+
+    Raises:
+        EdgecError: (exit 2) not int8, no calibration data, QAT, or a target kind that cannot carry one.
+    """
+    wanted = Remedies.from_options(options)
+    if getattr(options, "act_range", None) not in (None, *RANGE_METHODS):
+        raise EdgecError(f"--range takes one of {', '.join(RANGE_METHODS)}; got '{options.act_range}'")
+    if not wanted.any:
+        return
+    flags = ", ".join(FLAGS[n.split("=")[0]] for n in wanted.names())
+    if precision.value != "int8":
+        raise EdgecError(f"{flags} improve{'s' if ',' not in flags else ''} an int8 model; this build's precision is "
+                         f"{precision.value}: add --precision int8")
+    if options.qat:
+        raise EdgecError(f"{flags} act on post-training quantization (ranges from --calib); with --qat the weights and "
+                         "ranges are learned: use one or the other")
+    if not options.calib:
+        raise EdgecError(f"{flags} need calibration data: add --calib DATA")
+    for name in wanted.names():
+        key = name.split("=")[0]
+        if key not in OFFERED.get(profile.target, ()):
+            why = WHY_NOT.get((profile.target, key), f"target kind {profile.target} cannot carry it")
+            raise EdgecError(f"{FLAGS[key]} is not available for profile '{profile.id}' ({profile.target}): {why}; "
+                             f"available there: {', '.join(FLAGS[k] for k in OFFERED.get(profile.target, ())) or 'none'}")
+
+
+def describe(wanted: Remedies, reports: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``remedies`` section."""
+    return {"applied": wanted.names(), **reports}

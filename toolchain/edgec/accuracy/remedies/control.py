@@ -1,0 +1,284 @@
+"""Remedies in order of cost, then float ops: what ``--accuracy-control`` does for TFLite targets,
+and what ``edgec build`` does with remedy flags alone.
+
+The loop starts from the remedies the flags force, measures the int8 model on the eval data, and
+while the drop is over the budget adds the next remedy in :data:`ORDER` (for ``range``: the better
+of ``percentile`` and ``mse``), keeping it only when the metric improves. When the integer remedies
+fall short, 16-bit activations (the whole model) are tried; then the float-op search
+(:func:`edgec.accuracy.search.control`) runs on the int8 model with the remedies kept. Every model
+measured is listed in the manifest with its drop (``accuracy_control.remedies.tried``), and every
+layer kept in 16-bit or float is priced in LiteRT latency on this host.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from edgec.accuracy.remedies import OFFERED, ORDER, Remedies, describe
+from edgec.accuracy.remedies.apply import KerasVariants, RangedBackend, int16_model
+
+log = logging.getLogger(__name__)
+
+LATENCY_RUNS = 50
+LATENCY_ROUNDS = 5
+
+
+def int8_bytes(model, calib, method: str | None, io_dtype: str, names: list[str]) -> tuple[bytes, dict | None]:
+    """The converter's int8 model of ``model``, with activation ranges by ``method`` (None: min/max)."""
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    from edgec.accuracy.remedies import ranges
+    from edgec.accuracy.tflite import _deduplicate, _quiet
+    from edgec.config import Precision
+    from edgec.model_io import SignatureModel, named_function
+    from edgec.targets.tflite import _representative, convert
+    from edgec.tfcompat import tf_and_keras
+    from edgec.tflite_model import reorder_outputs
+
+    if not method:
+        return convert(model, Precision.INT8, calib=calib, io_dtype=io_dtype, output_names=names), None
+    tf, _ = tf_and_keras()
+    from edgec.progress import Progress
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [named_function(model, None, names)], model.loaded if isinstance(model, SignatureModel) else model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.representative_dataset = _representative(calib, Progress(enabled=False))
+    converter._experimental_calibrate_only = True  # noqa: SLF001 (the QuantizationDebugger's own route)
+    io = {"int8": tf.int8, "uint8": tf.uint8}[io_dtype]
+    with _quiet():
+        calibrated = converter.convert()
+        calibrated, report = ranges.apply(bytes(calibrated), calib.x, method)
+        content = mlir_quantize(calibrated, input_data_type=io, output_data_type=io)
+    return reorder_outputs(_deduplicate(bytes(content)), names), report
+
+
+def latency_ms(models: dict[str, bytes], runs: int = LATENCY_RUNS, rounds: int = LATENCY_ROUNDS) -> dict[str, float]:
+    """LiteRT median latency (ms, batch 1, one thread) of each model, measured in interleaved rounds."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgec.util import capture_native_stderr
+
+    interpreters = {}
+    for name, content in models.items():
+        with capture_native_stderr():
+            it = Interpreter(model_content=content, num_threads=1)
+        inp = it.get_input_details()[0]
+        if int(inp["shape_signature"][0]) == -1:
+            it.resize_tensor_input(inp["index"], [1, *inp["shape"][1:]])
+        it.allocate_tensors()
+        inp = it.get_input_details()[0]
+        it.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
+        for _ in range(5):
+            it.invoke()
+        interpreters[name] = it
+    medians: dict[str, list[float]] = {n: [] for n in models}
+    for _ in range(rounds):
+        for name, it in interpreters.items():
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                it.invoke()
+                times.append(time.perf_counter() - t0)
+            medians[name].append(statistics.median(times) * 1000.0)
+    return {n: round(statistics.median(v), 5) for n, v in medians.items()}
+
+
+class Trials:
+    """Measures remedy combinations on the eval data, each once.
+
+    Args:
+        model: the float tf-keras model.
+        calib: the calibration dataset (ranges, and the weight remedies' data).
+        metric: :class:`edgec.accuracy.metric.Metric` (``None``: only :meth:`content` is used).
+        io_dtype, output_names, seed: as the build's.
+    """
+
+    def __init__(self, model, calib, metric, *, io_dtype: str = "int8", output_names: list[str], seed: int = 0):
+        self.calib, self.metric, self.io_dtype, self.names = calib, metric, io_dtype, output_names
+        self.variants = KerasVariants(model, calib.x, seed)
+        self.cache: dict[Remedies, tuple[Any, bytes, dict]] = {}
+        self.order: list[Remedies] = []
+        self.kept: set[Remedies] = set()  # the combinations the search moved to
+
+    @classmethod
+    def of(cls, ctx, metric) -> Trials:
+        return cls(ctx.model, ctx.calib, metric, io_dtype=ctx.profile.int8_io, output_names=ctx.output_names,
+                   seed=ctx.options.seed)
+
+    def content(self, r: Remedies) -> tuple[bytes, dict]:
+        model, reports = self.variants.get(r)
+        if r.int16:
+            return int16_model(model, self.calib, self.names), reports
+        content, rep = int8_bytes(model, self.calib, r.range, self.io_dtype, self.names)
+        return content, ({**reports, "range": rep} if rep else reports)
+
+    def __call__(self, r: Remedies):
+        if r not in self.cache:
+            from edgec.targets.tflite import LiteRTRunner
+
+            content, reports = self.content(r)
+            runner = LiteRTRunner(content)
+            score = self.metric.score(runner(self.metric.ref.data.x), runner.output_names)
+            self.cache[r] = (score, content, reports)
+            self.order.append(r)
+            log.info("remedies %s: drop %.2f points", r.label(), score.drop_points)
+        return self.cache[r]
+
+    def rows(self, kept: set[Remedies]) -> list[dict[str, Any]]:
+        """Every combination measured, in order, with its drop and whether the search kept it."""
+        return [{"remedies": r.names(), "label": r.label(), "drop_points": self.cache[r][0].drop_points,
+                 "value": round(self.cache[r][0].value, 6), "bytes": len(self.cache[r][1]), "kept": r in kept}
+                for r in self.order]
+
+
+def search(ctx, forced: Remedies, budget: float) -> tuple[Remedies, Trials, bool]:
+    """The cheapest remedies (in :data:`ORDER`) on top of ``forced`` that meet ``budget``, or the best
+    integer combination found; whether it met the budget."""
+    from edgec.accuracy.metric import Metric
+
+    trials = Trials.of(ctx, Metric(ctx.reference))
+    offered = OFFERED.get(ctx.profile.target, ())
+    if forced.int16:
+        score = trials(forced)[0]
+        trials.kept.add(forced)
+        return forced, trials, score.drop_points <= budget
+    current = forced
+    score = trials(current)[0]
+    trials.kept.add(current)
+    for name in ORDER:
+        if score.drop_points <= budget:
+            break
+        if name not in offered or name == "int16" or getattr(current, name):
+            continue
+        options = [current.with_(range=m) for m in ("percentile", "mse")] if name == "range" \
+            else [current.with_(**{name: True})]
+        best = max(options, key=lambda r: trials(r)[0].key())
+        if trials(best)[0].key() > score.key():
+            current, score = best, trials(best)[0]
+            trials.kept.add(current)
+    if score.drop_points > budget and "int16" in offered:
+        wide = current.with_(int16=True, range=None)
+        if trials(wide)[0].drop_points <= budget:
+            trials.kept.add(wide)
+            return wide, trials, True
+    return current, trials, score.drop_points <= budget
+
+
+def tflite_build(ctx, artifact: str) -> tuple[bytes, dict[str, Any]]:
+    """The TFLite artifact of an int8 build with remedy flags and/or ``--accuracy-control``."""
+    forced = Remedies.from_options(ctx.options)
+    if not ctx.options.accuracy_control:
+        trials = Trials.of(ctx, None)
+        content, reports = trials.content(forced)
+        ctx.extra["remedies"] = describe(forced, reports)
+        return content, {"activations": "int16" if forced.int16 else "int8"}
+    budget = float(ctx.options.max_accuracy_drop)
+    chosen, trials, met = search(ctx, forced, budget)
+    score, content, reports = trials(chosen)
+    plain_score, plain_content, _ = trials(trials.order[0])
+    section: dict[str, Any]
+    if met or chosen.int16:
+        section = integer_section(ctx, trials, chosen, met, budget, artifact)
+        info: dict[str, Any] = {"activations": "int16" if chosen.int16 else "int8"}
+        if chosen.int16:
+            int8_content = trials(chosen.with_(int16=False))[1]
+            lat = latency_ms({"int16": content, "int8": int8_content})
+            section["latency_cost"] = [{"what": "whole model, 16-bit activations", "layers": "all",
+                                        "ms": lat["int16"], "int8_ms": lat["int8"],
+                                        "cost_ms": round(lat["int16"] - lat["int8"], 5)}]
+    else:
+        content, section, info = _float_fallback(ctx, trials, chosen, budget, artifact)
+    section["remedies"] = {"chosen": chosen.names(), "tried": trials.rows(trials.kept), "reports": reports,
+                           "offered": list(OFFERED.get(ctx.profile.target, ()))}
+    section["before"] = {**plain_score.to_json(), "bytes": len(plain_content)}
+    section["size_change_bytes"] = section["after"]["bytes"] - len(plain_content)
+    section["size_change_share"] = round(section["size_change_bytes"] / len(plain_content), 6)
+    ctx.extra["accuracy_control"] = section
+    ctx.extra["remedies"] = describe(chosen, reports)
+    return content, info
+
+
+def _macs_of(content: bytes) -> tuple[int, int]:
+    from edgec import tflite_model
+    from edgec.accuracy.tflite import _macs
+
+    m = tflite_model.load(content)
+    compute = [op for op in m.operators if op.op not in ("QUANTIZE", "DEQUANTIZE")]
+    return sum(_macs(m, op) for op in compute), len(compute)
+
+
+def integer_section(ctx, trials: Trials, chosen: Remedies, met: bool, budget: float, artifact: str) -> dict[str, Any]:
+    score, content, _ = trials(chosen)
+    macs, ops = _macs_of(content)
+    return {"artifact": artifact, "target_kind": "tflite", "metric": trials.metric.describe(), "budget_points": budget,
+            "met": met, "after": {**score.to_json(), "bytes": len(content)}, "float_ops": [], "float_params": 0,
+            "float_params_share": 0.0, "float_macs": 0, "float_macs_share": 0.0,
+            "int16_macs_share": 1.0 if chosen.int16 else 0.0, "total_macs": macs, "quantizable_ops": ops,
+            "evaluations": len(trials.order), "ranking": [], "steps": [], "latency_cost": []}
+
+
+def _float_fallback(ctx, trials: Trials, chosen: Remedies, budget: float, artifact: str):
+    import os
+
+    from edgec.accuracy.report import control_section
+    from edgec.accuracy.search import Evaluator, control
+
+    model, _ = trials.variants.get(chosen)
+    threads = min(ctx.profile.threads or os.cpu_count() or 1, os.cpu_count() or 1)
+    backend = RangedBackend(model, ctx.calib, method=chosen.range, io_dtype=ctx.profile.int8_io,
+                            output_names=ctx.output_names, threads=threads, progress=ctx.progress)
+    evaluate = Evaluator(backend, trials.metric, ctx.reference.data.x)
+    result = control(evaluate, backend.candidates(), [o.id for o in backend.ops], budget, progress=ctx.progress)
+    section = control_section(result, backend, trials.metric, artifact)
+    section["evaluations"] += len(trials.order)
+    section["int16_macs_share"] = 0.0
+    section["total_macs"] = int(sum(o.macs for o in backend.ops))
+    content = backend.build(result.chosen) if result.chosen else backend.plain
+    section["latency_cost"] = float_latency_cost(backend, result.chosen)
+    chosen_ops = [{"id": o["id"], "op": o["op"], "layer": o["layer"]} for o in section["float_ops"]]
+    return content, section, {"float_ops_chosen": chosen_ops, "activations": "int8"}
+
+
+def float_latency_cost(backend, chosen) -> list[dict[str, Any]]:
+    """LiteRT latency on this host of each op kept in float: the model as chosen against the same
+    model with that op back in int8; and all of them against the int8 model."""
+    if not chosen:
+        return []
+    models = {"chosen": backend.build(chosen), "int8": backend.plain}
+    for op_id in sorted(chosen):
+        models[op_id] = backend.build(chosen - {op_id})
+    lat = latency_ms(models)
+    by_id = {o.id: o for o in backend.ops}
+    rows = [{"what": f"#{by_id[i].index} {by_id[i].op} in float", "layers": by_id[i].layer, "ms": lat["chosen"],
+             "int8_ms": lat[i], "cost_ms": round(lat["chosen"] - lat[i], 5)} for i in sorted(chosen)]
+    rows.append({"what": "all kept in float", "layers": "", "ms": lat["chosen"], "int8_ms": lat["int8"],
+                 "cost_ms": round(lat["chosen"] - lat["int8"], 5)})
+    return rows
+
+
+def each_alone(model, calib, metric, profile, output_names: list[str], seed: int = 0) -> dict[str, Any]:
+    """Each remedy the profile's kind can carry, measured alone on the TFLite int8 model (what
+    ``edgec analyze`` reports), in order of cost, after plain int8."""
+    trials = Trials(model, calib, metric, io_dtype=profile.int8_io, output_names=output_names, seed=seed)
+    offered = OFFERED.get(profile.target, ())
+    combos = [Remedies()]
+    for name in ORDER:
+        if name not in offered:
+            continue
+        combos += [Remedies(range=m) for m in ("percentile", "mse")] if name == "range" else [Remedies(**{name: True})]
+    for r in combos:
+        trials(r)
+    rows = trials.rows(set())
+    for row in rows:
+        row.pop("kept")
+    reports: dict[str, Any] = {}
+    for r in combos:
+        reports.update(trials.cache[r][2])
+    return {"offered": list(offered), "rows": rows, "reports": reports}
