@@ -17,8 +17,20 @@ the ratio is fp32 latency / artifact latency). A second table gives the same dro
 the TensorRT target (jetson-orin-nano, verified with ONNX Runtime's exact int8 on the host; its
 latency belongs to the Jetson).
 
+With --remedies it measures the integer remedies instead, on a bigger model of the class they are
+for (bench/remedies_models.py: a mini-Xception, SeparableConv2D residual modules, trained on digits
+upscaled to 32x32 with 30 % noisy labels, inputs in [-1, 1]) for rpi5, the metric top-1 agreement
+with the float model on the 597 held-out images (one image = 0.17 point): one row each for plain
+int8, every remedy alone (--equalize, --bias-correct, --range percentile, --range mse, --adaround,
+--int16-activations), the chosen combination (--accuracy-control, the default) and the float
+fallback alone (--accuracy-control --no-remedies): drop, integer MAC share (16-bit activations
+counted apart), size, LiteRT latency (batch 1, 1 thread, the median of interleaved rounds, with
+the spread of the round medians), build time; then the latency cost of each layer the chosen
+build keeps in 16-bit or float.
+
 Usage: python bench/bench_accuracy.py [--epochs 30] [--budget 1.0] [--runs 300] [--rounds 5]
                                       [--arch cnn residual separable outlier] [--skip-tensorrt]
+       python bench/bench_accuracy.py --remedies [--epochs 30] [--budget 1.0] [--runs 200] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -74,7 +86,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS))
     parser.add_argument("--skip-tensorrt", action="store_true")
+    parser.add_argument("--remedies", action="store_true", help="the integer remedies on a mini-Xception")
     args = parser.parse_args()
+    if args.remedies:
+        from bench_remedies import run
+
+        run(args)
+        return
 
     import edgec
 
