@@ -138,6 +138,30 @@ def load_rows(db: str | Path | None = None, *, device: str | None = None, model:
     return rows
 
 
+class _RecordRows:
+    """A collector record's results as :func:`select_results` reads a results store."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def rows(self, *, device: str | None = None, latest: bool = True) -> list[dict[str, Any]]:
+        from edgec import results
+
+        return results.query_rows(self.conn, device=device, latest=latest)
+
+    def artifacts(self) -> list[dict[str, Any]]:
+        from edgec import results
+
+        return results.query_artifacts(self.conn)
+
+
+def record_rows(conn, device: str | None, model: str | None, every_run: bool) -> list[dict[str, Any]]:
+    """The rows of ``edgec report --server`` from a collector's record (a connection to its
+    database): the latest run per artifact and device unless ``every_run``."""
+    source = _RecordRows(conn)
+    return build_rows(select_results(source, device=device, model=model, every_run=every_run), source.artifacts())
+
+
 def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
     value = row.get(key)
     if value is None:

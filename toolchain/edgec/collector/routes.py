@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from edgec import report
 from edgec.agent.vocab import JOB_TERMINAL_STATES
 from edgec.collector import API, storage
 from edgec.collector.bodies import (
@@ -474,7 +475,7 @@ def create_app(store: Store, settings: ServerSettings, search_storage: str | Non
                           model: Annotated[str | None, Query(max_length=256)] = None,
                           every_run: bool = False) -> dict[str, Any]:
         """The rows of 'edgec report' (latest run per artifact and device unless every_run)."""
-        return {"rows": await read(storage.reads.report_rows, device, model, every_run)}
+        return {"rows": await read(report.record_rows, device, model, every_run)}
 
     dashboard = Dashboard(settings, read, write, notify=lambda: changes().notify(), forget=credentials.forget,
                           search_storage=search_storage, store=store)

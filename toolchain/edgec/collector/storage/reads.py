@@ -105,32 +105,6 @@ def probe(conn) -> dict[str, Any]:
     return {"queued": queued, "leased": leased, "devices": devices, "last_result": results}
 
 
-class _Rows:
-    """The record's results as :func:`edgec.report.select_results` reads a results store."""
-
-    def __init__(self, conn):
-        self.conn = conn
-
-    def rows(self, *, device: str | None = None, latest: bool = True) -> list[dict[str, Any]]:
-        from edgec import results
-
-        return results.query_rows(self.conn, device=device, latest=latest)
-
-    def artifacts(self) -> list[dict[str, Any]]:
-        from edgec import results
-
-        return results.query_artifacts(self.conn)
-
-
-def report_rows(conn, device: str | None, model: str | None, every_run: bool) -> list[dict[str, Any]]:
-    """The rows of ``edgec report`` (latest run per artifact and device unless ``every_run``)."""
-    from edgec import report
-
-    source = _Rows(conn)
-    return report.build_rows(report.select_results(source, device=device, model=model, every_run=every_run),
-                             source.artifacts())
-
-
 # ---------------------------------------------------------------------- the dashboard's reads
 # Only the columns its tables show: no job spec (it holds the build's manifest) is read or parsed.
 
