@@ -203,8 +203,9 @@ def named_function(model, batch: int | None = None, names: list[str] | None = No
 
 def model_feed(model, x):
     """``x`` as the model takes it: an array for one input; for several, the dict keyed by input
-    name (signature models), or the list in the model's input order (Keras models, whose
-    functional call matches a list by position and refuses nothing on a misnamed dict key)."""
+    name (signature models), or the list in the model's input order (Keras models: the data was
+    keyed and checked by input name on loading, so the order is the model's own, whatever the
+    dict's)."""
     if not isinstance(x, dict) or isinstance(model, SignatureModel):
         return x
     return [x[s.name] for s in input_specs(model)]
