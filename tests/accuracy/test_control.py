@@ -59,6 +59,10 @@ def test_accuracy_control_meets_the_budget_with_few_macs_in_float(controlled, pl
     assert "dense" in layers and 0 < len(layers) < ac["quantizable_ops"]
     total_macs = sum(o["macs"] for o in ac["float_ops"]) / ac["float_macs_share"]
     assert total_macs == pytest.approx(603776, rel=0.01)  # the digits CNN's MACs per sample
+    # each op kept in float priced in LiteRT latency on this host, and all of them against plain int8
+    costs = ac["latency_cost"]
+    assert sorted(c["layers"] for c in costs[:-1]) == sorted(layers) and costs[-1]["what"] == "all kept in float"
+    assert all(c["ms"] > 0 and c["int8_ms"] > 0 for c in costs)
     assert m["options"]["accuracy_control"] is True
 
 
