@@ -233,3 +233,14 @@ def test_analyze_two_inputs(multi_dir):
     ops = result["ops"]
     assert any(o["op"] == "CONCATENATION" for o in ops)
     assert all(o["sqnr_db"] is None or o["sqnr_db"] > 20 for o in ops if o["op"] in ("CONV_2D", "FULLY_CONNECTED"))
+
+
+@pytest.mark.slow
+def test_cli_build_lists_inputs(tmp_path, multi_dir, cli_runner):
+    code, out, err = cli_runner("build", multi_dir / "two_inputs.keras", "--target", "rpi5", "--precision", "int8",
+                                "--calib", multi_dir / "calib.npz", "--eval", multi_dir / "eval.npz",
+                                "--out", tmp_path)
+    assert code == 0, err
+    assert "inputs: image float32[8, 8, 1] (pixels), side float32[4] (as given)" in " ".join(out.split())
+    manifest = json.loads((tmp_path / "rpi5" / "manifest.json").read_text())
+    assert _inputs(manifest) == INPUTS and manifest["verification"]["runtime"] == "litert"

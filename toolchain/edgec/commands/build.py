@@ -140,6 +140,10 @@ def print_summary(result) -> None:
     if inp:
         how = f"range [{inp['range'][0]:g}, {inp['range'][1]:g}]" if "range" in inp else f"normalized {inp['formula']}"
         out.print(escape(f"input: pixels -> {how} ({inp['source']})"))
+    if len(m.get("inputs") or []) > 1:  # several inputs: which of them the pixel preprocessing applied to
+        out.print(escape("inputs: " + ", ".join(
+            f"{i['name']} {i['dtype']}{i['shape']} ({'pixels' if isinstance(i['preprocessing'], dict) else 'as given'})"
+            for i in m["inputs"])))
     arts = Table(title="artifacts", title_justify="left")
     for col in ("file", "role", "precision", "size", "sha256", "inputs", "outputs"):
         arts.add_column(col)
