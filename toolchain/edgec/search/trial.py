@@ -200,7 +200,8 @@ class Context:
                 target = self.out / "data" / f"probe-{self.data_keys['fine_tune'][:16]}.npz"
                 if not target.is_file():
                     with np.load(self.fine_tune) as doc:
-                        arrays = {k: doc[k][:PROBE_SAMPLES] for k in doc.files if k in ("x", "y")}
+                        # x and y, or one array per input of a model with several inputs
+                        arrays = {k: doc[k][:PROBE_SAMPLES] for k in doc.files if doc[k].ndim}
                     target.parent.mkdir(parents=True, exist_ok=True)
                     tmp = target.with_name(f".{target.name}.{os.getpid()}.npz")
                     np.savez(tmp, **arrays)
