@@ -168,3 +168,17 @@ def test_printout_lists_the_remedies_tried(controlled, capsys):
     out = capsys.readouterr().out
     assert "integer remedies, in order of cost" in out and "equalize" in out
     json.dumps(controlled.manifest)  # JSON-ready
+
+
+def test_tensorrt_control_tries_the_weight_remedies_first(sep, plain, tmp_path):
+    pytest.importorskip("tf2onnx", reason="needs the onnx extra: pip install 'edgec[onnx]'")
+    result = edgec.build(sep["inflated"], out=tmp_path, accuracy_control=True, max_accuracy_drop=BUDGET,
+                         **{**_opts(sep), "target": "jetson-orin-nano"})
+    ac = result.manifest["accuracy_control"]
+    assert result.passed and ac["met"] and ac["float_ops"] == []
+    tried = ac["remedies"]["tried"]
+    assert tried[0]["label"] == "plain" and tried[0]["drop_points"] > 5.0
+    assert ac["before"]["drop_points"] == tried[0]["drop_points"]
+    assert "equalize" in ac["remedies"]["chosen"] and ac["remedies"]["offered"] == ["equalize", "bias_correct",
+                                                                                      "adaround"]
+    assert result.manifest["verification"]["accuracy_drop_points"] <= BUDGET

@@ -68,10 +68,21 @@ def tflite_artifact(ctx, artifact: str = "model.tflite") -> tuple[bytes, dict[st
 
 
 def tensorrt_artifact(ctx, qdq, artifact: str = "model.onnx") -> tuple[Any, dict[str, Any]]:
-    """The Q/DQ ONNX model without Q/DQ around the chosen nodes, and the artifact record's additions."""
+    """The Q/DQ ONNX model (after the weight remedies in order of cost, unless --no-remedies) without
+    Q/DQ around the chosen nodes, and the artifact record's additions."""
+    from edgec.accuracy.remedies.tensorrt import choose
     from edgec.accuracy.tensorrt import TensorRTBackend
 
+    qdq, remedies = choose(ctx, qdq)
     layer_names = [layer.name for layer in getattr(ctx.model, "layers", [])]
     backend = TensorRTBackend(qdq, layer_names=layer_names, threads=os.cpu_count())
     chosen, info = _control(ctx, backend, artifact)
+    if remedies is not None:
+        section = ctx.extra["accuracy_control"]
+        plain = remedies.pop("plain")
+        section["before"] = {**plain.to_json(), "bytes": remedies.pop("bytes")}
+        section["size_change_bytes"] = section["after"]["bytes"] - section["before"]["bytes"]
+        section["size_change_share"] = round(section["size_change_bytes"] / section["before"]["bytes"], 6)
+        section["remedies"] = remedies
+        section["evaluations"] += len(remedies["tried"])
     return backend.proto(chosen), info

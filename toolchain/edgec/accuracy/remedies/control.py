@@ -138,12 +138,13 @@ class Trials:
                 for r in self.order]
 
 
-def search(ctx, forced: Remedies, budget: float) -> tuple[Remedies, Trials, bool]:
+def search(ctx, forced: Remedies, budget: float, trials=None) -> tuple[Remedies, Trials, bool]:
     """The cheapest remedies (in :data:`ORDER`) on top of ``forced`` that meet ``budget``, or the best
-    integer combination found; whether it met the budget."""
+    integer combination found; whether it met the budget. ``trials`` measures a combination
+    (default: :class:`Trials`, the TFLite int8 model)."""
     from edgec.accuracy.metric import Metric
 
-    trials = Trials.of(ctx, Metric(ctx.reference))
+    trials = trials if trials is not None else Trials.of(ctx, Metric(ctx.reference))
     offered = OFFERED.get(ctx.profile.target, ())
     if forced.int16:
         score = trials(forced)[0]
