@@ -7,7 +7,7 @@ model, then runs `edgec.build(...)` for rpi5 three times:
 
 * fp32        --precision fp32
 * int8        --precision int8 --calib (plain post-training quantization)
-* controlled  --precision int8 --calib --accuracy-control --max-accuracy-drop BUDGET
+* controlled  --precision int8 --calib --accuracy-control --max-accuracy-drop BUDGET --no-remedies
 
 and prints one row per artifact: accuracy on the 540 held-out digits and the drop against the
 float Keras model (one sample = 0.19 point), the ops and the share of MACs kept in float, the
@@ -103,7 +103,7 @@ def main() -> None:
         "fp32": {"precision": "fp32"},
         "int8": {"precision": "int8", "calib": calib},
         "controlled": {"precision": "int8", "calib": calib, "accuracy_control": True,
-                       "max_accuracy_drop": args.budget},
+                       "max_accuracy_drop": args.budget, "remedies": False},  # the float fallback alone
     }
     rows = []
     for arch, path in models.items():
