@@ -90,3 +90,6 @@ def cli_runner():
 
 # A throwaway PostgreSQL cluster (session) and a fresh database per test: tests/postgres.py.
 from tests.postgres import postgres_server, postgres_url  # noqa: E402, F401
+
+# the fleet's fixtures (a collector, agents, builds to measure), for every folder that starts one
+pytest_plugins = ["tests.helpers.fleet"]

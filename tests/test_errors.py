@@ -7,17 +7,7 @@ import os
 import numpy as np
 
 from tests.conftest import run_cli
-
-
-def assert_one_line_error(proc, code: int, *needles: str):
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("Error: ")]
-    assert len(errors) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+from tests.helpers.cli import assert_one_line_error
 
 
 def test_corrupt_model(tmp_path, digits_dir):

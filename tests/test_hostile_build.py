@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.test_errors import assert_one_line_error
+from tests.helpers.cli import assert_one_line_error
 
 DATA = '''
 import os

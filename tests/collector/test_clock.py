@@ -7,11 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
 
-from tests.collector.conftest import register_device, upload_and_queue, wait_for
-
-SHIFTED = Path(__file__).parent / "shifted_clock"
+from tests.helpers.fleet import SHIFTED, register_device, upload_and_queue, wait_for
 
 
 def _clock_env(shift: float = 0.0, step: float = 0.0) -> dict[str, str]:

@@ -7,19 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sqlite3
 import ssl
 import stat
-import subprocess
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.collector.conftest import register_device, upload_and_queue, wait_for
-from tests.collector.test_fleet import _job
+from tests.helpers.fleet import get_job, register_device, upload_and_queue, wait_for
 
 
 def _enroll(server, name: str) -> str:
@@ -51,7 +47,7 @@ def test_an_enrolled_agent_measures_with_its_own_credential(serve, agents, build
     agent = agents(server, "cpu-e", "--profile", "x86-cpu", "--enroll-token-file", str(token_file), auth=False)
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"], options={"runs": 20})
-    done = wait_for(lambda: (j := _job(server, job["id"]))["state"] == "done" and j, 90, "the enrolled agent's result")
+    done = wait_for(lambda: (j := get_job(server, job["id"]))["state"] == "done" and j, 90, "the enrolled agent's result")
     assert done["leases"][0]["device"] == "cpu-e"
     credential_file = tmp_path / "agent-config" / "cpu-e.credential"
     assert stat.S_IMODE(credential_file.stat().st_mode) == 0o600
@@ -134,33 +130,6 @@ def test_a_device_credential_opens_its_own_routes_only_and_can_be_revoked(serve,
     assert bad.returncode == 2 and "expected 1-64 letters" in bad.stderr
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-
-
-@pytest.fixture
-def tls_files(tmp_path) -> dict[str, Path]:
-    """A CA and a server certificate for 127.0.0.1 signed by it, plus an unrelated CA (openssl CLI)."""
-    if not shutil.which("openssl"):
-        pytest.skip("the openssl command is not installed")
-    d = tmp_path / "tls"
-    d.mkdir()
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    for name in ("ca", "other-ca"):
-        _openssl("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj",
-                 f"/CN=edgec test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n"
-                               "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
-                               "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
-    return {name: d / f"{name}.{ext}" for name, ext in (("ca", "pem"), ("other-ca", "pem"), ("server", "pem"),
-                                                          ("key", "key"))} | {"key": d / "server.key"}
-
-
 def test_tls_with_a_ca_the_agent_and_the_cli_verify(serve, agents, builds, tls_files, tmp_path):
     ca = ssl.create_default_context(cafile=str(tls_files["ca"]))
     server = serve("--tls-cert", str(tls_files["server"]), "--tls-key", str(tls_files["key"]), verify=ca)
@@ -171,7 +140,7 @@ def test_tls_with_a_ca_the_agent_and_the_cli_verify(serve, agents, builds, tls_f
     agent = agents(server, "tls-1", "--profile", "x86-cpu", "--cafile", str(tls_files["ca"]))
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"], options={"runs": 20})
-    done = wait_for(lambda: (j := _job(server, job["id"]))["state"] == "done" and j, 90, "the job over TLS")
+    done = wait_for(lambda: (j := get_job(server, job["id"]))["state"] == "done" and j, 90, "the job over TLS")
     assert done["leases"][0]["device"] == "tls-1" and "registered as 'tls-1'" in agent.text()
     # another CA: the agent refuses the server and says why
     wrong = agents(server, "tls-2", "--profile", "x86-cpu", "--cafile", str(tls_files["other-ca"]))

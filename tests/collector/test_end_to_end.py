@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tests.collector.conftest import wait_for
 from tests.conftest import run_cli
+from tests.helpers.fleet import wait_for
 
 
 def _registered(server, name):

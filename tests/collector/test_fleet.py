@@ -10,29 +10,10 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from tests.collector.conftest import upload_and_queue, wait_for
-
-
-def _job(server, job_id):
-    with server.client() as c:
-        return c.get(f"/v1/jobs/{job_id}").json()
-
-
-def _processes_with(text: str) -> list[int]:
-    """Pids whose command line mentions ``text`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+from tests.helpers.fleet import get_job, processes_with, upload_and_queue, wait_for
 
 
 @pytest.mark.slow
@@ -44,17 +25,17 @@ def test_agent_killed_mid_job_is_requeued_and_finished_by_another(serve, agents,
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"], options={"min_seconds": 3, "warmup": 1}, lease_seconds=2)
     wait_for(lambda: "measuring" in first.text(), 60, "the first agent to start measuring")
-    assert _job(server, job["id"])["leased_to"] == "dies"
+    assert get_job(server, job["id"])["leased_to"] == "dies"
     time.sleep(0.5)  # mid-run: the benchmark child is timing inferences
-    children = _processes_with(str(first.work_dir))
+    children = processes_with(str(first.work_dir))
     assert children, "the benchmark child was not found"
     first.kill()
     killed = time.time()
     # the benchmark child dies with its agent (PR_SET_PDEATHSIG): no orphan keeps measuring
-    wait_for(lambda: not _processes_with(str(first.work_dir)), 10, "the benchmark child to die with its agent")
+    wait_for(lambda: not processes_with(str(first.work_dir)), 10, "the benchmark child to die with its agent")
 
     agents(server, "takes-over", "--profile", "x86-cpu")
-    done = wait_for(lambda: (j := _job(server, job["id"]))["state"] == "done" and j, 90,
+    done = wait_for(lambda: (j := get_job(server, job["id"]))["state"] == "done" and j, 90,
                     "the second agent to finish the job")
     assert done["attempts"] == 2 and done["error"] is None
     (a1, a2) = done["leases"]
@@ -93,7 +74,7 @@ def test_tampered_artifact_is_refused_by_the_agent(serve, agents, builds):
     data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
     blob.write_bytes(bytes(data))
     agent = agents(server, "careful", "--profile", "x86-cpu")
-    failed = wait_for(lambda: (j := _job(server, job["id"]))["state"] == "failed" and j, 60, "the job to fail")
+    failed = wait_for(lambda: (j := get_job(server, job["id"]))["state"] == "failed" and j, 60, "the job to fail")
     assert "refused to run model.tflite" in failed["error"] and f"expected {sha}" in failed["error"]
     assert failed["result_id"] is None and failed["leases"][0]["outcome"] == "failed"
     log = agent.text()
@@ -116,7 +97,7 @@ def test_agent_reconnects_with_backoff_and_the_record_survives(serve, agents, bu
     server.start(port=port)
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"], options={"runs": 20})
-    done = wait_for(lambda: (j := _job(server, job["id"]))["state"] == "done" and j, 90, "the job to be done")
+    done = wait_for(lambda: (j := get_job(server, job["id"]))["state"] == "done" and j, 90, "the job to be done")
     assert done["leases"][0]["device"] == "patient"
     assert agent.text().count("registered as 'patient'") >= 2
 
@@ -137,7 +118,7 @@ def test_spooled_result_is_sent_on_the_next_start(serve, agents, builds, int8_re
                                                    "device": "spooler", "instance": instance,
                                                    "report": int8_report}))
     agent = agents(server, "spooler", "--profile", "x86-cpu")
-    done = wait_for(lambda: (j := _job(server, job["id"]))["state"] == "done" and j, 60, "the spooled result")
+    done = wait_for(lambda: (j := get_job(server, job["id"]))["state"] == "done" and j, 60, "the spooled result")
     assert done["attempts"] == 1 and not list(spool.iterdir())
     assert "sending the spooled result of job 1" in agent.text()
 
@@ -207,10 +188,10 @@ def test_cancel_stops_the_run_and_sigterm_hands_the_job_back(serve, agents, buil
         wait_for(lambda: agent.text().count("measuring") == 2, 60, "the second run")
         assert agent.stop(timeout=30) == 0
         doc = c.get(f"/v1/jobs/{second['id']}").json()
-    assert _job(server, first["id"])["state"] == "cancelled"
+    assert get_job(server, first["id"])["state"] == "cancelled"
     assert doc["state"] == "queued" and doc["attempts"] == 1
     assert doc["leases"][0]["outcome"] == "failed" and "stopped during the run" in doc["leases"][0]["detail"]
-    assert not _processes_with(str(agent.work_dir))
+    assert not processes_with(str(agent.work_dir))
 
 
 def _python36() -> str | None:
@@ -248,7 +229,7 @@ def test_daemon_runs_on_python_36(serve, builds, agent_pyz, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "registered as 'py36'" in proc.stderr and "measuring" in proc.stderr
-    doc = _job(server, job["id"])
+    doc = get_job(server, job["id"])
     assert doc["state"] == "failed" and "LiteRT absent" in doc["error"], doc["error"]
     with server.client() as c:
         (dev,) = c.get("/v1/devices").json()["devices"]

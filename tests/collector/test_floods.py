@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 import httpx
 
 from tests.collector import soak
-from tests.collector.test_credentials import tls_files  # noqa: F401 - the fixture
 
 MiB = 1 << 20
 

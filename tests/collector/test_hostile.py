@@ -21,10 +21,16 @@ import uuid
 import httpx
 import pytest
 
-from tests.collector.conftest import upload_and_queue, wait_for
-from tests.collector.test_fleet import _job, _processes_with
-from tests.collector.test_protocol import _lease, _post, _register
 from tests.conftest import REPO
+from tests.helpers.fleet import (
+    get_job,
+    lease_job,
+    post_result,
+    processes_with,
+    register_agent,
+    upload_and_queue,
+    wait_for,
+)
 
 
 def _raw(server, method: str, path: str, body: str | bytes | None = None, conn=None):
@@ -50,7 +56,7 @@ def test_non_finite_numbers_get_422_and_the_connection_is_kept(serve, builds):
     server = serve()
     with server.client() as c:
         upload_and_queue(c, builds["int8"])
-        instance = _register(c, "d1")
+        instance = register_agent(c, "d1")
     base = json.dumps(_job_body(builds))
     bad_bodies = [
         ("POST", "/v1/devices/d1/lease", f'{{"instance": "{instance}", "wait": NaN}}'),
@@ -86,8 +92,8 @@ def test_invalid_text_gets_422_and_the_record_stays_readable(serve, builds, int8
     server = serve()
     with server.client() as c:
         upload_and_queue(c, builds["int8"], count=2)
-        instance = _register(c, "d2")
-        lease = _lease(c, "d2", instance)
+        instance = register_agent(c, "d2")
+        lease = lease_job(c, "d2", instance)
     register = f'{{"device": "d2", "instance": "{uuid.uuid4().hex}", "schema_version": 1, "profile": "x86-cpu", "runtimes": {{"litert": null}}, ' \
                '"detected": {"model": "\\ud800"}}'
     status, text, conn = _raw(server, "POST", "/v1/devices/register", register)
@@ -110,10 +116,10 @@ def test_invalid_text_gets_422_and_the_record_stays_readable(serve, builds, int8
         assert devices.status_code == 200 and devices.json()["devices"][0]["detected"]["model"] == "\U0001F600"
         # d2 registered again above (a new instance): its old lease was released, so the old
         # instance's result is refused; the new instance leases again and its result is stored
-        stale = _post(c, lease, int8_report, "d2")
+        stale = post_result(c, lease, int8_report, "d2")
         assert stale.status_code == 409 and "has ended (released" in stale.json()["detail"], stale.text
-        lease = _lease(c, "d2", json.loads(ok)["instance"])
-        stored = _post(c, lease, int8_report, "d2")
+        lease = lease_job(c, "d2", json.loads(ok)["instance"])
+        stored = post_result(c, lease, int8_report, "d2")
         assert stored.status_code == 201, stored.text
         assert c.get(f"/v1/results/{stored.json()['result_id']}").status_code == 200
         assert server.cli("devices", "--server", server.url).returncode == 0
@@ -218,8 +224,8 @@ def test_a_second_agent_under_the_same_name_stops_the_first(serve, agents, build
     assert "refused the heartbeat (409)" in log and "stopping the measurement" in log
     assert log.strip().splitlines()[-1].startswith("Error: stopped: the collector refused the heartbeat")
     assert "Traceback" not in log
-    assert not _processes_with(f"{first.work_dir}/job-")  # its benchmark child was stopped
-    done = wait_for(lambda: (j := _job(server, job["id"]))["state"] == "done" and j, 90, "the second agent's result")
+    assert not processes_with(f"{first.work_dir}/job-")  # its benchmark child was stopped
+    done = wait_for(lambda: (j := get_job(server, job["id"]))["state"] == "done" and j, 90, "the second agent's result")
     first_lease, second_lease = done["leases"]
     assert first_lease["outcome"] == "released" and second_lease["outcome"] == "done"
     with server.client() as c:
@@ -235,12 +241,12 @@ def test_a_runnable_job_is_leased_behind_500_it_cannot_run(serve, builds):
     with server.client() as c:
         upload_and_queue(c, builds["int8"], count=501, labels={"lab": "elsewhere"})
         (runnable,) = upload_and_queue(c, builds["int8"])
-        instance = _register(c, "plain")
-        lease = _lease(c, "plain", instance)
+        instance = register_agent(c, "plain")
+        lease = lease_job(c, "plain", instance)
         assert lease["job_id"] == runnable["id"]
-        assert _lease(c, "plain", instance) is None
-        lab = _register(c, "lab", labels={"lab": "elsewhere", "rack": "3"})
-        assert _lease(c, "lab", lab)["job_id"] == 1
+        assert lease_job(c, "plain", instance) is None
+        lab = register_agent(c, "lab", labels={"lab": "elsewhere", "rack": "3"})
+        assert lease_job(c, "lab", lab)["job_id"] == 1
 
 
 def test_a_damaged_database_is_refused_at_start_and_health_reports_the_record(serve, builds, tmp_path):
@@ -302,9 +308,9 @@ def test_smaller_holes(serve, builds, int8_report, tmp_path):
         r = c.put(f"/v1/blobs/{hashlib.sha256(data).hexdigest()}", content=data)
         assert r.status_code == 503 and "cannot write its blobs directory" in r.json()["detail"], r.text
         assert c.get("/v1/health").status_code == 200
-        instance = _register(c, "holes")
-        lease = _lease(c, "holes", instance)
-        assert _post(c, lease, int8_report, "holes").status_code == 201
+        instance = register_agent(c, "holes")
+        lease = lease_job(c, "holes", instance)
+        assert post_result(c, lease, int8_report, "holes").status_code == 201
     # SIGTERM: the WAL is checkpointed, so the database file alone holds the record
     server.stop()
     assert server.proc.returncode in (0, -15, 143)  # 143: the CLI exits 128+SIGTERM after its cleanup
@@ -409,10 +415,10 @@ def test_a_version_1_record_is_migrated(serve, builds, int8_report, tmp_path):
     with server.client() as c:
         stored = c.get(f"/v1/results/{result_id}").json()
         assert (stored["uid"], stored["job_id"], stored["lease_id"]) == ("uid-of-old-1", 1, "a" * 32)
-        plain = _register(c, "plain")
-        assert _lease(c, "plain", plain) is None  # the queued job's label was migrated to job_labels
-        lab = _register(c, "lab-a", labels={"lab": "a"})
-        assert _lease(c, "lab-a", lab)["job_id"] == 2
+        plain = register_agent(c, "plain")
+        assert lease_job(c, "plain", plain) is None  # the queued job's label was migrated to job_labels
+        lab = register_agent(c, "lab-a", labels={"lab": "a"})
+        assert lease_job(c, "lab-a", lab)["job_id"] == 2
         again = c.post("/v1/results", json={"uid": "uid-of-old-1", "job_id": 1, "lease_id": "a" * 32,
                                             "device": "old", "instance": "0" * 32, "report": int8_report})
         assert again.status_code == 200 and again.json() == {"result_id": result_id, "job_id": 1, "duplicate": True}

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 
-from tests.collector.conftest import register_device, upload_and_queue, wait_for
+from tests.helpers.fleet import register_device, upload_and_queue, wait_for
 
 
 def test_a_failure_without_instance_cannot_fail_another_instances_job(serve, builds):

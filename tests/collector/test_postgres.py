@@ -10,9 +10,14 @@ import uuid
 
 import pytest
 
-from tests.collector.conftest import upload_and_queue, wait_for
-from tests.collector.test_fleet import _job
-from tests.collector.test_protocol import _lease, _post, _register
+from tests.helpers.fleet import (
+    get_job,
+    lease_job,
+    post_result,
+    register_agent,
+    upload_and_queue,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow  # a throwaway PostgreSQL cluster per session, two collectors, racing pollers
 
@@ -26,21 +31,21 @@ def test_the_record_on_postgresql(serve, agents, builds, int8_report, postgres_u
         upload_and_queue(c, builds["int8"], count=3, labels={"lab": "x"})
         (plain,) = upload_and_queue(c, builds["int8"])
         (short,) = upload_and_queue(c, builds["int8"], lease_seconds=1, max_attempts=1, device="pg-b", profile=None)
-        inst = _register(c, "pg-a")
-        lease = _lease(c, "pg-a", inst)
-        assert lease["job_id"] == plain["id"] and _lease(c, "pg-a", inst) is None  # labels matched in SQL
+        inst = register_agent(c, "pg-a")
+        lease = lease_job(c, "pg-a", inst)
+        assert lease["job_id"] == plain["id"] and lease_job(c, "pg-a", inst) is None  # labels matched in SQL
         beat = c.post("/v1/devices/pg-a/heartbeat", json={"instance": inst, "leases": [lease["lease_id"]]})
         assert beat.json() == {"leases": {lease["lease_id"]: "active"}}
         uid = uuid.uuid4().hex
-        first = _post(c, lease, int8_report, "pg-a", uid)
-        again = _post(c, lease, int8_report, "pg-a", uid)
+        first = post_result(c, lease, int8_report, "pg-a", uid)
+        again = post_result(c, lease, int8_report, "pg-a", uid)
         assert (first.status_code, again.status_code) == (201, 200)
         assert again.json() == {**first.json(), "duplicate": True}
         stored = c.get(f"/v1/results/{first.json()['result_id']}").json()
         assert stored["report"] == int8_report and stored["device"] == "pg-a"
         # the reaper fails a job whose only lease expired
-        inst_b = _register(c, "pg-b")
-        assert _lease(c, "pg-b", inst_b)["job_id"] == short["id"]
+        inst_b = register_agent(c, "pg-b")
+        assert lease_job(c, "pg-b", inst_b)["job_id"] == short["id"]
         failed = wait_for(lambda: (j := c.get(f"/v1/jobs/{short['id']}").json())["state"] == "failed" and j, 15,
                           "the lease to expire")
         assert failed["leases"][0]["outcome"] == "expired"
@@ -52,7 +57,7 @@ def test_the_record_on_postgresql(serve, agents, builds, int8_report, postgres_u
         # a real agent takes a job from the PostgreSQL record
         (job,) = upload_and_queue(c, builds["int8"], options={"runs": 20})
     agents(server, "pg-agent", "--profile", "x86-cpu", "--labels", "lab=x")
-    done = wait_for(lambda: (j := _job(server, job["id"]))["state"] == "done" and j, 90, "the agent's result")
+    done = wait_for(lambda: (j := get_job(server, job["id"]))["state"] == "done" and j, 90, "the agent's result")
     assert done["leases"][0]["device"] == "pg-agent"
     report = server.cli("report", "--server", server.url, "--format", "json")
     assert report.returncode == 0 and "pg-agent" in report.stdout
@@ -69,7 +74,7 @@ def test_two_collectors_on_one_database_never_lease_a_job_twice(serve, builds, p
     pollers = 8
     with one.client() as c1, two.client() as c2:
         names = [f"racer-{i}" for i in range(pollers)]
-        instances = [_register(c1 if i % 2 else c2, name) for i, name in enumerate(names)]
+        instances = [register_agent(c1 if i % 2 else c2, name) for i, name in enumerate(names)]
     start = threading.Barrier(pollers)
 
     def poll(i: int) -> list[tuple[int, str]]:
@@ -97,7 +102,7 @@ def test_two_collectors_on_one_database_never_lease_a_job_twice(serve, builds, p
     per_server = [sum(1 for i, chunk in enumerate(names) if i % 2 == k) for k in (0, 1)]
     # a long poll on one collector is woken by a job queued through the other
     with two.client() as c2, one.client() as c1:
-        inst = _register(c2, "waiter")
+        inst = register_agent(c2, "waiter")
         waiting = concurrent.futures.ThreadPoolExecutor(1).submit(
             lambda: two.client().post("/v1/devices/waiter/lease", json={"instance": inst, "wait": 30}))
         wait_for(lambda: c1.get("/v1/health").status_code == 200, 5, "health")
@@ -152,34 +157,34 @@ def test_results_are_checked_the_same_on_postgresql(serve, builds, int8_report, 
     server = serve(db=postgres_url)
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"])
-        inst = _register(c, "d")
-        lease = _lease(c, "d", inst)
+        inst = register_agent(c, "d")
+        lease = lease_job(c, "d", inst)
         uid = uuid.uuid4().hex
-        assert _post(c, lease, int8_report, "d", uid).status_code == 201
+        assert post_result(c, lease, int8_report, "d", uid).status_code == 201
         changed = copy.deepcopy(int8_report)
         changed["latency_ms"]["max"] += 1
-        reused = _post(c, lease, changed, "d", uid)
+        reused = post_result(c, lease, changed, "d", uid)
         assert reused.status_code == 409 and "already used for a different result" in reused.json()["detail"]
         respaced = c.post("/v1/results", content=json.dumps(
             {"report": int8_report, "instance": inst, "device": "d", "lease_id": lease["lease_id"],
              "job_id": lease["job_id"], "uid": uid}, indent=2), headers={"Content-Type": "application/json"})
         assert respaced.status_code == 200 and respaced.json()["duplicate"] is True  # compared as a document
-        second = _post(c, lease, int8_report, "d")
+        second = post_result(c, lease, int8_report, "d")
         assert second.status_code == 409 and "already has result" in second.json()["detail"]
         (job2,) = upload_and_queue(c, builds["fp32"])
-        lease2 = _lease(c, "d", inst)
-        r = _post(c, lease2, int8_report, "d")
+        lease2 = lease_job(c, "d", inst)
+        r = post_result(c, lease2, int8_report, "d")
         assert r.status_code == 422 and "measured an artifact with sha256" in r.json()["detail"]
-        r = _post(c, {"job_id": job2["id"], "lease_id": lease["lease_id"], "instance": inst}, int8_report, "d")
+        r = post_result(c, {"job_id": job2["id"], "lease_id": lease["lease_id"], "instance": inst}, int8_report, "d")
         assert r.status_code == 409 and "was never issued for job" in r.json()["detail"]
-        r = _post(c, lease2, int8_report, "someone-else")
+        r = post_result(c, lease2, int8_report, "someone-else")
         assert r.status_code == 409 and "belongs to device 'd'" in r.json()["detail"]
-        r = _post(c, {**lease2, "instance": uuid.uuid4().hex}, int8_report, "d")
+        r = post_result(c, {**lease2, "instance": uuid.uuid4().hex}, int8_report, "d")
         assert r.status_code == 409 and "another agent instance" in r.json()["detail"]
-        r = _post(c, {**lease2, "job_id": 999}, int8_report, "d")
+        r = post_result(c, {**lease2, "job_id": 999}, int8_report, "d")
         assert r.status_code == 404
         assert c.post(f"/v1/jobs/{job2['id']}/cancel").status_code == 200
-        r = _post(c, lease2, int8_report, "d")
+        r = post_result(c, lease2, int8_report, "d")
         assert r.status_code == 409 and "was cancelled" in r.json()["detail"]
         assert c.get(f"/v1/results/{second.json().get('result_id', 1)}").status_code == 200
     with psycopg.connect(postgres_url) as db:

@@ -15,39 +15,18 @@ import uuid
 import httpx
 import pytest
 
-from tests.collector.conftest import upload_and_queue, wait_for
-
-
-def _register(client, name, profile="x86-cpu", labels=None, runtimes=None):
-    instance = uuid.uuid4().hex
-    r = client.post("/v1/devices/register", json={"device": name, "instance": instance, "profile": profile,
-                                                  "labels": labels or {}, "runtimes": runtimes or {"litert": "2.3.0"},
-                                                  "schema_version": 1})
-    assert r.status_code == 200, r.text
-    return instance
-
-
-def _lease(client, name, instance, wait=0):
-    r = client.post(f"/v1/devices/{name}/lease", json={"instance": instance, "wait": wait})
-    assert r.status_code in (200, 204), r.text
-    return {**r.json(), "instance": instance} if r.status_code == 200 else None
-
-
-def _post(client, lease, report, name, uid=None):
-    return client.post("/v1/results", json={"uid": uid or uuid.uuid4().hex, "job_id": lease["job_id"],
-                                            "lease_id": lease["lease_id"], "device": name,
-                                            "instance": lease["instance"], "report": report})
+from tests.helpers.fleet import lease_job, post_result, register_agent, upload_and_queue, wait_for
 
 
 def test_expired_leases_are_retried_up_to_the_limit_then_failed(serve, builds):
     server = serve()
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"], max_attempts=2, lease_seconds=1)
-        inst = _register(c, "flaky")
-        first = _lease(c, "flaky", inst)
+        inst = register_agent(c, "flaky")
+        first = lease_job(c, "flaky", inst)
         assert first["attempt"] == 1 and first["lease_seconds"] == 1 and first["heartbeat_s"] == 0.25
         # the agent "dies": no heartbeat; the reaper re-queues the job after its lease
-        second = _lease(c, "flaky", inst, wait=10)
+        second = lease_job(c, "flaky", inst, wait=10)
         assert second["job_id"] == job["id"] and second["attempt"] == 2
         failed = wait_for(lambda: (j := c.get(f"/v1/jobs/{job['id']}").json())["state"] == "failed" and j, 10,
                           "the job to fail")
@@ -60,18 +39,18 @@ def test_heartbeats_renew_a_lease_and_report_lost_ones(serve, builds, int8_repor
     server = serve()
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"], lease_seconds=1)
-        inst = _register(c, "alive")
-        lease = _lease(c, "alive", inst)
+        inst = register_agent(c, "alive")
+        lease = lease_job(c, "alive", inst)
         for _ in range(8):  # 2 s of heartbeats, twice the lease
             time.sleep(0.25)
             beat = c.post("/v1/devices/alive/heartbeat", json={"instance": inst, "leases": [lease["lease_id"]]})
             assert beat.json() == {"leases": {lease["lease_id"]: "active"}}
         assert c.get(f"/v1/jobs/{job['id']}").json()["state"] == "leased"
-        assert _post(c, lease, int8_report, "alive").status_code == 201
+        assert post_result(c, lease, int8_report, "alive").status_code == 201
         beat = c.post("/v1/devices/alive/heartbeat", json={"instance": inst, "leases": [lease["lease_id"]]})
         assert beat.json()["leases"][lease["lease_id"]] == "lost"
         # another agent instance under the same name: the old one is told, not silently overruled
-        _register(c, "alive")
+        register_agent(c, "alive")
         stale = c.post("/v1/devices/alive/heartbeat", json={"instance": inst, "leases": []})
         assert stale.status_code == 409 and "registered by another agent" in stale.json()["detail"]
 
@@ -80,8 +59,8 @@ def test_a_restarted_agent_releases_its_jobs_at_once(serve, builds):
     server = serve()
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"])  # the collector's 60 s lease: no waiting for it
-        inst = _register(c, "rebooted")
-        assert _lease(c, "rebooted", inst)["job_id"] == job["id"]
+        inst = register_agent(c, "rebooted")
+        assert lease_job(c, "rebooted", inst)["job_id"] == job["id"]
         answer = c.post("/v1/devices/register", json={"device": "rebooted", "instance": uuid.uuid4().hex,
                                                       "profile": "x86-cpu", "runtimes": {"litert": None},
                                                       "schema_version": 1}).json()
@@ -97,13 +76,13 @@ def test_matching_by_profile_labels_and_runtime(serve, builds):
                                           upload_and_queue(c, builds["int8"], device="pi-7", profile=None)[0],
                                           upload_and_queue(c, builds["int8"], runtime="onnxruntime")[0])
         assert labelled["matching_devices"] == [] and addressed["matching_devices"] == []
-        other = _register(c, "other-lab", labels={"lab": "b"})
-        assert _lease(c, "other-lab", other) is None  # wrong label, not addressed, no onnxruntime
-        rpi = _register(c, "pi-7", profile="rpi5")
-        assert _lease(c, "pi-7", rpi)["job_id"] == addressed["id"]
-        lab_a = _register(c, "lab-a", labels={"lab": "a", "rack": "1"}, runtimes={"litert": None, "onnxruntime": None})
-        assert _lease(c, "lab-a", lab_a)["job_id"] == labelled["id"]
-        assert _lease(c, "lab-a", lab_a)["job_id"] == onnx_only["id"]
+        other = register_agent(c, "other-lab", labels={"lab": "b"})
+        assert lease_job(c, "other-lab", other) is None  # wrong label, not addressed, no onnxruntime
+        rpi = register_agent(c, "pi-7", profile="rpi5")
+        assert lease_job(c, "pi-7", rpi)["job_id"] == addressed["id"]
+        lab_a = register_agent(c, "lab-a", labels={"lab": "a", "rack": "1"}, runtimes={"litert": None, "onnxruntime": None})
+        assert lease_job(c, "lab-a", lab_a)["job_id"] == labelled["id"]
+        assert lease_job(c, "lab-a", lab_a)["job_id"] == onnx_only["id"]
         # a long poll wakes up when a job arrives
         waiter = concurrent.futures.ThreadPoolExecutor(1).submit(
             lambda: server.client().post("/v1/devices/lab-a/lease", json={"instance": lab_a, "wait": 30}))
@@ -124,36 +103,36 @@ def test_results_are_stored_once_and_checked(serve, builds, int8_report):
     server = serve()
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"])
-        inst = _register(c, "d")
-        lease = _lease(c, "d", inst)
+        inst = register_agent(c, "d")
+        lease = lease_job(c, "d", inst)
         uid = uuid.uuid4().hex
-        first = _post(c, lease, int8_report, "d", uid)
-        again = _post(c, lease, int8_report, "d", uid)
+        first = post_result(c, lease, int8_report, "d", uid)
+        again = post_result(c, lease, int8_report, "d", uid)
         assert first.status_code == 201 and again.status_code == 200
         assert first.json()["result_id"] == again.json()["result_id"] and again.json()["duplicate"] is True
         changed = copy.deepcopy(int8_report)
         changed["latency_ms"]["max"] += 1
-        reused = _post(c, lease, changed, "d", uid)
+        reused = post_result(c, lease, changed, "d", uid)
         assert reused.status_code == 409 and "already used for a different result" in reused.json()["detail"]
-        second = _post(c, lease, int8_report, "d")
+        second = post_result(c, lease, int8_report, "d")
         assert second.status_code == 409 and "already has result" in second.json()["detail"]
 
         (job2,) = upload_and_queue(c, builds["fp32"])
-        lease2 = _lease(c, "d", inst)
+        lease2 = lease_job(c, "d", inst)
         broken = copy.deepcopy(int8_report)
         del broken["latency_ms"]["p99"]
-        r = _post(c, lease2, broken, "d")
+        r = post_result(c, lease2, broken, "d")
         assert r.status_code == 422 and "latency_ms.p99: missing" in r.json()["detail"]
-        r = _post(c, lease2, int8_report, "d")  # a report of the int8 file for the fp32 job
+        r = post_result(c, lease2, int8_report, "d")  # a report of the int8 file for the fp32 job
         assert r.status_code == 422 and "measured an artifact with sha256" in r.json()["detail"]
         nan = json.dumps({"uid": uuid.uuid4().hex, "job_id": lease2["job_id"], "lease_id": lease2["lease_id"],
                           "device": "d", "instance": inst, "report": {**int8_report, "timings_ms": {"load": float("nan"),
                                                                                   "cold_first_inference": 1.0}}})
         r = c.post("/v1/results", content=nan, headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and "not a finite number" in r.json()["detail"]
-        r = _post(c, {"job_id": job2["id"], "lease_id": lease["lease_id"], "instance": inst}, int8_report, "d")
+        r = post_result(c, {"job_id": job2["id"], "lease_id": lease["lease_id"], "instance": inst}, int8_report, "d")
         assert r.status_code == 409 and "was never issued for job" in r.json()["detail"]
-        r = _post(c, lease2, int8_report, "someone-else")
+        r = post_result(c, lease2, int8_report, "someone-else")
         assert r.status_code == 409 and "belongs to device 'd'" in r.json()["detail"]
         assert c.get("/v1/results/999").status_code == 404
     with sqlite3.connect(server.db) as db:
@@ -164,15 +143,15 @@ def test_agent_failures_retry_or_fail(serve, builds):
     server = serve()
     with server.client() as c:
         (job,) = upload_and_queue(c, builds["int8"], max_attempts=3)
-        inst = _register(c, "f")
-        lease = _lease(c, "f", inst)
+        inst = register_agent(c, "f")
+        lease = lease_job(c, "f", inst)
         r = c.post(f"/v1/jobs/{job['id']}/failure", json={"lease_id": lease["lease_id"], "device": "f", "instance": inst,
                                                           "error": "LiteRT crashed", "retry": True})
         assert r.status_code == 200 and r.json()["state"] == "queued"
         stale = c.post(f"/v1/jobs/{job['id']}/failure", json={"lease_id": lease["lease_id"], "device": "f", "instance": inst,
                                                               "error": "again", "retry": True})
         assert stale.status_code == 409 and "not the current lease" in stale.json()["detail"]
-        lease = _lease(c, "f", inst)
+        lease = lease_job(c, "f", inst)
         r = c.post(f"/v1/jobs/{job['id']}/failure", json={"lease_id": lease["lease_id"], "device": "f", "instance": inst,
                                                           "error": "input shape mismatch", "retry": False})
         doc = r.json()
@@ -184,8 +163,8 @@ def _lease_jobs(server, builds, count):
     """``count`` jobs of the int8 build, leased to one device; returns (device, leases)."""
     with server.client() as c:
         upload_and_queue(c, builds["int8"], count=count, lease_seconds=3600)
-        inst = _register(c, "poster")
-        leases = [_lease(c, "poster", inst) for _ in range(count)]
+        inst = register_agent(c, "poster")
+        leases = [lease_job(c, "poster", inst) for _ in range(count)]
     assert all(leases) and len({x["job_id"] for x in leases}) == count
     return leases
 
@@ -296,16 +275,16 @@ def test_documents_the_record_keeps_in_columns_are_typed(serve, builds, int8_rep
             assert r.status_code == 422 and where in r.text.replace('"', "").replace(",", "."), (where, r.text)
         r = c.post("/v1/jobs", json={**base, "manifest": manifest, "artifact": {**record, "bytes": 2**64}})
         assert r.status_code == 422
-        inst = _register(c, "typed")
-        lease = _lease(c, "typed", inst)
+        inst = register_agent(c, "typed")
+        lease = lease_job(c, "typed", inst)
         for bad, message in (({**int8_report, "latency_ms": {**int8_report["latency_ms"], "max": 10**30}},
                               "out of the 64-bit integer range"),
                              ({**int8_report, "power": {"available": False, "reason": "none",
                                                         "energy_mj_per_inference": 5}},
                               "unavailable power carries no readings")):
-            r = _post(c, lease, bad, "typed")
+            r = post_result(c, lease, bad, "typed")
             assert r.status_code == 422 and message in r.json()["detail"], r.text
-        assert _post(c, lease, int8_report, "typed").status_code == 201
+        assert post_result(c, lease, int8_report, "typed").status_code == 201
         stored = c.get(f"/v1/jobs/{job['id']}").json()
         assert c.get("/v1/report").status_code == 200
     assert stored["state"] == "done"

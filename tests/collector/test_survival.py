@@ -10,8 +10,7 @@ import time
 
 import httpx
 
-from tests.collector.conftest import upload_and_queue, wait_for
-from tests.collector.test_clock import SHIFTED
+from tests.helpers.fleet import SHIFTED, upload_and_queue, wait_for
 
 JOBS = 6
 

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.collector.conftest import _isolated, agents, builds, int8_report, serve  # noqa: F401
-from tests.collector.test_credentials import tls_files  # noqa: F401
+
+@pytest.fixture(autouse=True)
+def _fleet_home(fleet_home):
+    """Results, caches and tokens in the test's tmp dir (the fleet fixtures: tests/helpers/fleet.py)."""
+
 
 CHROMIUM = os.environ.get("EDGEC_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

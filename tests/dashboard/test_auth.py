@@ -10,8 +10,8 @@ import ssl
 
 import httpx
 
-from tests.collector.conftest import upload_and_queue
 from tests.dashboard.conftest import sign_in_link
+from tests.helpers.fleet import upload_and_queue
 
 
 def _device_credential(server, name: str) -> str:

@@ -10,9 +10,8 @@ import uuid
 
 import pytest
 
-from tests.collector.conftest import upload_and_queue, wait_for
-from tests.collector.test_protocol import _lease, _post
 from tests.dashboard.conftest import screenshot, sign_in_link
+from tests.helpers.fleet import lease_job, post_result, upload_and_queue, wait_for
 
 PAGES = ("/", "/queue", "/results", "/search")
 WAIT = 90_000  # ms: an agent's measurement on a busy machine
@@ -151,12 +150,12 @@ def test_hostile_text_from_agents_never_runs(serve, builds, int8_report, open_pa
             "power": {"available": True, "sensor": PWN}, "detected": {"model": "<svg onload=window.__pwned=1>"}})
         assert registered.status_code == 200, registered.text
         (job,) = upload_and_queue(c, builds["int8"], device="x-1", manifest=manifest)
-        lease = _lease(c, "x-1", instance)
+        lease = lease_job(c, "x-1", instance)
         report = {**int8_report, "device": {**int8_report["device"], "model": PWN, "os": HOSTILE}}
-        stored = _post(c, lease, report, "x-1")
+        stored = post_result(c, lease, report, "x-1")
         assert stored.status_code == 201, stored.text
         (failing,) = upload_and_queue(c, builds["int8"], device="x-1")
-        lease = _lease(c, "x-1", instance)
+        lease = lease_job(c, "x-1", instance)
         failed = c.post(f"/v1/jobs/{failing['id']}/failure", json={
             "device": "x-1", "lease_id": lease["lease_id"], "instance": instance, "error": PWN, "retry": False})
         assert failed.status_code == 200, failed.text

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.collector.conftest import register_device, upload_and_queue
+from tests.helpers.fleet import register_device, upload_and_queue
 
 FRAGMENTS = ("/fragments/fleet", "/fragments/queue", "/fragments/results")
 OFFLINE_AFTER = 60.0

@@ -1,12 +1,14 @@
-"""Fixtures of the collector tests: a real `edgec serve` subprocess on a free loopback port,
+"""The fleet's fixtures and helpers, shared by the collector, dashboard and search tests (a pytest
+plugin, loaded by tests/conftest.py): a real `edgec serve` subprocess on a free loopback port,
 real agent processes (`python edgec-agent.pyz run`), fp32 + int8 digits builds made with
-`edgec build`, and a real agent report to post."""
+`edgec build`, a real agent report to post, TLS files, and the HTTP calls an agent makes."""
 
 from __future__ import annotations
 
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,9 +22,10 @@ import pytest
 from tests.conftest import REPO, run_cli
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """Results, agent caches and default token files stay in the test's tmp dir."""
+@pytest.fixture
+def fleet_home(tmp_path, monkeypatch):
+    """Results, agent caches and default token files stay in the test's tmp dir (the collector,
+    dashboard and search folders use it for every test)."""
     monkeypatch.setenv("EDGEC_RESULTS_DB", str(tmp_path / "results.db"))
     monkeypatch.setenv("EDGEC_AGENT_CACHE", str(tmp_path / "agent-cache"))
     monkeypatch.setenv("EDGEC_AGENT_CONFIG", str(tmp_path / "agent-config"))
@@ -257,3 +260,78 @@ def register_device(client, name: str, runtimes: dict | None = None) -> str:
                                                   "runtimes": runtimes or {"litert": "2.3.0"}, "schema_version": 1})
     assert r.status_code == 200, r.text
     return instance
+
+
+def get_job(server, job_id):
+    """The collector's record of one job."""
+    with server.client() as c:
+        return c.get(f"/v1/jobs/{job_id}").json()
+
+
+def processes_with(text: str) -> list[int]:
+    """Pids whose command line mentions ``text`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def register_agent(client, name, profile="x86-cpu", labels=None, runtimes=None):
+    """Register device ``name`` (a fresh agent instance) with its profile, labels and runtimes;
+    its instance id."""
+    instance = uuid.uuid4().hex
+    r = client.post("/v1/devices/register", json={"device": name, "instance": instance, "profile": profile,
+                                                  "labels": labels or {}, "runtimes": runtimes or {"litert": "2.3.0"},
+                                                  "schema_version": 1})
+    assert r.status_code == 200, r.text
+    return instance
+
+
+def lease_job(client, name, instance, wait=0):
+    """Lease a job for device ``name`` as its agent does (None when there is none)."""
+    r = client.post(f"/v1/devices/{name}/lease", json={"instance": instance, "wait": wait})
+    assert r.status_code in (200, 204), r.text
+    return {**r.json(), "instance": instance} if r.status_code == 200 else None
+
+
+def post_result(client, lease, report, name, uid=None):
+    """Post an agent's report for a leased job."""
+    return client.post("/v1/results", json={"uid": uid or uuid.uuid4().hex, "job_id": lease["job_id"],
+                                            "lease_id": lease["lease_id"], "device": name,
+                                            "instance": lease["instance"], "report": report})
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    proc = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture
+def tls_files(tmp_path) -> dict[str, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it, plus an unrelated CA (openssl CLI)."""
+    if not shutil.which("openssl"):
+        pytest.skip("the openssl command is not installed")
+    d = tmp_path / "tls"
+    d.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for name in ("ca", "other-ca"):
+        openssl("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj",
+                 f"/CN=edgec test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1", cwd=d)
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n"
+                               "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+                               "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+    return {name: d / f"{name}.{ext}" for name, ext in (("ca", "pem"), ("other-ca", "pem"), ("server", "pem"),
+                                                          ("key", "key"))} | {"key": d / "server.key"}
+
+
+#: a sitecustomize that shifts the clock of the Python processes started with it on PYTHONPATH
+SHIFTED = Path(__file__).resolve().parents[1] / "collector" / "shifted_clock"

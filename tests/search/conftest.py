@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# results, caches and token files in the test's tmp dir; a collector and agents on loopback
-from tests.collector.conftest import _isolated, agents, serve  # noqa: F401
+
+@pytest.fixture(autouse=True)
+def _fleet_home(fleet_home):
+    """Results, caches and tokens in the test's tmp dir (the fleet fixtures: tests/helpers/fleet.py)."""
+
 
 FINE_TUNE_SAMPLES = 240
 EVAL_SAMPLES = 180

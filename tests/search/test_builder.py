@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.search import bracket_zero_name
 from tests.search.conftest import enqueue, write_space
-from tests.search.test_search import bracket_zero_name
 
 pytest.importorskip("optuna")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
+from tests.helpers.search import bracket_zero_name
 from tests.search.conftest import PTQ_SPACE, SMALL_SPACE, enqueue, request_for
 
 pytest.importorskip("optuna")
@@ -113,14 +114,6 @@ def test_constraints_stop_trials_before_fine_tuning(data, tmp_path, quick_device
     assert fp32["timings"]["measure"] == 0  # the bytes alone broke the limit
     assert int8["state"] == "COMPLETE" and int8["probe"]["p50_ms"] < 1000 and int8["feasible"]
     assert doc["stopped_early"] == {"constraint": 1}
-
-
-def bracket_zero_name(trials: int, eta: int) -> str:
-    """A study name whose first trials all fall into Hyperband's bracket 0 (two brackets)."""
-    from edgec.search import hyperband
-
-    return next(f"hb{i}" for i in range(1000)
-                if all(hyperband.bracket_of(f"hb{i}", n, 2, eta) == 0 for n in range(trials)))
 
 
 @pytest.mark.slow

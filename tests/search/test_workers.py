@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.collector.conftest import wait_for
 from tests.conftest import REPO
+from tests.helpers.fleet import wait_for
 from tests.search.conftest import PTQ_SPACE, request_for, write_space
 
 optuna = pytest.importorskip("optuna")
