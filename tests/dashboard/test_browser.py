@@ -105,6 +105,19 @@ def test_signed_in_browser_follows_the_fleet_live(serve, agents, builds, open_pa
         (later,) = upload_and_queue(c, builds["int8"], profile="rpi5")
     me.page.wait_for_selector(f'tr.job[data-job="{later["id"]}"]', timeout=WAIT)
     assert _same_document(me.page)
+    # while nothing changes the script's polls are answered 304 (nothing read or rendered), and
+    # the ages it shows go on counting
+    statuses: list[int] = []
+    me.page.on("response", lambda r: statuses.append(r.status) if "/fragments/queue" in r.url else None)
+    age = f'tr.job[data-job="{later["id"]}"] time'
+    shown = me.page.inner_text(age)
+    me.page.wait_for_function(f"() => document.querySelector('{age}').textContent !== '{shown}'", timeout=WAIT)
+    for _ in range(60):  # Playwright delivers the page's events while it is called
+        if 304 in statuses:
+            break
+        me.page.wait_for_timeout(500)
+    assert 304 in statuses, statuses
+    assert _same_document(me.page)
 
     me.page.goto(server.url + "/search")
     me.page.wait_for_selector("#search")
