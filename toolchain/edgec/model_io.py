@@ -138,14 +138,14 @@ class SignatureModel:
         return self.function(**{self.input_name: tf.convert_to_tensor(x, dtype=self.inputs[0].dtype)})
 
 
-def _paths(structure, prefix: tuple[str, ...] = ()):
+def leaf_paths(structure, prefix: tuple[str, ...] = ()):
     """``a/b`` paths of the leaves of a nested structure, in ``tf.nest`` order (dict keys sorted)."""
     if isinstance(structure, dict):
         for key in sorted(structure):
-            yield from _paths(structure[key], (*prefix, str(key)))
+            yield from leaf_paths(structure[key], (*prefix, str(key)))
     elif isinstance(structure, (list, tuple)):
         for i, value in enumerate(structure):
-            yield from _paths(value, (*prefix, str(i)))
+            yield from leaf_paths(value, (*prefix, str(i)))
     else:
         yield "/".join(prefix)
 
@@ -166,7 +166,7 @@ def output_specs(model) -> list[OutputSpec]:
                                    and all(tf.is_tensor(t) for t in structure)):
         names = layer_names
     else:
-        names = list(_paths(structure))
+        names = list(leaf_paths(structure))
     if len(names) != len(flat) or len(set(names)) != len(names):
         names = [f"output_{i}" for i in range(len(flat))]
     return [OutputSpec(name, key, tuple(None if d is None else int(d) for d in t.shape[1:]))

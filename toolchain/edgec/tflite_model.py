@@ -24,7 +24,7 @@ _NP_DTYPES = {
 
 
 @lru_cache(maxsize=1)
-def _schema():
+def schema_module():
     from ai_edge_litert import schema_py_generated as schema
 
     return schema
@@ -32,7 +32,7 @@ def _schema():
 
 @lru_cache(maxsize=1)
 def _enum_names() -> tuple[dict[int, str], dict[int, str]]:
-    schema = _schema()
+    schema = schema_module()
     ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     return ops, types
@@ -155,7 +155,7 @@ def load(source: str | Path | bytes) -> TFLiteModel:
             raise EdgecError(f"cannot read '{path}': {exc.strerror}") from exc
     else:
         raw = bytes(source)
-    schema = _schema()
+    schema = schema_module()
     if len(raw) < 8 or raw[4:8] != b"TFL3":
         raise EdgecError(f"'{path or 'model'}' is not a TFLite model (no TFL3 identifier)")
     try:
@@ -242,7 +242,7 @@ def reorder_outputs(raw: bytes, names: list[str]) -> bytes:
         raise EdgecError("the TFLite signature outputs are not the subgraph's outputs")
     if wanted == m.outputs:
         return bytes(raw)
-    schema = _schema()
+    schema = schema_module()
     sub = schema.Model.GetRootAs(raw, 0).Subgraphs(0)
     slot = sub._tab.Offset(_SUBGRAPH_OUTPUTS_SLOT)  # noqa: SLF001 (the generated reader's own table)
     start = sub._tab.Vector(slot)  # noqa: SLF001

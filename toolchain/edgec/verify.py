@@ -47,7 +47,7 @@ def is_distribution(out: np.ndarray) -> bool:
     return bool(out.min() >= -1e-6 and np.allclose(out.sum(axis=-1), 1.0, atol=1e-3))
 
 
-def _classification_shaped(shape: tuple) -> bool:
+def classification_shaped(shape: tuple) -> bool:
     return len(shape) == 1 and shape[0] is not None and shape[0] > 1
 
 
@@ -94,11 +94,11 @@ def reference(model, data: Dataset, eval_output: str | None = None, progress=Non
             raise EdgecError(f"--eval-output '{eval_output}' is not an output of model '{model.name}'; its outputs: "
                              f"{', '.join(names)}")
         labelled = names.index(eval_output)
-        if not _classification_shaped(specs[labelled].shape):
+        if not classification_shaped(specs[labelled].shape):
             raise EdgecError(f"--eval-output '{eval_output}' has shape {list(specs[labelled].shape)}; labels need a "
                              "(batch, classes) output")
     elif data.y is not None:
-        shaped = [i for i, o in enumerate(specs) if _classification_shaped(o.shape)]
+        shaped = [i for i, o in enumerate(specs) if classification_shaped(o.shape)]
         if len(specs) == 1:
             labelled = shaped[0] if shaped else None
         else:

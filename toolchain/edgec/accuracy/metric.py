@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.verify import Reference, _classification_shaped, is_distribution, output_metrics
+from edgec.verify import Reference, classification_shaped, is_distribution, output_metrics
 
 ACCURACY = "accuracy"
 AGREEMENT = "agreement"
@@ -64,7 +64,7 @@ class Metric:
         if ref.labelled is not None:
             index = ref.labelled
         else:
-            shaped = [i for i, o in enumerate(ref.outputs) if _classification_shaped(o.shape)]
+            shaped = [i for i, o in enumerate(ref.outputs) if classification_shaped(o.shape)]
             dists = [i for i in shaped if is_distribution(ref.values[i])]
             pick = dists if len(dists) == 1 else shaped
             if len(pick) != 1:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgec.accuracy.base import Candidate, QuantOp, layers_named, sqnr_db
-from edgec.targets.tensorrt.onnx_io import ORT_EXACT_INT8, _require
+from edgec.targets.tensorrt.onnx_io import ORT_EXACT_INT8, require
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class TensorRTBackend:
     kind = "tensorrt"
 
     def __init__(self, qdq, *, layer_names: list[str] | None = None, threads: int | None = None):
-        _require("onnx", "onnx", "accuracy control")
+        require("onnx", "onnx", "accuracy control")
         self.qdq = qdq
         self.threads = threads
         self.layer_names = list(layer_names or [])
@@ -172,7 +172,7 @@ class TensorRTBackend:
         twin's (the same node on the un-quantized inputs of the same run)."""
         import onnx
 
-        ort = _require("onnxruntime", "onnxruntime", "accuracy analysis")
+        ort = require("onnxruntime", "onnxruntime", "accuracy analysis")
         model = onnx.ModelProto()
         model.CopyFrom(self.qdq)
         graph = model.graph

@@ -55,7 +55,7 @@ MAX_BYTES = 2 << 30
 
 # What reading a damaged archive raises, besides OSError and ValueError: a 0-byte file
 # (EOFError), a cut or foreign zip (BadZipFile), a corrupt member (zlib.error, KeyError).
-_ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
+ARCHIVE_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -156,16 +156,16 @@ def load(
     elif path.suffix.lower() == ".npy":
         x, y = _load_npy(path, purpose), None
     elif is_callable:
-        x, y = _load_callable(spec_str, purpose, limit)
+        x, y = load_callable(spec_str, purpose, limit)
     else:
         raise EdgecError(
             f"{purpose} data '{spec_str}' has an unknown format; expected .npz (x, y), .npy, "
             "a folder of images, or module:function"
         )
-    x = _check_shape(_as_array(x, spec_str, purpose, "inputs"), input_shape, spec_str, purpose)
+    x = check_shape(as_array(x, spec_str, purpose, "inputs"), input_shape, spec_str, purpose)
     check_finite(x, spec_str, purpose)
     if y is not None:
-        y = check_labels(_as_array(y, spec_str, purpose, "labels"), len(x), spec_str, purpose)
+        y = check_labels(as_array(y, spec_str, purpose, "labels"), len(x), spec_str, purpose)
     pixels = path.is_dir() or np.asarray(x).dtype == np.uint8
     if pixels:
         x = (preprocess or InputPreprocessing((0.0, 1.0))).apply(x)
@@ -182,7 +182,7 @@ def load(
     return Dataset(x=np.ascontiguousarray(x, dtype=np.float32), y=y, source=spec_str, total=total, pixels=pixels)
 
 
-def _unreadable(path: Path, purpose: str, expected: str, exc: BaseException) -> EdgecError:
+def unreadable_error(path: Path, purpose: str, expected: str, exc: BaseException) -> EdgecError:
     size = path.stat().st_size if path.is_file() else None
     if size == 0:
         why = "the file is empty (0 bytes)"
@@ -207,15 +207,15 @@ def _load_npz(path: Path, purpose: str):
             return data["x"], (data["y"] if "y" in data.files else None)
     except EdgecError:
         raise
-    except _ARCHIVE_ERRORS as exc:
-        raise _unreadable(path, purpose, "an .npz archive (numpy.savez)", exc) from exc
+    except ARCHIVE_ERRORS as exc:
+        raise unreadable_error(path, purpose, "an .npz archive (numpy.savez)", exc) from exc
 
 
 def _load_npy(path: Path, purpose: str):
     try:
         data = np.load(path, allow_pickle=False)
-    except _ARCHIVE_ERRORS as exc:
-        raise _unreadable(path, purpose, "an .npy array (numpy.save)", exc) from exc
+    except ARCHIVE_ERRORS as exc:
+        raise unreadable_error(path, purpose, "an .npy array (numpy.save)", exc) from exc
     if not isinstance(data, np.ndarray):
         data.close()
         raise EdgecError(f"{purpose} data '{path}' is an .npz archive; name it .npz")
@@ -279,7 +279,7 @@ def _image_size(path: Path) -> str:
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def _load_callable(spec: str, purpose: str, limit: int | None, batch_inputs=None):
+def load_callable(spec: str, purpose: str, limit: int | None, batch_inputs=None):
     """The concatenated batches of a data function; ``batch_inputs(batch)`` turns one batch's
     inputs into an array (default: ``np.asarray``), or a dict of arrays for several inputs."""
     func = load_function(spec, f"{purpose} data '{spec}'", "_edgec_data_")
@@ -329,7 +329,7 @@ def _load_callable(spec: str, purpose: str, limit: int | None, batch_inputs=None
     return x, (np.concatenate(ys) if ys else None)
 
 
-def _as_array(value, spec: str, purpose: str, what: str) -> np.ndarray:
+def as_array(value, spec: str, purpose: str, what: str) -> np.ndarray:
     try:
         return np.asarray(value)
     except (ValueError, TypeError) as exc:  # ragged lists, objects numpy cannot hold
@@ -403,7 +403,7 @@ def check_labels(y: np.ndarray, n: int, source: str, purpose: str = "eval", name
     return y.astype(np.int64)
 
 
-def _check_shape(x: np.ndarray, input_shape, spec: str, purpose: str, name: str | None = None) -> np.ndarray:
+def check_shape(x: np.ndarray, input_shape, spec: str, purpose: str, name: str | None = None) -> np.ndarray:
     expected = tuple(input_shape)
     if name is not None:
         spec = f"{spec}' input '{name}"  # quoted as: data 'SPEC' input 'NAME'

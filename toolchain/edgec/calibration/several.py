@@ -42,7 +42,7 @@ def check_keys(keys, names: list[str], spec: str, purpose: str, where: str) -> N
 
 
 def _load_npz(path: Path, names: list[str], purpose: str):
-    from edgec.calibration import _ARCHIVE_ERRORS, _unreadable
+    from edgec.calibration import ARCHIVE_ERRORS, unreadable_error
 
     try:
         data = np.load(path, allow_pickle=False)
@@ -55,8 +55,8 @@ def _load_npz(path: Path, names: list[str], purpose: str):
             return {n: data[n] for n in names}, (data["y"] if "y" in data.files else None)
     except EdgecError:
         raise
-    except _ARCHIVE_ERRORS as exc:
-        raise _unreadable(path, purpose, "an .npz archive (numpy.savez)", exc) from exc
+    except ARCHIVE_ERRORS as exc:
+        raise unreadable_error(path, purpose, "an .npz archive (numpy.savez)", exc) from exc
 
 
 def load_several(spec: str, path: Path, is_callable: bool, shapes: dict, *, purpose: str, limit: int | None,
@@ -66,11 +66,11 @@ def load_several(spec: str, path: Path, is_callable: bool, shapes: dict, *, purp
     dict in that order."""
     from edgec.calibration import (
         Dataset,
-        _as_array,
-        _check_shape,
-        _load_callable,
+        as_array,
         check_finite,
         check_labels,
+        check_shape,
+        load_callable,
     )
     from edgec.calibration.inputs import InputPreprocessing
 
@@ -89,13 +89,13 @@ def load_several(spec: str, path: Path, is_callable: bool, shapes: dict, *, purp
                 raise EdgecError(f"{purpose} data '{spec}' yielded a {type(batch).__name__}, but the model has "
                                  f"{len(names)} inputs; yield dicts keyed by {_expected(names)} (or (dict, y) pairs)")
             check_keys(batch, names, spec, purpose, "yielded keys")
-            return {n: _as_array(batch[n], spec, purpose, f"inputs '{n}'") for n in names}
+            return {n: as_array(batch[n], spec, purpose, f"inputs '{n}'") for n in names}
 
-        x, y = _load_callable(spec, purpose, limit, batch_inputs)
+        x, y = load_callable(spec, purpose, limit, batch_inputs)
     else:
         raise EdgecError(f"{purpose} data '{spec}' has an unknown format; a model with several inputs takes an .npz "
                          f"with one array per input ({_expected(names)}) or module:function yielding dicts")
-    x = {n: _check_shape(_as_array(x[n], spec, purpose, f"inputs '{n}'"), shapes[n], spec, purpose, n)
+    x = {n: check_shape(as_array(x[n], spec, purpose, f"inputs '{n}'"), shapes[n], spec, purpose, n)
          for n in names}
     counts = {n: len(a) for n, a in x.items()}
     if len(set(counts.values())) > 1:
@@ -106,7 +106,7 @@ def load_several(spec: str, path: Path, is_callable: bool, shapes: dict, *, purp
         check_finite(a, spec, purpose, name=n)
     total = counts[names[0]]
     if y is not None:
-        y = check_labels(_as_array(y, spec, purpose, "labels"), total, spec, purpose)
+        y = check_labels(as_array(y, spec, purpose, "labels"), total, spec, purpose)
     pixel_inputs = tuple(n for n, a in x.items() if a.dtype == np.uint8)
     prep = preprocess or InputPreprocessing((0.0, 1.0))
     x = {n: (prep.apply(a) if n in pixel_inputs else a) for n, a in x.items()}

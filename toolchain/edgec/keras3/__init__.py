@@ -98,13 +98,13 @@ def output_names(model) -> list[str]:
     """A Keras 3 model's output names in its flattened output order: the output layers' names, or
     the keys of dict outputs (``a/b`` when nested), as :func:`edgec.model_io.output_specs` names
     tf-keras outputs."""
-    from edgec.model_io import _paths
+    from edgec.model_io import leaf_paths
 
     keras = import_keras3()
     structure = getattr(model, "_outputs_struct", None)
     flat = keras.tree.flatten(model.outputs)
     if isinstance(structure, dict):
-        names = list(_paths(structure))
+        names = list(leaf_paths(structure))
     else:
         names = [t._keras_history.operation.name for t in flat]
     if len(names) != len(flat) or len(set(names)) != len(names):

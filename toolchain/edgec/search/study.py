@@ -266,7 +266,7 @@ def work(study, objective, n_trials: int, *, timeout: float | None = None, poll:
         trial = next((t for t in study.get_trials(deepcopy=False) if t.number == objective.current), None)
         if trial is None:
             continue
-        _journal(journal, {"event": "end", "trial": trial.number, "state": trial.state.name, "worker": worker,
+        write_journal(journal, {"event": "end", "trial": trial.number, "state": trial.state.name, "worker": worker,
                            "seconds": round(seconds, 4), "timings": trial.user_attrs.get("timings")})
         if trial.state.name == "FAIL" and not trial.user_attrs.get(SURPLUS_ATTR):
             failures += 1
@@ -279,7 +279,7 @@ def work(study, objective, n_trials: int, *, timeout: float | None = None, poll:
             raise EdgecError(f"{failures} trials failed in a row; the last one: {last_error}")
 
 
-def _journal(path: Path | None, record: dict[str, Any]) -> None:
+def write_journal(path: Path | None, record: dict[str, Any]) -> None:
     if path is None:
         return
     record = {"time": round(time.time(), 3), **record}

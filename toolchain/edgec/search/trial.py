@@ -269,7 +269,7 @@ class Runner:
     def __call__(self, trial):
         import optuna
 
-        from edgec.search.study import _journal
+        from edgec.search.study import write_journal
 
         self.current = trial.number
         timer = Timer()
@@ -282,7 +282,7 @@ class Runner:
                 if key in trial.user_attrs:
                     trial.set_user_attr(key, None)
             retry_of = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
-            _journal(self.journal, {"event": "start", "trial": trial.number, "worker": self.worker,
+            write_journal(self.journal, {"event": "start", "trial": trial.number, "worker": self.worker,
                                     "retry_of": retry_of})
             with interrupts.immediate():
                 return self._run(trial, timer)

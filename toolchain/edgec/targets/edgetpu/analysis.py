@@ -11,26 +11,26 @@ from pathlib import Path
 from typing import Any
 
 from edgec.targets.edgetpu.rules import (
-    _CHECKS,
-    _MAC_RULES,
+    CHECKS,
+    MAC_RULES,
     EdgeTPUSettings,
-    _non_unit_dims,
-    _Op,
+    Op,
+    non_unit_dims,
     rules,
 )
 
 
 def _op_details(raw: bytes) -> list[tuple[int, Any]]:
     """(version, builtin options) of each operator of the main subgraph, in order."""
-    from edgec.tflite_model import _schema
+    from edgec.tflite_model import schema_module
 
-    schema = _schema()
+    schema = schema_module()
     model = schema.ModelT.InitFromPackedBuf(raw, 0)
     codes = model.operatorCodes or []
     return [(int(codes[o.opcodeIndex].version or 1), o.builtinOptions) for o in (model.subgraphs[0].operators or [])]
 
 
-def _own_problems(op: _Op, entry: dict | None, table: dict) -> list[tuple[str, str]]:
+def _own_problems(op: Op, entry: dict | None, table: dict) -> list[tuple[str, str]]:
     """Reasons this op cannot run on the Edge TPU by itself (empty when it can)."""
     if entry is None:
         what = f"custom op '{op.name.split(':', 1)[1]}'" if op.name.startswith("CUSTOM:") else f"op {op.name}"
@@ -57,7 +57,7 @@ def _own_problems(op: _Op, entry: dict | None, table: dict) -> list[tuple[str, s
             break
     keep = table["max_innermost_dims"]
     for t in tensors:
-        if not t.is_constant and len(t.shape) > keep and _non_unit_dims(t.shape[:-keep]) > 0:
+        if not t.is_constant and len(t.shape) > keep and non_unit_dims(t.shape[:-keep]) > 0:
             problems.append(("rank", f"tensor '{t.name}' {list(t.shape)} has a dimension > 1 outside the "
                                      f"{keep} innermost"))
             break
@@ -74,7 +74,7 @@ def _own_problems(op: _Op, entry: dict | None, table: dict) -> list[tuple[str, s
             continue
         for check in limit.get("checks", []):
             try:
-                found = _CHECKS[check](op)
+                found = CHECKS[check](op)
             except (IndexError, AttributeError, TypeError, ValueError) as exc:  # odd operand layout
                 found = ("other", f"cannot evaluate '{check}' on this op ({exc})")
             if found:
@@ -110,13 +110,13 @@ def analyze(source: str | Path | bytes, settings: EdgeTPUSettings | None = None)
     for op, (version, options) in zip(model.operators, details, strict=True):
         inputs = [model.tensors[i] if i >= 0 else None for i in op.inputs]
         outputs = [model.tensors[i] for i in op.outputs]
-        view = _Op(op.index, op.op, version, options, inputs, outputs, settings)
+        view = Op(op.index, op.op, version, options, inputs, outputs, settings)
         entry = table["ops"].get(op.op)
         problems = _own_problems(view, entry, table)
         macs = 0
         if entry and entry.get("macs"):
             try:
-                macs = int(_MAC_RULES[entry["macs"]](view))
+                macs = int(MAC_RULES[entry["macs"]](view))
             except (IndexError, AttributeError, TypeError):  # unexpected operand layout: no estimate
                 macs = 0
         params = [t for t in inputs if t is not None and t.is_parameter and t.index not in seen_params]

@@ -44,10 +44,10 @@ def rules() -> dict[str, Any]:
         raise EdgecError(f"cannot read the Edge TPU rule table '{RULES_FILE}': {exc}") from exc
     for op, entry in table["ops"].items():
         for limit in entry.get("limits", []):
-            unknown = [c for c in limit.get("checks", []) if c not in _CHECKS]
+            unknown = [c for c in limit.get("checks", []) if c not in CHECKS]
             if unknown:
-                raise EdgecError(f"{RULES_FILE}: op {op} names unknown checks {unknown}; known: {sorted(_CHECKS)}")
-        if entry.get("macs") and entry["macs"] not in _MAC_RULES:
+                raise EdgecError(f"{RULES_FILE}: op {op} names unknown checks {unknown}; known: {sorted(CHECKS)}")
+        if entry.get("macs") and entry["macs"] not in MAC_RULES:
             raise EdgecError(f"{RULES_FILE}: op {op} has unknown MAC rule '{entry['macs']}'")
     return table
 
@@ -90,7 +90,7 @@ class EdgeTPUSettings:
 
 
 @dataclasses.dataclass
-class _Op:
+class Op:
     """What the checks see of one operator."""
 
     index: int
@@ -109,35 +109,35 @@ def _axes(t, rank: int) -> list[int] | None:
     return sorted({int(a) % rank for a in np.asarray(t.data).reshape(-1)}) if rank else []
 
 
-def _non_unit_dims(shape) -> int:
+def non_unit_dims(shape) -> int:
     return sum(1 for d in shape if d != 1)
 
 
-def _fused_activation(op: _Op) -> str | None:
+def _fused_activation(op: Op) -> str | None:
     code = getattr(op.options, "fusedActivationFunction", 0) or 0
     if code == 0:
         return None
-    from edgec.tflite_model import _schema
+    from edgec.tflite_model import schema_module
 
-    names = {v: k for k, v in vars(_schema().ActivationFunctionType).items() if not k.startswith("_")}
+    names = {v: k for k, v in vars(schema_module().ActivationFunctionType).items() if not k.startswith("_")}
     return names.get(code, str(code))
 
 
-def _check_no_fused_activation(op: _Op):
+def _check_no_fused_activation(op: Op):
     act = _fused_activation(op)
     return ("op_constraint", f"has a fused {act} activation; the Edge TPU maps {op.name} only without one") if act else None
 
 
-def _dilation(op: _Op) -> tuple[int, int]:
+def _dilation(op: Op) -> tuple[int, int]:
     return int(getattr(op.options, "dilationHFactor", 1) or 1), int(getattr(op.options, "dilationWFactor", 1) or 1)
 
 
-def _check_same_dilation(op: _Op):
+def _check_same_dilation(op: Op):
     h, w = _dilation(op)
     return ("op_constraint", f"dilation {h}x{w} differs between y and x") if h != w else None
 
 
-def _check_no_dilation(op: _Op):
+def _check_no_dilation(op: Op):
     h, w = _dilation(op)
     if (h, w) != (1, 1):
         return ("runtime_version", f"dilation {h}x{w} needs Edge TPU runtime 13+ "
@@ -145,7 +145,7 @@ def _check_no_dilation(op: _Op):
     return None
 
 
-def _check_concat_constant(op: _Op):
+def _check_concat_constant(op: Op):
     consts = [t for t in op.inputs if t is not None and t.is_constant]
     if not consts:
         return None
@@ -159,25 +159,25 @@ def _check_concat_constant(op: _Op):
     return None
 
 
-def _check_fc_weights_format(op: _Op):
+def _check_fc_weights_format(op: Op):
     fmt = getattr(op.options, "weightsFormat", 0) or 0
     return ("op_constraint", f"uses a non-default fully-connected weights format ({fmt})") if fmt else None
 
 
-def _check_output_one_dimensional(op: _Op):
+def _check_output_one_dimensional(op: Op):
     out = op.outputs[0] if op.outputs else None
-    if out is not None and _non_unit_dims(out.shape) > 1:
+    if out is not None and non_unit_dims(out.shape) > 1:
         return ("op_constraint", f"output shape {list(out.shape)} is not one-dimensional")
     return None
 
 
-def _reduce_axes(op: _Op) -> tuple[list[int] | None, int]:
+def _reduce_axes(op: Op) -> tuple[list[int] | None, int]:
     x = op.inputs[0]
     rank = len(x.shape)
     return _axes(op.inputs[1] if len(op.inputs) > 1 else None, rank), rank
 
 
-def _check_reduce_not_batch(op: _Op):
+def _check_reduce_not_batch(op: Op):
     axes, rank = _reduce_axes(op)
     if axes is None:
         return ("non_constant_parameters", "reduction axes are not constant at compile time")
@@ -186,7 +186,7 @@ def _check_reduce_not_batch(op: _Op):
     return None
 
 
-def _check_reduce_xy_only(op: _Op):
+def _check_reduce_xy_only(op: Op):
     axes, rank = _reduce_axes(op)
     allowed = {rank - 3, rank - 2} if rank >= 3 else set()
     if axes is not None and not set(axes) <= allowed:
@@ -195,7 +195,7 @@ def _check_reduce_xy_only(op: _Op):
     return None
 
 
-def _check_reduce_z_multiple_of_4(op: _Op):
+def _check_reduce_z_multiple_of_4(op: Op):
     axes, rank = _reduce_axes(op)
     x = op.inputs[0]
     if axes is not None and rank and (rank - 1) in axes and rank >= 3 and x.shape[-1] % 4:
@@ -203,7 +203,7 @@ def _check_reduce_z_multiple_of_4(op: _Op):
     return None
 
 
-def _check_pack_not_batch(op: _Op):
+def _check_pack_not_batch(op: Op):
     axis = int(getattr(op.options, "axis", 0) or 0)
     rank = len(op.outputs[0].shape) if op.outputs else 0
     if rank and axis % rank == 0:
@@ -211,12 +211,12 @@ def _check_pack_not_batch(op: _Op):
     return None
 
 
-def _paddings(op: _Op):
+def _paddings(op: Op):
     p = op.inputs[1] if len(op.inputs) > 1 else None
     return None if p is None or p.data is None else np.asarray(p.data).reshape(-1, 2)
 
 
-def _check_pad_not_batch(op: _Op):
+def _check_pad_not_batch(op: Op):
     pads = _paddings(op)
     if pads is None:
         return ("non_constant_parameters", "paddings are not constant at compile time")
@@ -225,7 +225,7 @@ def _check_pad_not_batch(op: _Op):
     return None
 
 
-def _check_pad_xy_only(op: _Op):
+def _check_pad_xy_only(op: Op):
     pads = _paddings(op)
     if pads is None:
         return ("non_constant_parameters", "paddings are not constant at compile time")
@@ -237,24 +237,24 @@ def _check_pad_xy_only(op: _Op):
     return None
 
 
-def _check_prelu_alpha(op: _Op):
+def _check_prelu_alpha(op: Op):
     alpha = op.inputs[1] if len(op.inputs) > 1 else None
-    if alpha is not None and _non_unit_dims(alpha.shape[:-1]) > 0:
+    if alpha is not None and non_unit_dims(alpha.shape[:-1]) > 0:
         return ("op_constraint", f"alpha shape {list(alpha.shape)} is not 1-dimensional "
                                  "(Keras PReLU needs shared_axes=[1, 2])")
     return None
 
 
-def _check_three_dimensional_io(op: _Op):
+def _check_three_dimensional_io(op: Op):
     for t in [*op.inputs[:1], *op.outputs[:1]]:
         if t is not None and len(t.shape) == 4 and t.shape[0] != 1:
             return ("op_constraint", f"tensor {list(t.shape)} is not 3-dimensional (batch > 1)")
     return None
 
 
-def _check_softmax(op: _Op):
+def _check_softmax(op: Op):
     x = op.inputs[0]
-    if _non_unit_dims(x.shape) > 1:
+    if non_unit_dims(x.shape) > 1:
         return ("op_constraint", f"input shape {list(x.shape)} is not 1-D")
     size = int(np.prod(x.shape)) if x.shape else 1
     if size > 16000:
@@ -262,7 +262,7 @@ def _check_softmax(op: _Op):
     return None
 
 
-def _check_split_not_batch(op: _Op):
+def _check_split_not_batch(op: Op):
     axis_t, x = op.inputs[0], op.inputs[1] if len(op.inputs) > 1 else None
     if x is None:
         return None
@@ -274,7 +274,7 @@ def _check_split_not_batch(op: _Op):
     return None
 
 
-def _check_squeeze_leading_ones(op: _Op):
+def _check_squeeze_leading_ones(op: Op):
     x = op.inputs[0]
     dims = list(getattr(op.options, "squeezeDims", None) or [])
     rank = len(x.shape)
@@ -288,7 +288,7 @@ def _check_squeeze_leading_ones(op: _Op):
     return None
 
 
-def _check_strided_slice(op: _Op):
+def _check_strided_slice(op: Op):
     strides = op.inputs[3] if len(op.inputs) > 3 else None
     if strides is None or strides.data is None:
         return ("non_constant_parameters", "strides are not constant at compile time")
@@ -299,7 +299,7 @@ def _check_strided_slice(op: _Op):
     return None
 
 
-def _check_transpose_not_batch(op: _Op):
+def _check_transpose_not_batch(op: Op):
     perm = op.inputs[1] if len(op.inputs) > 1 else None
     if perm is None or perm.data is None:
         return ("non_constant_parameters", "permutation is not constant at compile time")
@@ -309,7 +309,7 @@ def _check_transpose_not_batch(op: _Op):
     return None
 
 
-_CHECKS = {
+CHECKS = {
     "no_fused_activation": _check_no_fused_activation,
     "same_dilation": _check_same_dilation,
     "no_dilation": _check_no_dilation,
@@ -336,27 +336,27 @@ def _prod(shape) -> int:
     return int(np.prod(shape)) if len(shape) else 1
 
 
-def _macs_conv(op: _Op) -> int:  # kernel [out_ch, kh, kw, in_ch]: per output element kh*kw*in_ch
+def _macs_conv(op: Op) -> int:  # kernel [out_ch, kh, kw, in_ch]: per output element kh*kw*in_ch
     w = op.inputs[1]
     return _prod(op.outputs[0].shape) * _prod(w.shape[1:])
 
 
-def _macs_depthwise(op: _Op) -> int:  # kernel [1, kh, kw, out_ch]: per output element kh*kw
+def _macs_depthwise(op: Op) -> int:  # kernel [1, kh, kw, out_ch]: per output element kh*kw
     w = op.inputs[1]
     return _prod(op.outputs[0].shape) * _prod(w.shape[1:3])
 
 
-def _macs_fully_connected(op: _Op) -> int:  # weights [units, in]: per output element `in`
+def _macs_fully_connected(op: Op) -> int:  # weights [units, in]: per output element `in`
     w = op.inputs[1]
     return _prod(op.outputs[0].shape) * int(w.shape[-1])
 
 
-def _macs_transpose_conv(op: _Op) -> int:  # weights [out_ch, kh, kw, in_ch]; input [1, h, w, in_ch]
+def _macs_transpose_conv(op: Op) -> int:  # weights [out_ch, kh, kw, in_ch]; input [1, h, w, in_ch]
     w, x = op.inputs[1], op.inputs[2]
     return _prod(x.shape) * int(w.shape[0]) * _prod(w.shape[1:3])
 
 
-_MAC_RULES = {"conv": _macs_conv, "depthwise": _macs_depthwise, "fully_connected": _macs_fully_connected,
+MAC_RULES = {"conv": _macs_conv, "depthwise": _macs_depthwise, "fully_connected": _macs_fully_connected,
               "transpose_conv": _macs_transpose_conv}
 
 

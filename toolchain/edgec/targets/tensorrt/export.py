@@ -17,8 +17,8 @@ import numpy as np
 
 from edgec.errors import EdgecError
 from edgec.resources import data_file
-from edgec.targets.tensorrt.onnx_io import _quiet, _require, opset_of
-from edgec.targets.tensorrt.quantize import _zero_points
+from edgec.targets.tensorrt.onnx_io import opset_of, quiet, require
+from edgec.targets.tensorrt.quantize import zero_points_of
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def export_onnx(model, opset: int, output_names: list[str] | None = None):
     from edgec.tfcompat import tf_and_keras
 
     tf, _ = tf_and_keras()
-    tf2onnx = _require("tf2onnx", "tf2onnx", "ONNX export")
+    tf2onnx = require("tf2onnx", "tf2onnx", "ONNX export")
     specs = output_specs(model)
     names = output_names or [o.name for o in specs]
     if isinstance(model, SignatureModel):
@@ -62,7 +62,7 @@ def export_onnx(model, opset: int, output_names: list[str] | None = None):
                  for t, n in zip(model.inputs, input_names, strict=True)]
     _restart_tf2onnx_names()
     try:
-        with _quiet():
+        with quiet():
             graph_def, graph_inputs, graph_outputs = frozen_graph(tf.function(outputs), signature)
             renames = dict(zip(graph_inputs, input_names, strict=True))
             renames.update(zip(graph_outputs, names, strict=True))
@@ -216,7 +216,7 @@ def check_for_tensorrt(model, trt_version: str) -> dict[str, Any]:
         EdgecError: the checker fails, the opset is outside what the parser accepts, an op is
             unsupported, or a Q/DQ zero point is not 0.
     """
-    onnx = _require("onnx", "onnx", "ONNX checks")
+    onnx = require("onnx", "onnx", "ONNX checks")
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # onnx.checker.ValidationError, shape inference errors
@@ -238,7 +238,7 @@ def check_for_tensorrt(model, trt_version: str) -> dict[str, Any]:
     unknown = sorted(op for op in counts if op not in table["supported"] and op not in table["unsupported"])
     for op in unknown:
         log.warning("operator %s is not in edgec's TensorRT %s op table; the parser may still accept it", op, table_version)
-    nonzero = [t for t, zps in _zero_points(model).items() if np.any(zps != 0)]
+    nonzero = [t for t, zps in zero_points_of(model).items() if np.any(zps != 0)]
     if nonzero:
         raise EdgecError(f"TensorRT needs every Q/DQ zero point to be 0; non-zero on {', '.join(nonzero[:5])}")
     return {"onnx_checker": "passed", "opset": opset, "tensorrt": str(trt_version), "op_table": table_version,

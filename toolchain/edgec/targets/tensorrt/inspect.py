@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.targets.tensorrt.onnx_io import _require, io_spec, opset_of
-from edgec.targets.tensorrt.quantize import QDQ_OPS, WEIGHTED_OPS, _producers, unquantized_ops
+from edgec.targets.tensorrt.onnx_io import io_spec, opset_of, require
+from edgec.targets.tensorrt.quantize import QDQ_OPS, WEIGHTED_OPS, producers_of, unquantized_ops
 
 
 def inspect_onnx(path: Path) -> dict[str, Any]:
@@ -18,7 +18,7 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
     Raises:
         EdgecError: unreadable or not an ONNX model.
     """
-    onnx = _require("onnx", "onnx", "ONNX inspection")
+    onnx = require("onnx", "onnx", "ONNX inspection")
     from onnx import helper, numpy_helper
 
     from edgec.inspection import compressed_sizes
@@ -32,7 +32,7 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
     if not model.graph.node:
         raise EdgecError(f"'{path}' holds no ONNX graph (is it an ONNX model?)")
     inits = {i.name: i for i in model.graph.initializer}
-    producers = _producers(model)
+    producers = producers_of(model)
     consumers: dict[str, list[Any]] = {}
     for node in model.graph.node:
         for name in node.input:

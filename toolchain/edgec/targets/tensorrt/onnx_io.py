@@ -23,7 +23,7 @@ from edgec.errors import MissingExtra
 ORT_EXACT_INT8 = {"session.x64quantprecision": "1"}
 
 
-def _require(module: str, package: str, purpose: str):
+def require(module: str, package: str, purpose: str):
     import importlib
 
     try:
@@ -33,7 +33,7 @@ def _require(module: str, package: str, purpose: str):
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """Silence tf2onnx / ORT quantization INFO chatter and native stderr while they run."""
     from edgec.util import capture_native_stderr
 
@@ -65,7 +65,7 @@ class OrtRunner:
     """
 
     def __init__(self, model: Path | bytes, threads: int | None = None):
-        ort = _require("onnxruntime", "onnxruntime", "ONNX verification")
+        ort = require("onnxruntime", "onnxruntime", "ONNX verification")
         so = ort.SessionOptions()
         for key, value in ORT_EXACT_INT8.items():
             so.add_session_config_entry(key, value)
@@ -105,7 +105,7 @@ class OrtRunner:
 
 def io_spec(model, batch: int | None = 1) -> tuple[list[dict], list[dict]]:
     """Inputs and outputs of a graph: name, shape (dynamic dims -> ``batch`` on axis 0), dtype."""
-    onnx = _require("onnx", "onnx", "ONNX inspection")
+    onnx = require("onnx", "onnx", "ONNX inspection")
     inits = {i.name for i in model.graph.initializer}
 
     def describe(values):
@@ -132,7 +132,7 @@ def io_spec(model, batch: int | None = 1) -> tuple[list[dict], list[dict]]:
 
 def float_tensors(model) -> list[str]:
     """Names of every float32 tensor a node produces (from ONNX shape inference)."""
-    onnx = _require("onnx", "onnx", "ONNX inspection")
+    onnx = require("onnx", "onnx", "ONNX inspection")
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.output]}
     return [o for n in model.graph.node for o in n.output if types.get(o) == onnx.TensorProto.FLOAT]
@@ -140,8 +140,8 @@ def float_tensors(model) -> list[str]:
 
 def run_all_tensors(model, x: np.ndarray) -> dict[str, np.ndarray]:
     """Run ``model`` on ``x`` and return every float intermediate tensor by name."""
-    onnx = _require("onnx", "onnx", "ONNX inspection")
-    ort = _require("onnxruntime", "onnxruntime", "ONNX inspection")
+    onnx = require("onnx", "onnx", "ONNX inspection")
+    ort = require("onnxruntime", "onnxruntime", "ONNX inspection")
     names = float_tensors(model)
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.targets.tensorrt.onnx_io import _quiet, _require, match_tensors, run_all_tensors
+from edgec.targets.tensorrt.onnx_io import match_tensors, quiet, require, run_all_tensors
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +120,11 @@ def own_initializers(model) -> int:
 def prepare_for_quantization(model):
     """ORT's pre-processing (shape inference, MatMul+Add -> Gemm, BN folding), Gemm layout, and one
     copy of each shared initializer per consumer (:func:`own_initializers`)."""
-    onnx = _require("onnx", "onnx", "quantization")
-    _require("onnxruntime", "onnxruntime", "quantization")
+    onnx = require("onnx", "onnx", "quantization")
+    require("onnxruntime", "onnxruntime", "quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with tempfile.TemporaryDirectory(prefix="edgec-onnx-") as tmp, _quiet():
+    with tempfile.TemporaryDirectory(prefix="edgec-onnx-") as tmp, quiet():
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "pre.onnx"
         onnx.save(model, src)
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
@@ -147,8 +147,8 @@ def quantize_qdq(model, calib_x: np.ndarray, *, overrides: dict[str, float] | No
     Raises:
         EdgecError: the quantized model breaks TensorRT's rules (zero points, per-channel weights).
     """
-    onnx = _require("onnx", "onnx", "quantization")
-    _require("onnxruntime", "onnxruntime", "quantization")
+    onnx = require("onnx", "onnx", "quantization")
+    require("onnxruntime", "onnxruntime", "quantization")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     from edgec.calibration import count
@@ -164,7 +164,7 @@ def quantize_qdq(model, calib_x: np.ndarray, *, overrides: dict[str, float] | No
             for name, scale in overrides.items()}
     initializers = {i.name for i in model.graph.initializer}
     input_names = [i.name for i in model.graph.input if i.name not in initializers]
-    with tempfile.TemporaryDirectory(prefix="edgec-qdq-") as tmp, _quiet():
+    with tempfile.TemporaryDirectory(prefix="edgec-qdq-") as tmp, quiet():
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
         onnx.save(model, src)
         quantize_static(str(src), str(dst), _reader(calib_x, input_names),
@@ -186,7 +186,7 @@ def quantize_qdq(model, calib_x: np.ndarray, *, overrides: dict[str, float] | No
     return QuantResult(qmodel, report)
 
 
-def _zero_points(model) -> dict[str, np.ndarray]:
+def zero_points_of(model) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
@@ -199,7 +199,7 @@ def _zero_points(model) -> dict[str, np.ndarray]:
     return out
 
 
-def _producers(model) -> dict[str, Any]:
+def producers_of(model) -> dict[str, Any]:
     return {o: n for n in model.graph.node for o in n.output}
 
 
@@ -239,8 +239,8 @@ def qdq_report(model) -> dict[str, Any]:
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
-    producers = _producers(model)
-    zps = _zero_points(model)
+    producers = producers_of(model)
+    zps = zero_points_of(model)
     q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     weights, activation_matmuls = {}, {}
     quantized_inputs = {}
@@ -336,9 +336,9 @@ def quantize_model(model, float_proto, ranges: dict[str, tuple[float, float]], c
 def unquantized_ops(source) -> list[dict[str, Any]]:
     """Conv/Gemm/MatMul nodes of a Q/DQ model whose data input or weight is not dequantized from
     int8: TensorRT runs them in floating point. ``source``: a path or a ModelProto."""
-    onnx = _require("onnx", "onnx", "ONNX inspection")
+    onnx = require("onnx", "onnx", "ONNX inspection")
     model = source if isinstance(source, onnx.ModelProto) else onnx.load(str(source))
-    producers = _producers(model)
+    producers = producers_of(model)
     found = []
     for index, node in enumerate(model.graph.node):
         if node.op_type not in WEIGHTED_OPS:
