@@ -6,19 +6,14 @@ The CLI prints these as one line (``Error: ...``) and exits with :attr:`EdgecErr
 
 from __future__ import annotations
 
+# One class for the host and the agent: the agent runs alone on a device (standard library only),
+# so the class is defined in its package and is the same class here.
+from edgec.agent.errors import EdgecError
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
-
-
-class EdgecError(Exception):
-    """A problem the user can fix: bad input, bad usage, an unavailable target.
-
-    Messages say what was expected, what was received and what the valid choices are.
-    """
-
-    exit_code = EXIT_BAD_INPUT
 
 
 class CheckFailed(EdgecError):

@@ -4,8 +4,17 @@ EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
 
 
-class AgentError(Exception):
-    """Bad input or an impossible request (exit code 2)."""
+class EdgecError(Exception):
+    """The one exception family of edgec and its agent: a problem a person can act on (bad input,
+    bad usage, something unavailable), printed as one line. Defined here because the agent ships
+    alone (standard library only); the host's :mod:`edgec.errors` is the same class.
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class AgentError(EdgecError):
+    """Bad input or an impossible request on the device (exit code 2)."""
 
     exit_code = EXIT_BAD_INPUT
 
