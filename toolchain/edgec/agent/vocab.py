@@ -38,6 +38,8 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 #: the collector API's path prefix, the same for the agent and the host
 API = "/v1"
 JOB_TERMINAL_STATES = ("done", "failed", "cancelled")
+#: a collector job's states: waiting, leased to a device, then one of the terminal states
+JOB_STATES = ("queued", "leased") + JOB_TERMINAL_STATES
 LABEL_KEY = re.compile(NAME_PATTERN)
 LABEL_VALUE = re.compile(LABEL_VALUE_PATTERN)
 

@@ -22,7 +22,6 @@ from pydantic import (
 from edgec.agent.schema import SCHEMA_VERSION
 from edgec.agent.vocab import (
     FILE_PATTERN,
-    JOB_TERMINAL_STATES,
     LABEL_VALUE_PATTERN,
     NAME_PATTERN,
     RUNTIME_CHOICES,
@@ -34,7 +33,6 @@ UID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 LEASE_PATTERN = r"^[0-9a-f]{32}$"
 # a job names a sensor, never the external meter command: that is the device's own --power-command
 JOB_SENSORS = tuple(s for s in SENSOR_CHOICES if s != "command")
-JOB_STATES = ("queued", "leased", *JOB_TERMINAL_STATES)
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Sha256 = Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from edgec import report
-from edgec.agent.vocab import JOB_TERMINAL_STATES
+from edgec.agent.vocab import JOB_STATES, JOB_TERMINAL_STATES
 from edgec.collector import API, storage
 from edgec.collector.bodies import (
     StrictRoute,
@@ -287,7 +287,7 @@ def create_app(store: Store, settings: ServerSettings, search_storage: str | Non
         return doc
 
     @app.get(API + "/jobs", tags=["jobs"])
-    async def list_jobs(state: Literal["queued", "leased", "done", "failed", "cancelled"] | None = None,
+    async def list_jobs(state: Literal[JOB_STATES] | None = None,
                         limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> dict[str, Any]:
         """The latest jobs, newest first."""
         return {"jobs": await read(storage.reads.list_jobs, state, limit)}

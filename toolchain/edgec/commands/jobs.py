@@ -7,15 +7,14 @@ from pathlib import Path
 
 import click
 
+from edgec.agent.vocab import JOB_STATES
 from edgec.commands._server import ago, connect, server_options
-
-STATES = ["queued", "leased", "done", "failed", "cancelled"]
 
 
 @click.command()
 @click.argument("job_id", required=False, type=click.IntRange(min=1))
 @server_options
-@click.option("--state", type=click.Choice(STATES), help="Only jobs in this state.")
+@click.option("--state", type=click.Choice(JOB_STATES), help="Only jobs in this state.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=50, show_default=True, help="Newest jobs shown.")
 @click.option("--cancel", is_flag=True, help="Cancel JOB_ID (queued or running).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
