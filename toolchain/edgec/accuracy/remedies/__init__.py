@@ -37,6 +37,16 @@ OFFERED = {
     "edgetpu": ("equalize", "bias_correct", "adaround"),
     "tensorrt": ("equalize", "bias_correct", "adaround"),
 }
+#: the remedies that read one input array: a model with several inputs is offered the others
+ONE_INPUT = ("equalize", "bias_correct", "range", "adaround")
+
+
+def offered(kind: str, x) -> tuple[str, ...]:
+    """The remedies target kind ``kind`` carries for calibration inputs ``x`` (a dict: several inputs)."""
+    kinds = OFFERED.get(kind, ())
+    return tuple(n for n in kinds if n not in ONE_INPUT) if isinstance(x, dict) else kinds
+
+
 WHY_NOT = {
     ("edgetpu", "int16"): "the Edge TPU has no 16-bit kernels",
     ("tensorrt", "int16"): "TensorRT has no int16 precision",

@@ -32,15 +32,16 @@ class KerasVariants:
     """
 
     def __init__(self, model, calib_x, seed: int = 0):
-        if isinstance(calib_x, dict):
-            raise EdgecError("the weight remedies (--equalize, --bias-correct, --adaround) take models with one input")
-        self.model, self.x, self.seed = model, np.asarray(calib_x, np.float32), seed
+        self.model, self.seed = model, seed
+        self.x = calib_x if isinstance(calib_x, dict) else np.asarray(calib_x, np.float32)
         self.cache: dict[tuple[bool, bool, bool], tuple[Any, dict[str, Any]]] = {(False, False, False): (model, {})}
 
     def get(self, wanted: Remedies) -> tuple[Any, dict[str, Any]]:
         key = wanted.keras
         if key in self.cache:
             return self.cache[key]
+        if isinstance(self.x, dict):  # several inputs: the plain model (cached) is all there is
+            raise EdgecError("the weight remedies (--equalize, --bias-correct, --adaround) take models with one input")
         from edgec.accuracy.remedies import equalize as eq
         from edgec.accuracy.remedies import weights as wt
 
@@ -92,7 +93,7 @@ def int16_model(model, calib, output_names, progress=None) -> bytes:
     """
     from edgec.model_io import SignatureModel, named_function
     from edgec.progress import Progress
-    from edgec.targets.tflite import _converter_reason, _representative
+    from edgec.targets.tflite import converter_reason, representative_dataset
     from edgec.tfcompat import tf_and_keras
     from edgec.tflite_model import reorder_outputs
     from edgec.util import capture_native_stderr
@@ -104,7 +105,7 @@ def int16_model(model, calib, output_names, progress=None) -> bytes:
         [concrete], model.loaded if isinstance(model, SignatureModel) else model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    converter.representative_dataset = _representative(calib, progress)
+    converter.representative_dataset = representative_dataset(calib, progress)
     with progress.task("convert: TFLite 16x8"), capture_native_stderr() as native:
         try:
             content = converter.convert()
@@ -113,7 +114,7 @@ def int16_model(model, calib, output_names, progress=None) -> bytes:
         else:
             error = None
     if error is not None:
-        raise EdgecError(f"TFLite 16x8 conversion failed: {_converter_reason(error, native)}") from error
+        raise EdgecError(f"TFLite 16x8 conversion failed: {converter_reason(error, native)}") from error
     return reorder_outputs(bytes(content), output_names)
 
 

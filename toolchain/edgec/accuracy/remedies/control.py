@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from edgec.accuracy.remedies import OFFERED, ORDER, Remedies, describe
+from edgec.accuracy.remedies import ORDER, Remedies, describe
+from edgec.accuracy.remedies import offered as offered_for
 from edgec.accuracy.remedies.apply import KerasVariants, RangedBackend, int16_model
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,10 @@ def int8_bytes(model, calib, method: str | None, io_dtype: str, names: list[str]
     from tensorflow.lite.python.convert import mlir_quantize
 
     from edgec.accuracy.remedies import ranges
-    from edgec.accuracy.tflite import _deduplicate, _quiet
+    from edgec.accuracy.tflite import deduplicate, quiet
     from edgec.config import Precision
     from edgec.model_io import SignatureModel, named_function
-    from edgec.targets.tflite import _representative, convert
+    from edgec.targets.tflite import convert, representative_dataset
     from edgec.tfcompat import tf_and_keras
     from edgec.tflite_model import reorder_outputs
 
@@ -49,14 +50,14 @@ def int8_bytes(model, calib, method: str | None, io_dtype: str, names: list[str]
         [named_function(model, None, names)], model.loaded if isinstance(model, SignatureModel) else model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.representative_dataset = _representative(calib, Progress(enabled=False))
+    converter.representative_dataset = representative_dataset(calib, Progress(enabled=False))
     converter._experimental_calibrate_only = True  # noqa: SLF001 (the QuantizationDebugger's own route)
     io = {"int8": tf.int8, "uint8": tf.uint8}[io_dtype]
-    with _quiet():
+    with quiet():
         calibrated = converter.convert()
         calibrated, report = ranges.apply(bytes(calibrated), calib.x, method)
         content = mlir_quantize(calibrated, input_data_type=io, output_data_type=io)
-    return reorder_outputs(_deduplicate(bytes(content)), names), report
+    return reorder_outputs(deduplicate(bytes(content)), names), report
 
 
 def latency_ms(models: dict[str, bytes], runs: int = LATENCY_RUNS, rounds: int = LATENCY_ROUNDS) -> dict[str, float]:
@@ -145,7 +146,7 @@ def search(ctx, forced: Remedies, budget: float, trials=None) -> tuple[Remedies,
     from edgec.accuracy.metric import Metric
 
     trials = trials if trials is not None else Trials.of(ctx, Metric(ctx.reference))
-    offered = OFFERED.get(ctx.profile.target, ())
+    offered = offered_for(ctx.profile.target, ctx.calib.x)
     if forced.int16:
         score = trials(forced)[0]
         trials.kept.add(forced)
@@ -197,7 +198,7 @@ def tflite_build(ctx, artifact: str) -> tuple[bytes, dict[str, Any]]:
     else:
         content, section, info = _float_fallback(ctx, trials, chosen, budget, artifact)
     section["remedies"] = {"chosen": chosen.names(), "tried": trials.rows(trials.kept), "reports": reports,
-                           "offered": list(OFFERED.get(ctx.profile.target, ()))}
+                           "offered": list(offered_for(ctx.profile.target, ctx.calib.x))}
     section["before"] = {**plain_score.to_json(), "bytes": len(plain_content)}
     section["size_change_bytes"] = section["after"]["bytes"] - len(plain_content)
     section["size_change_share"] = round(section["size_change_bytes"] / len(plain_content), 6)
@@ -208,11 +209,11 @@ def tflite_build(ctx, artifact: str) -> tuple[bytes, dict[str, Any]]:
 
 def _macs_of(content: bytes) -> tuple[int, int]:
     from edgec import tflite_model
-    from edgec.accuracy.tflite import _macs
+    from edgec.accuracy.tflite import op_macs
 
     m = tflite_model.load(content)
     compute = [op for op in m.operators if op.op not in ("QUANTIZE", "DEQUANTIZE")]
-    return sum(_macs(m, op) for op in compute), len(compute)
+    return sum(op_macs(m, op) for op in compute), len(compute)
 
 
 def integer_section(ctx, trials: Trials, chosen: Remedies, met: bool, budget: float, artifact: str) -> dict[str, Any]:
@@ -268,7 +269,7 @@ def each_alone(model, calib, metric, profile, output_names: list[str], seed: int
     """Each remedy the profile's kind can carry, measured alone on the TFLite int8 model (what
     ``edgec analyze`` reports), in order of cost, after plain int8."""
     trials = Trials(model, calib, metric, io_dtype=profile.int8_io, output_names=output_names, seed=seed)
-    offered = OFFERED.get(profile.target, ())
+    offered = offered_for(profile.target, calib.x)
     combos = [Remedies()]
     for name in ORDER:
         if name not in offered:

@@ -56,7 +56,7 @@ def choose(ctx, qdq) -> tuple[Any, dict[str, Any] | None]:
     """The Q/DQ model with the cheapest weight remedies that meet the budget (or the best found),
     and what to add to the manifest's ``accuracy_control``; ``(qdq, None)`` with --no-remedies."""
     from edgec.accuracy.metric import Metric
-    from edgec.accuracy.remedies import OFFERED, describe
+    from edgec.accuracy.remedies import describe, offered
     from edgec.accuracy.remedies.control import search
 
     if not ctx.options.remedies:
@@ -69,4 +69,4 @@ def choose(ctx, qdq) -> tuple[Any, dict[str, Any] | None]:
     if any(chosen.keras):
         ctx.extra["remedies"] = describe(chosen, reports)
     return proto, {"chosen": chosen.names(), "tried": trials.rows(trials.kept), "reports": reports,
-                   "offered": list(OFFERED.get("tensorrt", ())), "plain": plain, "bytes": trials.cache[trials.order[0]][3]}
+                   "offered": list(offered("tensorrt", ctx.calib.x)), "plain": plain, "bytes": trials.cache[trials.order[0]][3]}
