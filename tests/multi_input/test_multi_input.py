@@ -84,14 +84,23 @@ def test_data_checked_per_input(tmp_path, multi_dir):
     ({"image": "x", "side": "s", "meta": "s"}, "extra 'meta'"),
     ({"x": "x"}, "missing 'image', 'side'; extra 'x'"),
 ])
-def test_wrong_npz_keys_exit_2(tmp_path, multi_dir, cli_runner, arrays, said):
+def test_wrong_npz_keys_name_the_expected_ones(tmp_path, arrays, said):
+    from edgec import calibration
+
     image, side = np.zeros((10, 8, 8, 1), np.float32), np.zeros((10, 4), np.float32)
     np.savez(tmp_path / "bad.npz", **{k: image if v == "x" else side for k, v in arrays.items()})
+    with pytest.raises(EdgecError) as info:
+        calibration.load(tmp_path / "bad.npz", {"image": (8, 8, 1), "side": (4,)})
+    assert said in str(info.value) and "expects one array per input named 'image', 'side'" in str(info.value)
+
+
+def test_wrong_npz_keys_exit_2(tmp_path, multi_dir, cli_runner):
+    np.savez(tmp_path / "bad.npz", image=np.zeros((10, 8, 8, 1), np.float32), meta=np.zeros((10, 4), np.float32))
     code, _, err = cli_runner("build", multi_dir / "two_inputs.keras", "--target", "rpi5", "--precision", "int8",
                               "--calib", tmp_path / "bad.npz", "--out", tmp_path / "dist")
     assert code == 2
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and said in lines[0], err
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "missing 'side'; extra 'meta'" in lines[0], err
     assert "expects one array per input named 'image', 'side'" in lines[0]
     assert not (tmp_path / "dist" / "rpi5").exists()
 
