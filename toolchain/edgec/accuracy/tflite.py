@@ -37,7 +37,7 @@ CONVERSION_OPS = ("QUANTIZE", "DEQUANTIZE")
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """The quantizer prints its settings to fd 2; tf.lite.Interpreter warns it is deprecated."""
     from edgec.util import capture_native_stderr
 
@@ -53,7 +53,7 @@ def same_tensor(name: str, node: str) -> bool:
     return name == node or re.fullmatch(re.escape(node) + r"\d+", name) is not None
 
 
-def _macs(m: tflite_model.TFLiteModel, op: tflite_model.Operator) -> int:
+def op_macs(m: tflite_model.TFLiteModel, op: tflite_model.Operator) -> int:
     """Multiply-accumulates per sample of a Conv / depthwise Conv / fully-connected op."""
     if not op.outputs or len(op.inputs) < 2 or op.inputs[1] < 0:
         return 0
@@ -93,7 +93,7 @@ class TFLiteBackend:
                  output_names: list[str] | None = None, threads: int | None = None, progress=None):
         from edgec.model_io import SignatureModel, named_function, output_specs
         from edgec.progress import Progress
-        from edgec.targets.tflite import _converter_reason, _representative
+        from edgec.targets.tflite import converter_reason, representative_dataset
         from edgec.tfcompat import tf_and_keras
         from edgec.util import capture_native_stderr
 
@@ -109,7 +109,7 @@ class TFLiteBackend:
         self._io = {"int8": tf.int8, "uint8": tf.uint8}[io_dtype]
         converter.inference_input_type = self._io
         converter.inference_output_type = self._io
-        converter.representative_dataset = _representative(calib, progress)
+        converter.representative_dataset = representative_dataset(calib, progress)
         with progress.task("calibrate: QuantizationDebugger"), capture_native_stderr() as native, \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -121,7 +121,7 @@ class TFLiteBackend:
             else:
                 error = None
         if error is not None:
-            raise EdgecError(f"TFLite int8 calibration failed: {_converter_reason(error, native)}") from error
+            raise EdgecError(f"TFLite int8 calibration failed: {converter_reason(error, native)}") from error
         self.calibrated = bytes(self.debugger.calibrated_model)
         self._per_channel_off = bool(converter._experimental_disable_per_channel)  # noqa: SLF001
         self._dense_per_channel_off = bool(
@@ -140,13 +140,13 @@ class TFLiteBackend:
             return self._cache[key]
         from tensorflow.lite.python.convert import mlir_quantize
 
-        with _quiet():
+        with quiet():
             content = mlir_quantize(
                 self.calibrated, disable_per_channel=self._per_channel_off,
                 input_data_type=self._io, output_data_type=self._io,
                 denylisted_nodes=sorted(key) or None,
                 disable_per_channel_for_dense_layers=self._dense_per_channel_off)
-        built = tflite_model.reorder_outputs(_deduplicate(bytes(content)), self.names)
+        built = tflite_model.reorder_outputs(deduplicate(bytes(content)), self.names)
         if not key:  # the plain model is kept; other configurations are measured once (search.Evaluator)
             self._cache[key] = built
         return built
@@ -210,7 +210,7 @@ class TFLiteBackend:
             return q
         q.index = match.index
         q.params = int(sum(t.num_params for t in plain.weights(match)))
-        q.macs = _macs(plain, match)
+        q.macs = op_macs(plain, match)
         kernel = plain.kernel(match)
         if kernel is not None and kernel.scale:
             q.weight_scale, q.weight_channels = (min(kernel.scale), max(kernel.scale)), len(kernel.scale)
@@ -242,7 +242,7 @@ class TFLiteBackend:
                                                           / scale) if scale else float("nan"),
         }
         options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics=metrics)
-        with _quiet():
+        with quiet():
             debug_model = self.debugger.get_debug_quantized_model()
             # a debugger on the debug model's bytes keeps every tensor, so the float value each
             # NumericVerify compares against is still there when it is read
@@ -263,7 +263,7 @@ class TFLiteBackend:
         return stats
 
 
-def _deduplicate(content: bytes) -> bytes:
+def deduplicate(content: bytes) -> bytes:
     """Share identical read-only buffers, as the converter does after quantizing."""
     try:
         from tensorflow.lite.python.lite import _deduplicate_readonly_buffers

@@ -109,7 +109,7 @@ def convert(model, precision: Precision, *, calib: Dataset | None = None, io_dty
         dtype = {"int8": tf.int8, "uint8": tf.uint8}[io_dtype]
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
-        converter.representative_dataset = _representative(calib, progress)
+        converter.representative_dataset = representative_dataset(calib, progress)
     if sparsity:
         converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     with progress.task(f"convert: TFLite {precision.value}") as _task, capture_native_stderr() as native:
@@ -120,11 +120,11 @@ def convert(model, precision: Precision, *, calib: Dataset | None = None, io_dty
         else:
             error = None
     if error is not None:
-        raise EdgecError(f"TFLite conversion ({precision.value}) failed: {_converter_reason(error, native)}") from error
+        raise EdgecError(f"TFLite conversion ({precision.value}) failed: {converter_reason(error, native)}") from error
     return tflite_model.reorder_outputs(bytes(content), names)
 
 
-def _representative(calib: Dataset, progress: Progress):
+def representative_dataset(calib: Dataset, progress: Progress):
     # several inputs go by name: the converter matches a dict's keys to the signature's inputs,
     # which it orders its own way (not the model's)
     def gen():
@@ -139,7 +139,7 @@ def _representative(calib: Dataset, progress: Progress):
     return gen
 
 
-def _converter_reason(error: Exception, native: list[str]) -> str:
+def converter_reason(error: Exception, native: list[str]) -> str:
     text = "\n".join([str(error), *native])
     lines = [ln.strip() for ln in text.splitlines() if re.search(r"error:|not supported|unsupported", ln, re.I)]
     seen: list[str] = []

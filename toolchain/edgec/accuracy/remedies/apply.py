@@ -93,7 +93,7 @@ def int16_model(model, calib, output_names, progress=None) -> bytes:
     """
     from edgec.model_io import SignatureModel, named_function
     from edgec.progress import Progress
-    from edgec.targets.tflite import _converter_reason, _representative
+    from edgec.targets.tflite import converter_reason, representative_dataset
     from edgec.tfcompat import tf_and_keras
     from edgec.tflite_model import reorder_outputs
     from edgec.util import capture_native_stderr
@@ -105,7 +105,7 @@ def int16_model(model, calib, output_names, progress=None) -> bytes:
         [concrete], model.loaded if isinstance(model, SignatureModel) else model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    converter.representative_dataset = _representative(calib, progress)
+    converter.representative_dataset = representative_dataset(calib, progress)
     with progress.task("convert: TFLite 16x8"), capture_native_stderr() as native:
         try:
             content = converter.convert()
@@ -114,7 +114,7 @@ def int16_model(model, calib, output_names, progress=None) -> bytes:
         else:
             error = None
     if error is not None:
-        raise EdgecError(f"TFLite 16x8 conversion failed: {_converter_reason(error, native)}") from error
+        raise EdgecError(f"TFLite 16x8 conversion failed: {converter_reason(error, native)}") from error
     return reorder_outputs(bytes(content), output_names)
 
 

@@ -34,10 +34,10 @@ def int8_bytes(model, calib, method: str | None, io_dtype: str, names: list[str]
     from tensorflow.lite.python.convert import mlir_quantize
 
     from edgec.accuracy.remedies import ranges
-    from edgec.accuracy.tflite import _deduplicate, _quiet
+    from edgec.accuracy.tflite import deduplicate, quiet
     from edgec.config import Precision
     from edgec.model_io import SignatureModel, named_function
-    from edgec.targets.tflite import _representative, convert
+    from edgec.targets.tflite import convert, representative_dataset
     from edgec.tfcompat import tf_and_keras
     from edgec.tflite_model import reorder_outputs
 
@@ -50,14 +50,14 @@ def int8_bytes(model, calib, method: str | None, io_dtype: str, names: list[str]
         [named_function(model, None, names)], model.loaded if isinstance(model, SignatureModel) else model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.representative_dataset = _representative(calib, Progress(enabled=False))
+    converter.representative_dataset = representative_dataset(calib, Progress(enabled=False))
     converter._experimental_calibrate_only = True  # noqa: SLF001 (the QuantizationDebugger's own route)
     io = {"int8": tf.int8, "uint8": tf.uint8}[io_dtype]
-    with _quiet():
+    with quiet():
         calibrated = converter.convert()
         calibrated, report = ranges.apply(bytes(calibrated), calib.x, method)
         content = mlir_quantize(calibrated, input_data_type=io, output_data_type=io)
-    return reorder_outputs(_deduplicate(bytes(content)), names), report
+    return reorder_outputs(deduplicate(bytes(content)), names), report
 
 
 def latency_ms(models: dict[str, bytes], runs: int = LATENCY_RUNS, rounds: int = LATENCY_ROUNDS) -> dict[str, float]:
@@ -209,11 +209,11 @@ def tflite_build(ctx, artifact: str) -> tuple[bytes, dict[str, Any]]:
 
 def _macs_of(content: bytes) -> tuple[int, int]:
     from edgec import tflite_model
-    from edgec.accuracy.tflite import _macs
+    from edgec.accuracy.tflite import op_macs
 
     m = tflite_model.load(content)
     compute = [op for op in m.operators if op.op not in ("QUANTIZE", "DEQUANTIZE")]
-    return sum(_macs(m, op) for op in compute), len(compute)
+    return sum(op_macs(m, op) for op in compute), len(compute)
 
 
 def integer_section(ctx, trials: Trials, chosen: Remedies, met: bool, budget: float, artifact: str) -> dict[str, Any]:
