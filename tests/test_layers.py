@@ -57,3 +57,16 @@ def test_a_cycle_through_an_import_inside_a_function_breaks_the_contracts(tmp_pa
     assert result.returncode == 1, result.stdout + result.stderr
     assert "toy.low is not allowed to import toy.high" in result.stdout
     assert "Contracts: 0 kept, 2 broken." in result.stdout
+
+
+def test_no_module_imports_a_private_name_of_another():
+    """``_name`` is private to its module: another module that needs it gets a public name."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "toolchain" / "edgec").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and ((node.module or "").startswith("edgec") or node.level):
+                found += [f"{path.relative_to(ROOT)}:{node.lineno}: {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == []
