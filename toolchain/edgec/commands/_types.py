@@ -26,6 +26,12 @@ class FiniteFloat(click.FloatRange):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return super().convert(number, param, ctx)
 
+    def _describe_range(self) -> str:
+        # Click writes "x<=None" for a range with neither bound; an unbounded number has none.
+        if self.min is None and self.max is None:
+            return ""
+        return super()._describe_range()
+
 
 #: Any finite float.
 FINITE = FiniteFloat()
