@@ -101,7 +101,7 @@ def test_constraints_stop_trials_before_fine_tuning(data, tmp_path, quick_device
     from edgec.search import api
 
     space = SMALL_SPACE.replace("prune = [0.0, 0.6]", "prune = 0.6").replace('["ptq", "qat"]', '"ptq"')
-    request = request_for(data, tmp_path, space, quick_device, trials=2, max_bytes=60_000, max_latency_ms=1000.0)
+    request = request_for(data, tmp_path, space, quick_device, trials=2, max_bytes=60_000, max_latency_p50_ms=1000.0)
     enqueue(request, DIRECTIONS, [{"precision": "fp32"}, {"precision": "int8"}])
     doc = api.run(request)
     fp32, int8 = doc["trials"]

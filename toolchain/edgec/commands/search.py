@@ -62,8 +62,10 @@ def _storage_options(func):
               "bytes, params, energy (default: accuracy,latency,size and energy where the device reads power).")
 @click.option("--max-accuracy-drop", type=FINITE, metavar="POINTS", help="Constraint: accuracy drop against the "
               "float model.")
-@click.option("--max-latency-ms", type=FINITE, metavar="L", help="Constraint: median latency; checked before "
-              "fine-tuning.")
+@click.option("--max-latency-p50-ms", type=FINITE, metavar="L", help="Constraint: median (p50) latency in ms, "
+              "as the latency objective; checked before fine-tuning.")
+@click.option("--max-latency-ms", "max_latency_ms_deprecated", type=FINITE, metavar="L", hidden=True,
+              help="Deprecated spelling of --max-latency-p50-ms.")
 @click.option("--max-bytes", type=FINITE, metavar="B", help="Constraint: artifact bytes; checked before fine-tuning.")
 @click.option("--space", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="TOML file overriding the default search space of the target kind.")
@@ -105,9 +107,10 @@ def _storage_options(func):
 @click.option("--custom-objects", multiple=True, metavar="PATH.py|MODULE",
               help="Import the code that registers the model's custom layers before loading it (repeatable).")
 def run(model, builder, target, fine_tune, eval_data, calib, train, trials, timeout, objectives, max_accuracy_drop,
-        max_latency_ms, max_bytes, space, sampler, pruner, device, server, labels, token_file, cafile, runs,
-        min_seconds, warmup, threads, min_repeats, max_repeats, latency_rtol, python, identity, ssh_options, out,
-        storage, study, workers, seed, heartbeat, retries, as_json, plot, custom_objects) -> None:
+        max_latency_p50_ms, max_latency_ms_deprecated, max_bytes, space, sampler, pruner, device, server, labels,
+        token_file, cafile, runs, min_seconds, warmup, threads, min_repeats, max_repeats, latency_rtol, python,
+        identity, ssh_options, out, storage, study, workers, seed, heartbeat, retries, as_json, plot,
+        custom_objects) -> None:
     """Search compression settings for MODEL on a device; print the Pareto front.
 
     \b
@@ -119,6 +122,12 @@ def run(model, builder, target, fine_tune, eval_data, calib, train, trials, time
     from edgec.search import api
     from edgec.search.device import Device
 
+    if max_latency_ms_deprecated is not None:
+        if max_latency_p50_ms is not None:
+            raise EdgecError("give --max-latency-p50-ms, not also its deprecated spelling --max-latency-ms")
+        click.echo("Warning: --max-latency-ms is deprecated: it limits the median (p50) latency; write "
+                   "--max-latency-p50-ms (CI's latency budget is max_latency_p90_ms)", err=True)
+        max_latency_p50_ms = max_latency_ms_deprecated
     if runs is not None and min_seconds is not None:
         raise EdgecError("give --runs or --min-seconds, not both")
     if not server:
@@ -137,7 +146,7 @@ def run(model, builder, target, fine_tune, eval_data, calib, train, trials, time
         target=target, eval=eval_data, model=model, builder=builder, fine_tune=fine_tune, calib=calib, train=train,
         trials=trials, timeout=timeout,
         objectives=[o.strip() for o in objectives.split(",") if o.strip()] if objectives is not None else None,
-        max_accuracy_drop=max_accuracy_drop, max_latency_ms=max_latency_ms, max_bytes=max_bytes, space=space,
+        max_accuracy_drop=max_accuracy_drop, max_latency_p50_ms=max_latency_p50_ms, max_bytes=max_bytes, space=space,
         sampler=sampler, pruner=pruner, device=dev, storage=storage, study=study, workers=workers, seed=seed,
         out=out, heartbeat=heartbeat, retries=retries, custom_objects=tuple(custom_objects))
 
@@ -152,7 +161,7 @@ def run(model, builder, target, fine_tune, eval_data, calib, train, trials, time
     if not doc["front"]:
         from edgec.errors import CheckFailed
 
-        raise CheckFailed("no trial met every constraint; relax --max-accuracy-drop/--max-latency-ms/--max-bytes "
+        raise CheckFailed("no trial met every constraint; relax --max-accuracy-drop/--max-latency-p50-ms/--max-bytes "
                           "or widen the --space")
 
 

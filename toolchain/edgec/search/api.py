@@ -45,7 +45,8 @@ class Request:
         timeout: stop starting trials after this many seconds.
         objectives: among accuracy, latency, size (zstd bytes), bytes, params, energy; ``None``:
             accuracy, latency, size, and energy when the device reads power.
-        max_accuracy_drop, max_latency_ms, max_bytes: constraints (points, ms, artifact bytes).
+        max_accuracy_drop, max_latency_p50_ms, max_bytes: constraints (points; the median (p50)
+            latency in ms, as the latency objective; artifact bytes).
         space: a TOML file overriding the default space of the target kind.
         sampler: tpe, nsga2 or random; pruner: hyperband or none.
         device: where and how trials are measured.
@@ -68,7 +69,7 @@ class Request:
     timeout: float | None = None
     objectives: list[str] | None = None
     max_accuracy_drop: float | None = None
-    max_latency_ms: float | None = None
+    max_latency_p50_ms: float | None = None
     max_bytes: float | None = None
     space: Path | None = None
     sampler: str = "tpe"
@@ -120,7 +121,7 @@ def check(request: Request):
             raise EdgecError(f"unknown objective(s) {', '.join(unknown) or '(none given)'}; valid: {choices(OBJECTIVES)}")
         if len(set(request.objectives)) != len(request.objectives):
             raise EdgecError(f"--objectives lists one twice: {','.join(request.objectives)}")
-    for name in ("max_accuracy_drop", "max_latency_ms", "max_bytes"):
+    for name in ("max_accuracy_drop", "max_latency_p50_ms", "max_bytes"):
         value = getattr(request, name)
         if value is not None and not value >= 0:
             raise EdgecError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
@@ -180,7 +181,7 @@ def settings_of(request: Request, profile, space, objectives: list[str], energy:
         "data": data, "data_specs": {name: str(getattr(request, name)) if getattr(request, name) else None
                                      for name in data},
         "objectives": objectives, "directions": [OBJECTIVES[o][0] for o in objectives],
-        "constraints": {"max_accuracy_drop": request.max_accuracy_drop, "max_latency_ms": request.max_latency_ms,
+        "constraints": {"max_accuracy_drop": request.max_accuracy_drop, "max_latency_p50_ms": request.max_latency_p50_ms,
                         "max_bytes": request.max_bytes},
         "space": space.to_json(), "seed": request.seed, "device": request.device.key(), "energy": energy,
         "sampler": request.sampler, "pruner": request.pruner, "versions": cache_mod.library_versions(),
@@ -318,7 +319,7 @@ def _context(request: Request, profile, space, objectives: list[str]):
         builder, builder_id = builder_mod.load(request.builder)
     return Context(profile=profile, space=space, objectives=objectives,
                    constraints={"max_accuracy_drop": request.max_accuracy_drop,
-                                "max_latency_ms": request.max_latency_ms, "max_bytes": request.max_bytes},
+                                "max_latency_p50_ms": request.max_latency_p50_ms, "max_bytes": request.max_bytes},
                    device=request.device, out=Path(request.out), seed=request.seed, eval=request.eval,
                    fine_tune=request.fine_tune, calib=request.calib, model=request.model, builder=builder,
                    builder_id=builder_id, train=request.train, custom_objects=tuple(request.custom_objects))

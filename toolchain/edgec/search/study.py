@@ -165,12 +165,24 @@ def open_study(storage, name: str, settings: dict[str, Any], sampler, pruner=Non
     if stored is None:
         study.set_user_attr(SETTINGS_ATTR, settings)
         stored = settings
+    stored = _renamed(stored)
     for field in IDENTITY:
         if _canonical(stored.get(field)) != _canonical(settings.get(field)):
             raise EdgecError(f"study '{name}' was started with another {field.replace('_', ' ')}: "
                              f"{_short(stored.get(field))} (now {_short(settings.get(field))}); resume it with the "
                              "same arguments or pick another --study")
     return study
+
+
+def _renamed(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings stored by earlier versions, in today's words: the median latency constraint was
+    ``max_latency_ms`` (the same limit, named p50 since CI's latency budget is a p90)."""
+    constraints = settings.get("constraints")
+    if isinstance(constraints, dict) and "max_latency_ms" in constraints:
+        constraints = dict(constraints)
+        constraints["max_latency_p50_ms"] = constraints.pop("max_latency_ms")
+        return {**settings, "constraints": constraints}
+    return settings
 
 
 def _canonical(value: Any) -> str:

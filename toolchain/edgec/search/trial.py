@@ -5,7 +5,7 @@ The order of a trial:
 
 1. the configuration (and, with ``--builder``, the model's hyperparameters and training);
 2. its key: a finished trial of the study with the same key gives its result at once;
-3. constraints first: with ``--max-bytes`` / ``--max-latency-ms``, a cheap build of the
+3. constraints first: with ``--max-bytes`` / ``--max-latency-p50-ms``, a cheap build of the
    configuration without fine-tuning (one epoch on 64 samples; with ``--builder`` the untrained
    model) is measured, and a trial that breaks a limit stops before any training;
 4. ``--builder``: training, judged by Hyperband at its rungs;
@@ -77,7 +77,7 @@ class Context:
     profile: Any  # edgec.profiles.Profile
     space: space_mod.Space
     objectives: list[str]
-    constraints: dict[str, float | None]  # max_accuracy_drop, max_latency_ms, max_bytes
+    constraints: dict[str, float | None]  # max_accuracy_drop, max_latency_p50_ms, max_bytes
     device: Any  # edgec.search.device.Device
     out: Path
     seed: int
@@ -378,7 +378,7 @@ class Runner:
         build_dir, manifest, build_key = ctx.build(model_path, model_key, final, timer)
         self._stage(trial, f"measuring on {ctx.device.where()}")
         measurement = ctx.measure(build_dir, build_key, self._front_latencies(), timer,
-                                  ctx.constraints.get("max_latency_ms"))
+                                  ctx.constraints.get("max_latency_p50_ms"))
         result = ctx.result(build_dir, manifest, measurement, self.fp32_bytes())
         if "energy" in ctx.objectives and measurement["energy_mj"] is None:
             raise EdgecError(f"energy is an objective but this measurement has none: {measurement['power'].get('reason')}")
@@ -405,7 +405,7 @@ class Runner:
 
     def _has_size_or_latency_limit(self) -> bool:
         c = self.ctx.constraints
-        return c.get("max_bytes") is not None or c.get("max_latency_ms") is not None
+        return c.get("max_bytes") is not None or c.get("max_latency_p50_ms") is not None
 
     def _probe(self, trial, config: space_mod.Config, model_path: Path, model_key: str, timer: Timer) -> None:
         """Constraints first: build the configuration without real fine-tuning and stop the trial when
@@ -421,7 +421,7 @@ class Runner:
             options["calib"] = ctx.probe_data()
         build_dir, manifest, build_key = ctx.build(model_path, model_key, options, timer)
         size = int(manifest["artifacts"][0]["bytes"])
-        limit_bytes, limit_ms = ctx.constraints.get("max_bytes"), ctx.constraints.get("max_latency_ms")
+        limit_bytes, limit_ms = ctx.constraints.get("max_bytes"), ctx.constraints.get("max_latency_p50_ms")
         probe: dict[str, Any] = {"bytes": size, "build_dir": str(build_dir)}
         if limit_bytes is not None and size > limit_bytes:
             trial.set_constraint("bytes", size - limit_bytes)
@@ -433,7 +433,7 @@ class Runner:
             if m["p50_ms"] > limit_ms:
                 trial.set_constraint("latency_ms", m["p50_ms"] - limit_ms)
                 raise Stopped({"by": "constraint", "stage": "probe", "probe": probe,
-                               "reason": f"latency {m['p50_ms']:.4f} ms > --max-latency-ms {limit_ms:g} "
+                               "reason": f"latency {m['p50_ms']:.4f} ms > --max-latency-p50-ms {limit_ms:g} "
                                          "(before fine-tuning)"})
         trial.set_user_attr("probe", probe)
 
@@ -497,8 +497,8 @@ class Runner:
         c = self.ctx.constraints
         if c.get("max_accuracy_drop") is not None:
             trial.set_constraint("accuracy_drop", result["drop"] - c["max_accuracy_drop"])
-        if c.get("max_latency_ms") is not None:
-            trial.set_constraint("latency_ms", result["latency"]["p50_ms"] - c["max_latency_ms"])
+        if c.get("max_latency_p50_ms") is not None:
+            trial.set_constraint("latency_ms", result["latency"]["p50_ms"] - c["max_latency_p50_ms"])
         if c.get("max_bytes") is not None:
             trial.set_constraint("bytes", result["bytes"] - c["max_bytes"])
         if result.get("checks_failed"):
