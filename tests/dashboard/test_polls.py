@@ -27,7 +27,7 @@ class _Counting:
         self._log = log
 
     def execute(self, sql, *args):
-        self._log.append(" ".join(sql.split())[:80])
+        self._log.append(" ".join(sql.split())[:400])
         return self._conn.execute(sql, *args)
 
     def __getattr__(self, name):

@@ -18,7 +18,7 @@ HELD_SHOWN = 3  # jobs a device holds, shown by name (the others counted)
 
 def fleet_rows(conn) -> list[dict[str, Any]]:
     """Devices with the jobs they hold, as read from the record (kept while it does not change)."""
-    return reads.fleet_devices(conn)
+    return reads.fleet_devices(conn, HELD_SHOWN)
 
 
 def fleet(devices: list[dict[str, Any]], offline_after: float, now: float) -> dict[str, Any]:
@@ -28,8 +28,7 @@ def fleet(devices: list[dict[str, Any]], offline_after: float, now: float) -> di
     for row in devices:
         d = dict(row)
         d["seen_s"] = max(0.0, now - d["last_seen"])
-        d["more"] = max(0, len(d["held"]) - HELD_SHOWN)
-        d["held"] = d["held"][:HELD_SHOWN]
+        d["more"] = d["held_count"] - len(d["held"])
         d["online"] = not d["revoked"] and d["seen_s"] <= offline_after
         d["state"] = "revoked" if d["revoked"] else ("busy" if d["held"] else "idle") if d["online"] else "offline"
         out.append(d)

@@ -132,22 +132,28 @@ def queue_jobs(conn, limit: int) -> list[dict[str, Any]]:
     return out
 
 
-def fleet_devices(conn) -> list[dict[str, Any]]:
-    """Every device as the Fleet page shows it, with the jobs it holds and whether every
-    credential it had was revoked: three queries, whatever the number of devices."""
+def fleet_devices(conn, held_shown: int = 3) -> list[dict[str, Any]]:
+    """Every device as the Fleet page shows it, with the first ``held_shown`` jobs it holds (and
+    how many it holds) and whether every credential it had was revoked: three queries, whatever
+    the number of devices or jobs."""
     devices = [device_dict(row) for row in conn.execute(
         "SELECT id, profile, labels, runtimes, power, detected, last_seen FROM devices ORDER BY id").fetchall()]
     held: dict[str, list[dict[str, Any]]] = {}
-    for row in conn.execute("SELECT j.id, j.leased_to, a.file, a.precision FROM jobs j "
-                            "JOIN artifacts a ON a.sha256 = j.artifact_sha256 WHERE j.state = 'leased' "
-                            "ORDER BY j.id").fetchall():
+    count: dict[str, int] = {}
+    for row in conn.execute(
+            "SELECT h.id, h.leased_to, h.held, a.file, a.precision FROM (SELECT id, leased_to, artifact_sha256, "
+            "ROW_NUMBER() OVER (PARTITION BY leased_to ORDER BY id) AS n, "
+            "COUNT(*) OVER (PARTITION BY leased_to) AS held FROM jobs WHERE state = 'leased') h "
+            "JOIN artifacts a ON a.sha256 = h.artifact_sha256 WHERE h.n <= ? ORDER BY h.id", (held_shown,)).fetchall():
         held.setdefault(row["leased_to"], []).append(
             {"id": row["id"], "artifact": {"file": row["file"], "precision": row["precision"]}})
+        count[row["leased_to"]] = row["held"]
     cut = {row[0] for row in conn.execute(
         "SELECT device FROM credentials GROUP BY device "
         "HAVING SUM(CASE WHEN revoked IS NULL THEN 1 ELSE 0 END) = 0").fetchall()}
     for d in devices:
         d["held"] = held.get(d["id"], [])
+        d["held_count"] = count.get(d["id"], 0)
         d["revoked"] = d["id"] in cut
     return devices
 
