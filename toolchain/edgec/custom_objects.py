@@ -51,7 +51,7 @@ def import_all(specs: Iterable[str]) -> list[str]:
     specs = check(specs)
     if not specs:
         return []
-    from edgec.keras3 import import_keras3
+    from edgec.tfcompat import import_keras3
 
     import_keras3()  # tf-keras as tf.keras, Keras 3 on the TensorFlow backend, before user code imports them
     return [_import_one(spec) for spec in specs]

@@ -155,3 +155,26 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def import_keras3():
+    """Keras 3 on the TensorFlow backend, imported after edgec's TensorFlow set-up.
+
+    Raises:
+        EdgecError: Keras 3 is not installed, or was imported earlier on another backend.
+    """
+    tf_and_keras()  # TensorFlow first, with tf-keras as tf.keras
+    # Keras 3 reads its backend once, at import: the TensorFlow backend is the one that exports
+    # to a SavedModel and shares tensors with tf-keras; a file saved on JAX or PyTorch loads on it too.
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    try:
+        import keras
+    except ImportError as exc:
+        raise EdgecError("this model was saved by Keras 3, which is not installed here; pip install 'keras>=3'") from exc
+    if not keras.__version__.startswith("3"):
+        raise EdgecError(f"this model was saved by Keras 3, but 'import keras' gives Keras {keras.__version__}; "
+                         "pip install 'keras>=3'")
+    if keras.backend.backend() != "tensorflow":
+        raise EdgecError(f"Keras 3 was imported on the '{keras.backend.backend()}' backend before edgec loaded it; "
+                         "edgec needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
+    return keras

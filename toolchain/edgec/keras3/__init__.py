@@ -18,43 +18,18 @@ Keras 3 is imported inside the functions that use it, on the TensorFlow backend.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from edgec.errors import EdgecError
+from edgec.tfcompat import import_keras3
 
 log = logging.getLogger(__name__)
 
 CUSTOM_HINT = ("pass the module or .py file that registers it with --custom-objects "
                "(keras.saving.register_keras_serializable)")
-
-
-def import_keras3():
-    """Keras 3 on the TensorFlow backend, imported after edgec's TensorFlow set-up.
-
-    Raises:
-        EdgecError: Keras 3 is not installed, or was imported earlier on another backend.
-    """
-    from edgec.tfcompat import tf_and_keras
-
-    tf_and_keras()  # TensorFlow first, with tf-keras as tf.keras
-    # Keras 3 reads its backend once, at import: the TensorFlow backend is the one that exports
-    # to a SavedModel and shares tensors with tf-keras; a file saved on JAX or PyTorch loads on it too.
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    try:
-        import keras
-    except ImportError as exc:
-        raise EdgecError("this model was saved by Keras 3, which is not installed here; pip install 'keras>=3'") from exc
-    if not keras.__version__.startswith("3"):
-        raise EdgecError(f"this model was saved by Keras 3, but 'import keras' gives Keras {keras.__version__}; "
-                         "pip install 'keras>=3'")
-    if keras.backend.backend() != "tensorflow":
-        raise EdgecError(f"Keras 3 was imported on the '{keras.backend.backend()}' backend before edgec loaded it; "
-                         "edgec needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
-    return keras
 
 
 def is_keras3_model(obj: Any) -> bool:
@@ -98,7 +73,7 @@ def output_names(model) -> list[str]:
     """A Keras 3 model's output names in its flattened output order: the output layers' names, or
     the keys of dict outputs (``a/b`` when nested), as :func:`edgec.model_io.output_specs` names
     tf-keras outputs."""
-    from edgec.model_io import leaf_paths
+    from edgec.signature import leaf_paths
 
     keras = import_keras3()
     structure = getattr(model, "_outputs_struct", None)
@@ -127,7 +102,7 @@ def export(model, name: str | None = None):
             one input.
     """
     from edgec.keras3.forms import integer_forms
-    from edgec.model_io import SignatureModel
+    from edgec.signature import SignatureModel
     from edgec.tfcompat import tf_and_keras
 
     tf, _ = tf_and_keras()

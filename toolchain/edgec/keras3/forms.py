@@ -25,7 +25,7 @@ import functools
 def integer_forms(model):
     """Within the block, ``model``'s LayerNormalization layers (nested ones too) compute
     ``beta - mean * inv`` rather than ``-mean * inv + beta``; the layers are put back afterwards."""
-    from edgec.keras3 import import_keras3
+    from edgec.tfcompat import import_keras3
 
     keras = import_keras3()
     patched = []
@@ -47,7 +47,7 @@ def integer_forms(model):
 
 def _layer_norm(layer, inputs, **_):
     """Keras 3's ``layer_normalization`` (keras.src.ops.nn) with the offset subtracted."""
-    from edgec.keras3 import import_keras3
+    from edgec.tfcompat import import_keras3
 
     ops = import_keras3().ops
     dtype = layer.compute_dtype
@@ -78,7 +78,7 @@ def _group_norm(layer, reshaped_inputs, input_shape):
     """Keras 3's ``GroupNormalization._apply_normalization`` with the offset subtracted, and the
     variance's square written as a product (``d * d == square(d)`` exactly): on the 5-D grouped
     tensor the converter splits ``SquaredDifference`` into SUB and a float SQUARE."""
-    from edgec.keras3 import import_keras3
+    from edgec.tfcompat import import_keras3
 
     ops = import_keras3().ops
     dtype = reshaped_inputs.dtype
