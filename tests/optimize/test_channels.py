@@ -141,7 +141,7 @@ def test_channel_pruning_build_reports_channels_params_and_macs(arch_paths, buil
     result = build_with(arch_paths["residual"], prune_channels=0.5, calib=str(digits_dir / "calib.npz"))
     m = result.manifest
     o = m["optimization"]
-    assert o["steps"] == ["channels"] and o["channels"] == {"fraction": 0.5, "criterion": "l1"}
+    assert o["steps"] == ["channels"] and o["channels"] == {"fraction": 0.5, "criterion": "bn"}
     assert m["options"]["prune_channels"] == 0.5
     assert o["structure"]["macs"]["cut_percent"] >= 45.0 and o["structure"]["params"]["cut_percent"] >= 45.0
     assert "edgec profile" in o["structure"]["latency"]

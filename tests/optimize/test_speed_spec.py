@@ -23,7 +23,7 @@ def test_order_and_record():
     assert j["channels"] == {"fraction": 0.5, "criterion": "bn"}
     assert j["low_rank"] == {"rank_fraction": None, "energy": 0.9}
     assert j["sparse_inference"] is None
-    assert resolve(opts(prune_channels=0.3), Precision.INT8).channel_criterion == "l1"
+    assert resolve(opts(prune_channels=0.3), Precision.INT8).channel_criterion == "bn"
 
 
 def test_sparse_inference_prunes_to_three_quarters_by_default():

@@ -78,7 +78,8 @@ from edgec.util import dumps_json
               help="Channel pruning: remove FRACTION of each Conv/Dense layer's output channels and rebuild the "
                    "model with smaller layers (fewer MACs), e.g. 0.5; auto: the highest within --max-accuracy-drop.")
 @click.option("--channel-criterion", type=click.Choice(["l1", "l2", "bn"]),
-              help="How --prune-channels ranks channels: kernel L1 or L2 norm, or BatchNorm |gamma|.  [default: l1]")
+              help="How --prune-channels ranks channels: kernel L1 or L2 norm, or BatchNorm |gamma| (L1 where no "
+                   "BatchNorm follows).  [default: bn]")
 @click.option("--low-rank", type=FINITE, metavar="RANK_FRACTION",
               help="Low-rank factorization (SVD) of Dense/Conv kernels keeping RANK_FRACTION of each rank.")
 @click.option("--low-rank-energy", type=FINITE, metavar="E",

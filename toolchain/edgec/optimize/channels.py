@@ -15,8 +15,9 @@ output layer keeps its size), a layer that fixes its channel count or mixes chan
 the surgery cannot follow (Reshape, Lambda, Softmax, LayerNormalization, a custom layer), a shared
 layer, or the model input.
 
-Importance per output channel: the L1 or L2 norm of its kernel slice, or |gamma| of the
-BatchNormalization right after the layer (Network Slimming; layers without one fall back to L1).
+Importance per output channel: |gamma| of the BatchNormalization right after the layer (the
+default, Network Slimming; layers without one fall back to L1), or the L1 or L2 norm of its kernel
+slice.
 A tied group sums its members' scores, each scaled to its own maximum.
 
 The rebuilt model's BatchNorm statistics are re-estimated on the fine-tune inputs before and

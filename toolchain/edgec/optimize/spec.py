@@ -17,6 +17,9 @@ STRUCTURAL_STEPS = ("channels", "low_rank")
 STRUCTURES = {"2:4": (2, 4)}  # name -> (zeros, group size), as TF-MOT's sparsity_m_by_n
 MAX_CLUSTERS = 256  # an int8 kernel cannot hold more distinct values
 CHANNEL_CRITERIA = ("l1", "l2", "bn")  # kernel norm per output channel, or |gamma| of the BatchNorm after
+# |gamma| by default: a BatchNorm after the layer rescales each channel, so the kernel's norm says
+# little about what the channel contributes (Network Slimming); layers without one are ranked by L1
+DEFAULT_CHANNEL_CRITERION = "bn"
 SPARSE_MIN_SPARSITY = 2 / 3  # XNNPACK takes its sparse path only when this share of the 1x1 weights is zero
 SPARSE_DEFAULT_SPARSITY = 0.75
 SPARSE_PRECISIONS = (Precision.FP32, Precision.FP16)  # XNNPACK's sparse kernels are float kernels
@@ -249,7 +252,7 @@ def _share(flag: str, what: str, value, name: str) -> float:
 
 
 def _channels(o: BuildOptions) -> tuple[float | None, str]:
-    criterion = o.channel_criterion or CHANNEL_CRITERIA[0]
+    criterion = o.channel_criterion or DEFAULT_CHANNEL_CRITERION
     if criterion not in CHANNEL_CRITERIA:
         raise EdgecError(f"unknown --channel-criterion '{criterion}'; valid: {choices(CHANNEL_CRITERIA)}")
     if o.prune_channels is None:
