@@ -22,12 +22,9 @@ def side_features(x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def multi_dir(tmp_path_factory, digits_split) -> Path:
-    """two_inputs.keras (tf-keras, inputs 'image' and 'side'), k3_two_inputs.keras (Keras 3, the
-    same inputs), calib.npz (image as uint8 pixels), eval.npz and train.npz (floats, labelled)."""
-    from edgec.tfcompat import tf_and_keras
-
-    tf, keras = tf_and_keras()
+def multi_data(tmp_path_factory, digits_split) -> Path:
+    """calib.npz (image as uint8 pixels), eval.npz and train.npz (floats, labelled), keyed 'image'
+    and 'side', and multi_data.py (functions yielding dicts)."""
     out = tmp_path_factory.mktemp("multi_input")
     s = digits_split
     x_tr, x_te = s.x_train[:600], s.x_test[:200]
@@ -37,6 +34,31 @@ def multi_dir(tmp_path_factory, digits_split) -> Path:
     # the image as 8-bit pixels: the build's preprocessing (0..1) applies to it, not to 'side'
     np.savez(out / "calib.npz", image=np.round(x_tr[:200] * 255).astype(np.uint8), side=side_features(x_tr[:200]))
 
+    (out / "multi_data.py").write_text(
+        "import numpy as np\n"
+        f"_D = np.load({str(out / 'eval.npz')!r})\n"
+        "def batches():\n"
+        "    for i in range(0, 200, 50):\n"
+        "        yield {'image': _D['image'][i:i + 50], 'side': _D['side'][i:i + 50]}\n"
+        "def pairs():\n"
+        "    for i in range(0, 200, 50):\n"
+        "        yield {'side': _D['side'][i:i + 50], 'image': _D['image'][i:i + 50]}, _D['y'][i:i + 50]\n"
+        "def wrong():\n"
+        "    yield {'image': _D['image'][:5], 'meta': _D['side'][:5]}\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def multi_dir(multi_data, digits_split) -> Path:
+    """``multi_data`` plus two_inputs.keras (tf-keras, inputs 'image' and 'side') and
+    k3_two_inputs.keras (Keras 3, the same inputs)."""
+    from edgec.tfcompat import tf_and_keras
+
+    tf, keras = tf_and_keras()
+    out = multi_data
+    s = digits_split
+    x_tr, x_te = s.x_train[:600], s.x_test[:200]
+    y_tr, y_te = s.y_train[:600], s.y_test[:200]
     tf.random.set_seed(0)
     image = keras.Input((8, 8, 1), name="image")
     side = keras.Input((4,), name="side")
@@ -58,15 +80,4 @@ def multi_dir(tmp_path_factory, digits_split) -> Path:
                            str(out / "k3_two_inputs.keras")], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert float(proc.stdout.split("train accuracy")[-1]) > 0.9, proc.stdout
-    (out / "multi_data.py").write_text(
-        "import numpy as np\n"
-        f"_D = np.load({str(out / 'eval.npz')!r})\n"
-        "def batches():\n"
-        "    for i in range(0, 200, 50):\n"
-        "        yield {'image': _D['image'][i:i + 50], 'side': _D['side'][i:i + 50]}\n"
-        "def pairs():\n"
-        "    for i in range(0, 200, 50):\n"
-        "        yield {'side': _D['side'][i:i + 50], 'image': _D['image'][i:i + 50]}, _D['y'][i:i + 50]\n"
-        "def wrong():\n"
-        "    yield {'image': _D['image'][:5], 'meta': _D['side'][:5]}\n")
     return out

@@ -30,11 +30,11 @@ def tfkeras_builds(tmp_path_factory, multi_dir):
     return {r.manifest["profile"]["id"]: r for r in results}
 
 
-def test_load_npz_keyed_by_input_name(multi_dir):
+def test_load_npz_keyed_by_input_name(multi_data):
     from edgec import calibration
 
     shapes = {"image": (8, 8, 1), "side": (4,)}
-    ds = calibration.load(multi_dir / "calib.npz", shapes, limit=50, seed=1)
+    ds = calibration.load(multi_data / "calib.npz", shapes, limit=50, seed=1)
     assert list(ds.x) == INPUTS and len(ds) == 50 and ds.total == 200
     assert ds.pixel_inputs == ("image",)  # uint8 pixels scaled to [0, 1]; the float side vector as given
     assert ds.x["image"].max() <= 1.0 and ds.x["side"].max() > 1.0
@@ -42,22 +42,22 @@ def test_load_npz_keyed_by_input_name(multi_dir):
     assert described["image"]["preprocessed_pixels"] and not described["side"]["preprocessed_pixels"]
 
 
-def test_load_function_yielding_dicts(multi_dir):
+def test_load_function_yielding_dicts(multi_data):
     from edgec import calibration
 
     shapes = {"image": (8, 8, 1), "side": (4,)}
-    ds = calibration.load(f"{multi_dir}/multi_data.py:batches", shapes)
+    ds = calibration.load(f"{multi_data}/multi_data.py:batches", shapes)
     assert list(ds.x) == INPUTS and len(ds) == 200 and ds.y is None
-    pairs = calibration.load(f"{multi_dir}/multi_data.py:pairs", shapes, need_labels=True)
+    pairs = calibration.load(f"{multi_data}/multi_data.py:pairs", shapes, need_labels=True)
     assert list(pairs.x) == INPUTS  # in the model's order, whatever order the dict had
-    eval_npz = np.load(multi_dir / "eval.npz")
+    eval_npz = np.load(multi_data / "eval.npz")
     np.testing.assert_array_equal(pairs.y, eval_npz["y"])
     np.testing.assert_array_equal(pairs.x["side"], eval_npz["side"])
     with pytest.raises(EdgecError, match="missing 'side'; extra 'meta'.*'image', 'side'"):
-        calibration.load(f"{multi_dir}/multi_data.py:wrong", shapes)
+        calibration.load(f"{multi_data}/multi_data.py:wrong", shapes)
 
 
-def test_data_checked_per_input(tmp_path, multi_dir):
+def test_data_checked_per_input(tmp_path, multi_data):
     from edgec import calibration
 
     shapes = {"image": (8, 8, 1), "side": (4,)}
@@ -94,9 +94,15 @@ def test_wrong_npz_keys_name_the_expected_ones(tmp_path, arrays, said):
     assert said in str(info.value) and "expects one array per input named 'image', 'side'" in str(info.value)
 
 
-def test_wrong_npz_keys_exit_2(tmp_path, multi_dir, cli_runner):
+def test_wrong_npz_keys_exit_2(tmp_path, cli_runner):
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()  # an untrained two-input model: the data is refused before it runs
+    image, side = keras.Input((8, 8, 1), name="image"), keras.Input((4,), name="side")
+    joined = keras.layers.Concatenate()([keras.layers.Flatten()(image), side])
+    keras.Model([image, side], keras.layers.Dense(3)(joined)).save(tmp_path / "m.keras")
     np.savez(tmp_path / "bad.npz", image=np.zeros((10, 8, 8, 1), np.float32), meta=np.zeros((10, 4), np.float32))
-    code, _, err = cli_runner("build", multi_dir / "two_inputs.keras", "--target", "rpi5", "--precision", "int8",
+    code, _, err = cli_runner("build", tmp_path / "m.keras", "--target", "rpi5", "--precision", "int8",
                               "--calib", tmp_path / "bad.npz", "--out", tmp_path / "dist")
     assert code == 2
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
