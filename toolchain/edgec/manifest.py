@@ -23,33 +23,6 @@ def new(**fields: Any) -> dict[str, Any]:
     }
 
 
-def inputs_record(specs, preprocessing: dict[str, Any], datasets: dict[str, Any]) -> list[dict[str, Any]]:
-    """The manifest's ``inputs``: every model input (name, shape, dtype, in the model's order),
-    the preprocessing it got, and the range of each data set on it.
-
-    Args:
-        specs: :func:`edgec.model_io.input_specs` of the model.
-        preprocessing: the build's ``InputPreprocessing.describe()``.
-        datasets: "calib", "eval", "fine_tune" -> :class:`edgec.calibration.Dataset` (or None).
-    """
-    from edgec.calibration import arrays
-
-    out = []
-    for spec in specs:
-        entry = {**spec.describe(), "ranges": {}}
-        pixels = False
-        for role, data in datasets.items():
-            if data is None:
-                continue
-            for name, arr in arrays(data.x):
-                if name is None or name == spec.name:
-                    entry["ranges"][role] = [round(float(arr.min()), 6), round(float(arr.max()), 6)] if arr.size else None
-                    pixels = pixels or (data.pixels if name is None else name in data.pixel_inputs)
-        entry["preprocessing"] = preprocessing if pixels else "none: float data taken as given"
-        out.append(entry)
-    return out
-
-
 def write(directory: Path, manifest: dict[str, Any]) -> Path:
     """Write ``manifest.json`` as strict JSON: a NaN or Infinity is written as null, and the
     manifest's ``warnings`` say where (in the dict too, so --json prints the same)."""

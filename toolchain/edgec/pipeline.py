@@ -383,6 +383,7 @@ class BuildSession:
             request: from :func:`plan`.
             out_dir: the build directory (default ``OUT/PROFILE``).
         """
+        from edgec.calibration import inputs as input_prep
         from edgec.model_io import input_specs
         from edgec.targets.base import BuildContext
         from edgec.tfcompat import library_versions
@@ -435,8 +436,8 @@ class BuildSession:
                 profile=profile.to_json(), target=profile.target, runtime=target_impl.runtime,
                 precision=precision.value, source=loaded.describe(), options=options.to_json(),
                 reproducibility=data.determinism, input=data.preprocessing.describe(),
-                inputs=manifest_mod.inputs_record(input_specs(loaded.model), data.preprocessing.describe(),
-                                                  {"calib": calib, "eval": data.eval, "fine_tune": data.fine_tune}),
+                inputs=input_prep.inputs_record(input_specs(loaded.model), data.preprocessing.describe(),
+                                                {"calib": calib, "eval": data.eval, "fine_tune": data.fine_tune}),
                 data={"calib": calib.describe() if calib else None,
                       "eval": data.eval.describe() if data.eval else None},
                 versions=library_versions(), artifacts=records, verification=verification, optimization=optimization,

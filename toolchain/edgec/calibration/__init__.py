@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec.calibration.inputs import InputPreprocessing
+from edgec.calibration.inputs import InputPreprocessing, arrays  # noqa: F401  (arrays: part of this API)
 from edgec.errors import EdgecError, Interrupted
 from edgec.util import load_function
 
@@ -76,11 +76,6 @@ def take(x: Inputs, index) -> Inputs:
     if isinstance(x, dict):
         return {name: arr[index] for name, arr in x.items()}
     return x[index]
-
-
-def arrays(x: Inputs) -> list[tuple[str | None, np.ndarray]]:
-    """``(input name, array)`` pairs: one pair named None for a single array."""
-    return list(x.items()) if isinstance(x, dict) else [(None, x)]
 
 
 @dataclasses.dataclass

@@ -24,6 +24,12 @@ PRESETS_FILE = data_file("calibration", "presets.toml")
 DEFAULT_RANGE = "0,1"
 
 
+def arrays(x) -> list[tuple[str | None, np.ndarray]]:
+    """``(input name, array)`` pairs of a model's inputs (one array, or a dict by input name); a
+    single array is one pair named None."""
+    return list(x.items()) if isinstance(x, dict) else [(None, x)]
+
+
 @lru_cache(maxsize=1)
 def presets() -> dict[str, Any]:
     """``calibration/presets.toml``: ``range`` (name -> [lo, hi]) and ``normalize`` (name -> mean/std)."""
@@ -208,3 +214,28 @@ def mismatch_warning(calib: np.ndarray, reference: np.ndarray, calib_what: str, 
         return (f"{calib_what} spans [{c_lo:.4g}, {c_hi:.4g}] but {ref_what} spans [{r_lo:.4g}, {r_hi:.4g}]: int8 "
                 "ranges calibrated on it will not fit the data the model sees; preprocess both the same way")
     return None
+
+
+def inputs_record(specs, preprocessing: dict[str, Any], datasets: dict[str, Any]) -> list[dict[str, Any]]:
+    """The build manifest's ``inputs``: every model input (name, shape, dtype, in the model's order),
+    the preprocessing it got, and the range of each data set on it.
+
+    Args:
+        specs: :func:`edgec.model_io.input_specs` of the model.
+        preprocessing: the build's ``InputPreprocessing.describe()``.
+        datasets: "calib", "eval", "fine_tune" -> :class:`edgec.calibration.Dataset` (or None).
+    """
+    out = []
+    for spec in specs:
+        entry = {**spec.describe(), "ranges": {}}
+        pixels = False
+        for role, data in datasets.items():
+            if data is None:
+                continue
+            for name, arr in arrays(data.x):
+                if name is None or name == spec.name:
+                    entry["ranges"][role] = [round(float(arr.min()), 6), round(float(arr.max()), 6)] if arr.size else None
+                    pixels = pixels or (data.pixels if name is None else name in data.pixel_inputs)
+        entry["preprocessing"] = preprocessing if pixels else "none: float data taken as given"
+        out.append(entry)
+    return out
