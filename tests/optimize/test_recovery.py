@@ -131,3 +131,18 @@ def test_cli_auto_errors_are_one_line(digits_dir, cli_runner, tmp_path, args, me
     assert message in err and "Traceback" not in err
     assert len([line for line in err.splitlines() if line.startswith("Error")]) == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_cli_prints_the_channel_curve_it_measured(digits_dir, cli_runner, tmp_path):
+    import json
+
+    code, out, err = cli_runner("build", digits_dir / "digits_cnn.keras", "--target", "rpi5", "--precision", "fp32",
+                                "--fine-tune", digits_dir / "train.npz", "--eval", digits_dir / "eval.npz",
+                                "--prune-channels", "auto", "--max-accuracy-drop", "5", "--epochs", "1",
+                                "--out", tmp_path / "d")
+    a = json.loads((tmp_path / "d" / "rpi5" / "manifest.json").read_text())["optimization"]["auto"]
+    assert code == (0 if a["within_budget"] else 1), (out, err)
+    assert a["option"] == "--prune-channels" and a["levels"] == [0.25, 0.375, 0.5, 0.625, 0.75]
+    shown = ", ".join(f"{c['level']:g} -> {c['drop_points']:.2f}" for c in a["curve"])
+    assert f"--prune-channels auto: {a['chosen']:g} (budget 5 points; measured level -> drop: {shown})" in \
+        " ".join(out.split())
