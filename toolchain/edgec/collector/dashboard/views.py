@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgec import report
 from edgec.collector.storage import reads
 
 JOB_ORDER = ("leased", "queued", "failed", "done", "cancelled")
@@ -60,7 +61,7 @@ def results(conn, a: int | None = None, b: int | None = None, artifact: str | No
     """The latest result per artifact and device (rows of ``edgec report``; of one artifact by
     sha256), and two of them side by side: ``a`` and ``b`` by result id, else the two newest of
     the newest row's model and device."""
-    rows = reads.latest_report_rows(conn)
+    rows = latest(conn)
     if artifact:
         rows = [r for r in rows if r["artifact_sha256"] == artifact]
     rows.sort(key=lambda r: (r["model"], r["device"], r["precision"] or "", r["file"] or "", r["result_id"]))
@@ -119,7 +120,10 @@ def history(conn) -> list[dict[str, Any]]:
 
 
 def latest(conn) -> list[dict[str, Any]]:
-    return reads.latest_report_rows(conn)
+    """The rows of ``edgec report`` (the latest run per artifact and device), the same as
+    :func:`edgec.report.record_rows` makes them, the latest runs found in one pass."""
+    source = reads.LatestRows(conn)
+    return report.build_rows(report.select_results(source), source.artifacts())
 
 
 def open_search(storage: str):

@@ -171,7 +171,7 @@ def results_mark(conn) -> int | None:
     return conn.execute("SELECT MAX(id) FROM results").fetchone()[0]
 
 
-class _LatestRows:
+class LatestRows:
     """The record's results as :func:`edgec.report.select_results` reads a results store, with the
     latest runs found in one pass over the results' (artifact, device) index, not one lookup per
     stored result: the dashboard's Results page reads them on every change of the record."""
@@ -195,12 +195,3 @@ class _LatestRows:
         from edgec import results
 
         return results.query_artifacts(self.conn)
-
-
-def latest_report_rows(conn) -> list[dict[str, Any]]:
-    """The rows of ``edgec report`` (the latest run per artifact and device), the same as
-    :func:`edgec.report.record_rows` makes them."""
-    from edgec import report
-
-    source = _LatestRows(conn)
-    return report.build_rows(report.select_results(source), source.artifacts())
