@@ -383,6 +383,7 @@ class BuildSession:
             request: from :func:`plan`.
             out_dir: the build directory (default ``OUT/PROFILE``).
         """
+        from edgec.accuracy import build as accuracy_build
         from edgec.calibration import inputs as input_prep
         from edgec.model_io import input_specs
         from edgec.targets.base import BuildContext
@@ -412,7 +413,8 @@ class BuildSession:
         with atomic_dir(final_dir) as work:
             ctx = BuildContext(profile=profile, options=options, precision=precision, model=model_out,
                                float_model=loaded.model, calib=calib, eval=data.eval, workdir=work,
-                               progress=progress, reference=data.reference, out_dir=final_dir)
+                               progress=progress, reference=data.reference, out_dir=final_dir,
+                               int8=accuracy_build)
             t0 = time.perf_counter()
             artifacts = target_impl.build(ctx)
             timings["build"] = time.perf_counter() - t0

@@ -1,7 +1,9 @@
 """``edgec build --accuracy-control``: the int8 artifact of a target with the fewest ops in float that
 meet ``--max-accuracy-drop`` on the eval data.
 
-Each target's build calls in here instead of its plain int8 quantization; the choice lands in the
+The build pipeline hands this module to the targets (``BuildContext.int8``, a
+:class:`edgec.targets.base.Int8Steps`); each target's int8 build calls in here instead of its plain
+int8 quantization; the choice lands in the
 manifest's ``accuracy_control`` (``ctx.extra``) and in the artifact record's ``float_ops_chosen``,
 which the full-integer check reads to tell the ops kept float on purpose from ops without an int8
 kernel.
@@ -40,6 +42,21 @@ def _control(ctx, backend, artifact: str) -> tuple[frozenset[str], dict[str, Any
              section["after"]["drop_points"], ctx.options.max_accuracy_drop)
     chosen = [{"id": o["id"], "op": o["op"], "layer": o["layer"]} for o in section["float_ops"]]
     return result.chosen, {"float_ops_chosen": chosen}
+
+
+def wanted(ctx) -> bool:
+    """Whether the build asked for int8 remedies or accuracy control (else plain int8)."""
+    from edgec.accuracy.remedies import Remedies
+
+    return bool(ctx.options.accuracy_control or Remedies.from_options(ctx.options).any)
+
+
+def keras_model(ctx, model=None):
+    """The model a target converts, with the build's weight remedies applied
+    (:func:`edgec.accuracy.remedies.apply.keras_model`)."""
+    from edgec.accuracy.remedies.apply import keras_model as with_remedies
+
+    return with_remedies(ctx, model)
 
 
 def tflite_artifact(ctx, artifact: str = "model.tflite") -> tuple[bytes, dict[str, Any]]:

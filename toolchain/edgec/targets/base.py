@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -13,6 +13,24 @@ from edgec.calibration import Dataset
 from edgec.config import BuildOptions, Precision
 from edgec.profiles import Profile
 from edgec.progress import Progress
+
+
+class Int8Steps(Protocol):
+    """What a target's int8 build asks of the int8 remedies and accuracy control
+    (:mod:`edgec.accuracy.build`). They use the targets' converters, so they sit above the targets:
+    the build pipeline hands them over in :attr:`BuildContext.int8`."""
+
+    def wanted(self, ctx: BuildContext) -> bool:
+        """Whether the build asked for remedies or accuracy control (else plain int8)."""
+
+    def keras_model(self, ctx: BuildContext, model: Any = None) -> Any:
+        """The model to convert, with the build's weight remedies applied."""
+
+    def tflite_artifact(self, ctx: BuildContext, artifact: str) -> tuple[bytes, dict[str, Any]]:
+        """The TFLite int8 model with remedies and the ops kept in float, and the record's additions."""
+
+    def tensorrt_artifact(self, ctx: BuildContext, qdq: Any) -> tuple[Any, dict[str, Any]]:
+        """The Q/DQ ONNX model without Q/DQ around the ops kept in float, and the record's additions."""
 
 
 @dataclasses.dataclass
@@ -31,6 +49,7 @@ class BuildContext:
     reference: Any = None  # verify.Reference: the float model's outputs on the eval data, when given
     out_dir: Path | None = None  # where the build directory lands (``workdir`` is moved there); None: OUT/PROFILE
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # target-specific manifest fields
+    int8: Int8Steps | None = None  # remedies and accuracy control (None: plain int8 only)
 
     @property
     def final_dir(self) -> Path:

@@ -41,13 +41,8 @@ class TFLiteTarget(Target):
     def build(self, ctx: BuildContext) -> list[Artifact]:
         path = ctx.workdir / "model.tflite"
         chosen: dict[str, Any] = {}
-        from edgec.accuracy.remedies import Remedies
-
-        if ctx.precision is Precision.INT8 and (ctx.options.accuracy_control
-                                                or Remedies.from_options(ctx.options).any):
-            from edgec.accuracy.build import tflite_artifact
-
-            content, chosen = tflite_artifact(ctx, path.name)
+        if ctx.precision is Precision.INT8 and ctx.int8 is not None and ctx.int8.wanted(ctx):
+            content, chosen = ctx.int8.tflite_artifact(ctx, path.name)
         else:
             content = convert(ctx.model, ctx.precision, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
                               progress=ctx.progress, output_names=ctx.output_names,

@@ -74,9 +74,8 @@ class EdgeTPUTarget(Target):
         from edgec.targets.tflite import artifact_info, convert
 
         settings = EdgeTPUSettings.from_profile(ctx.profile)
-        from edgec.accuracy.remedies.apply import keras_model
-
-        content = convert(keras_model(ctx), Precision.INT8, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
+        model = ctx.int8.keras_model(ctx) if ctx.int8 is not None else ctx.model
+        content = convert(model, Precision.INT8, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
                           progress=ctx.progress, batch_size=1, output_names=ctx.output_names)
         int8 = ctx.workdir / INT8_MODEL
         int8.write_bytes(content)

@@ -82,10 +82,8 @@ class TensorRTTarget(Target):
         trt = dict(ctx.profile.tensorrt or {})
         opset = int(trt["onnx_opset"])
         model, ranges, qat = _float_model(ctx)
-        if ctx.precision is Precision.INT8 and not qat:
-            from edgec.accuracy.remedies.apply import keras_model
-
-            model = keras_model(ctx, model)  # --equalize, --bias-correct, --adaround
+        if ctx.precision is Precision.INT8 and not qat and ctx.int8 is not None:
+            model = ctx.int8.keras_model(ctx, model)  # --equalize, --bias-correct, --adaround
         with ctx.progress.task(f"export: ONNX opset {opset} (tf2onnx)"):
             float_proto = onnx_export.export_onnx(model, opset, ctx.output_names)
         checks = onnx_export.check_for_tensorrt(float_proto, trt["tensorrt"])
@@ -106,11 +104,10 @@ class TensorRTTarget(Target):
             from edgec.targets.tensorrt.quantize import quantize_model
 
             proto, quant = quantize_model(model, float_proto, ranges, ctx.calib, ctx.progress)
-            if ctx.options.accuracy_control:
-                from edgec.accuracy.build import tensorrt_artifact
+            if ctx.options.accuracy_control and ctx.int8 is not None:
                 from edgec.targets.tensorrt.quantize import qdq_report
 
-                proto, chosen = tensorrt_artifact(ctx, proto)
+                proto, chosen = ctx.int8.tensorrt_artifact(ctx, proto)
                 quant = {**quant, **qdq_report(proto)}
             checks = onnx_export.check_for_tensorrt(proto, trt["tensorrt"])
         elif qat:
