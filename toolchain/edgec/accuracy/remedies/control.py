@@ -8,7 +8,7 @@ fall short, 16-bit activations (the whole model) are tried; then the float-op se
 (:func:`edgec.accuracy.search.control`) runs on the int8 model with the remedies kept. When 16x8
 meets the budget, the float-op search runs too, and of the two that meet it the one with the lower
 LiteRT latency on this host is kept (on the bench's mini-Xception, LiteRT ran the 16x8 model about
-57 times slower than its int8 twin, while four float ops cost 5 %). Every model
+55 times slower than its int8 twin, while four float ops cost 7 to 9 %). Every model
 measured is listed in the manifest with its drop (``accuracy_control.remedies.tried``), and every
 layer kept in 16-bit or float is priced in LiteRT latency on this host.
 """
