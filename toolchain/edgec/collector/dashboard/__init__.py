@@ -22,6 +22,7 @@ from typing import Any
 from starlette.requests import cookie_parser
 
 from edgec.collector import API
+from edgec.collector.dashboard.paths import PAGE_PATHS
 from edgec.collector.dashboard.sessions import COOKIE, Sessions
 
 #: what every dashboard answer carries: no inline script or style, nothing from elsewhere
@@ -32,7 +33,6 @@ HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options
            (b"cross-origin-opener-policy", b"same-origin"), (b"cross-origin-resource-policy", b"same-origin")]
 MAX_FORM = 64 * 1024  # the dashboard's forms hold a CSRF token and nothing else
 OPEN_PATHS = ("/login", "/static/")  # served without a session (no data in them)
-PAGE_PATHS = ("/", "/queue", "/results", "/search")
 OWN_PATHS = (*PAGE_PATHS, "/login", "/logout")
 OWN_PREFIXES = ("/static/", "/fragments/", "/charts/", "/jobs/", "/devices/")
 SIGN_IN_PATH = API + "/dashboard/sign-in"

@@ -20,7 +20,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from edgec.collector import storage
-from edgec.collector.dashboard import PAGE_PATHS, charts, views
+from edgec.collector.dashboard import charts, views
+from edgec.collector.dashboard.paths import PAGE_PATHS
 from edgec.collector.dashboard.sessions import COOKIE
 from edgec.collector.messages import NAME_PATTERN, SHA256_PATTERN
 from edgec.collector.storage.errors import RecordRefused, StoreFailed
