@@ -70,3 +70,53 @@ def test_no_module_imports_a_private_name_of_another():
                 found += [f"{path.relative_to(ROOT)}:{node.lineno}: {a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert found == []
+
+
+#: a package and its submodule that import each other (the loader hands data for several inputs to
+#: the submodule, which reuses the package's checks): to be split by role
+KNOWN_CYCLES = [{"edgec.calibration", "edgec.calibration.several"}]
+
+
+def test_no_import_cycles_between_modules():
+    """Module by module, a package with its own submodules included (which the package-level
+    contract does not look at): no import cycles, imports inside functions counted."""
+    grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter: pip install -e '.[dev]'")
+    graph = grimp.build_graph("edgec", cache_dir=None)
+    modules = sorted(graph.modules)
+    edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in modules}
+    reverse: dict[str, list[str]] = {m: [] for m in modules}
+    for m, targets in edges.items():
+        for t in targets:
+            reverse[t].append(m)
+    order: list[str] = []  # Kosaraju: finish order on the graph, then components on its reverse
+    seen: set[str] = set()
+    for root in modules:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(edges[root]))]
+        while stack:
+            node, it = stack[-1]
+            nxt = next((t for t in it if t not in seen), None)
+            if nxt is None:
+                order.append(node)
+                stack.pop()
+            else:
+                seen.add(nxt)
+                stack.append((nxt, iter(edges[nxt])))
+    assigned: set[str] = set()
+    cycles = []
+    for root in reversed(order):
+        if root in assigned:
+            continue
+        component, todo = {root}, [root]
+        assigned.add(root)
+        while todo:
+            for m in reverse[todo.pop()]:
+                if m not in assigned:
+                    assigned.add(m)
+                    component.add(m)
+                    todo.append(m)
+        if len(component) > 1:
+            cycles.append(component)
+    assert [c for c in cycles if c not in KNOWN_CYCLES] == []
