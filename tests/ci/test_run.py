@@ -1,5 +1,5 @@
 """edgec ci end to end on the digits CNN: real builds in worker processes, the cache, the gates, the
-exit codes and the reports, and the README's GitHub Actions workflow run here command by command."""
+exit codes and the reports, and the CI guide's GitHub Actions workflow (docs/ci.md) run here command by command."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def test_latency_measured_on_a_device_and_regressions_against_the_baseline(proje
 
 def _workflow() -> dict:
     yaml = pytest.importorskip("yaml")
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "ci.md").read_text()
     block = next(b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "edgec ci plan" in b)
     return yaml.safe_load(block)
 
@@ -195,8 +195,8 @@ def _script(step: dict, matrix: dict | None = None) -> str:
     return re.sub(r"\$\{\{(.*?)\}\}", sub, step["run"])
 
 
-def test_readme_workflow_runs_here(project, tmp_path, junit_schema):
-    """The README's GitHub Actions workflow, its edgec steps run here in order: plan the matrix,
+def test_ci_guide_workflow_runs_here(project, tmp_path, junit_schema):
+    """The CI guide's GitHub Actions workflow, its edgec steps run here in order: plan the matrix,
     build each shard (restoring the cache), merge, write the step summary."""
     wf = _workflow()
     jobs = wf["jobs"]
