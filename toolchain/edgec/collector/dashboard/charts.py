@@ -18,7 +18,7 @@ from edgec import plots
 KEEP = 32  # charts kept (a few per page and version)
 REDRAW_S = 5.0  # a chart is redrawn at most this often, whatever the record does
 QUIET_S = 2.0  # once no result has come for this long (seen by two polls this far apart)
-MAX_LAG_S = 120.0  # or, while results stream in without a pause, once the chart is this old
+MAX_LAG_S = 300.0  # or, while results stream in without a pause, once the chart is this old
 DRAW_SHARE = 0.01  # and drawing takes at most this share of the time (one core)
 
 
