@@ -27,12 +27,12 @@ def test_prune_qat_on_separable_recovers_by_default(arch_paths, build_with):
     fits = _fits(m)
     assert set(fits) == {"prune", "qat"}
     for step, fit in fits.items():
-        assert fit["loss"].startswith("distillation"), (step, fit["loss"])
+        assert fit["loss"] == "cross-entropy", (step, fit["loss"])  # the architecture is kept
         s = fit["lr_schedule"]
         assert s["kind"] == "warmup_cosine" and 0 < s["warmup_steps"] < s["total_steps"], s
         assert s["final"] < s["peak"]
         assert 1 <= fit["best_epoch"] <= fit["epochs_run"]
-    assert m["optimization"]["distill"] == {"temperature": 4.0, "weight": 0.5}
+    assert m["optimization"]["distill"] is None
     prune = next(s for s in m["optimization"]["step_details"] if s["step"] == "prune")
     assert prune["batchnorm_recalibrated"] > 0
     drop = m["verification"]["accuracy_drop_points"]
@@ -44,11 +44,20 @@ def test_channels_on_residual_recovers_by_default(arch_paths, build_with):
     drop = r.manifest["verification"]["accuracy_drop_points"]
     assert drop <= BUDGET, f"fp32 artifact drops {drop:.2f} points after --prune-channels 0.5"
     assert r.manifest["optimization"]["structure"]["macs"]["cut_percent"] > 40
+    # channel surgery cuts the architecture: the float model teaches by default
+    assert _fits(r.manifest)["channels"]["loss"].startswith("distillation"), _fits(r.manifest)
+    assert r.manifest["optimization"]["distill"] == {"temperature": 4.0, "weight": 0.5}
 
 
-def test_no_distill_trains_on_the_labels(digits_dir, build_with):
-    r = build_with(digits_dir / "digits_cnn.keras", prune=0.5, precision="fp32", distill=False, epochs=1)
-    assert _fits(r.manifest)["prune"]["loss"] == "cross-entropy"
+def test_distill_flag_overrides_the_default(digits_dir, build_with):
+    r = build_with(digits_dir / "digits_cnn.keras", prune=0.5, precision="fp32", distill=True, epochs=1)
+    assert _fits(r.manifest)["prune"]["loss"].startswith("distillation")
+    assert r.manifest["optimization"]["distill"] == {"temperature": 4.0, "weight": 0.5}
+
+
+def test_no_distill_trains_on_the_labels(arch_paths, build_with):
+    r = build_with(arch_paths["residual"], prune_channels=0.5, precision="fp32", distill=False, epochs=1, lr=None)
+    assert _fits(r.manifest)["channels"]["loss"] == "cross-entropy"
     assert r.manifest["optimization"]["distill"] is None
 
 

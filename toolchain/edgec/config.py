@@ -69,8 +69,9 @@ class BuildOptions:
         cluster: number of shared weight values (clusters) per kernel.
         qat: quantization-aware training for an int8 artifact.
         qat_skip: layer names left out of quantization-aware training on purpose.
-        distill: fine-tune against the original float model as teacher; ``None`` means on when
-            compressing (``False`` trains on the labels alone).
+        distill: fine-tune against the original float model as teacher; ``None`` means on with
+            channel surgery or low-rank factorization, off otherwise (``False`` trains on the
+            labels alone).
         temperature: softmax temperature of the teacher's soft targets; ``None`` means 4.
         distill_weight: share of the loss from the teacher's soft targets (the rest from labels).
         prune_channels: share of the output channels removed from each Conv/Dense layer (the

@@ -93,7 +93,7 @@ from edgec.util import dumps_json
 @click.option("--custom-objects", multiple=True, metavar="PATH.py|MODULE",
               help="Import the code that registers the model's custom layers before loading it (repeatable).")
 @click.option("--distill/--no-distill", default=None,
-              help="Fine-tune with the original float model as teacher.  [default: on when compressing]")
+              help="Fine-tune with the original float model as teacher.  [default: on with --prune-channels or --low-rank]")
 @click.option("--temperature", type=FINITE, metavar="T", help="Distillation temperature.  [default: 4]")
 @click.option("--distill-weight", type=FINITE, default=0.5, show_default=True,
               help="Share of the loss from the teacher's soft targets.")

@@ -3,9 +3,10 @@ schedule, best-epoch restore.
 
 The recovery every step gets by default:
 
-* distillation from the untouched float model (the teacher exists in every build; ``--no-distill``
-  trains on the labels alone): its soft targets carry what the compressed model lost in more
-  detail than the labels, and on a small fine-tune set they regularize;
+* distillation from the untouched float model when the build cuts the architecture (channel
+  surgery, low-rank; ``--distill``/``--no-distill`` decide otherwise): its soft targets carry what
+  the cut model lost in more detail than the labels (weight pruning and QAT recover better
+  on the labels within the default epochs: see :func:`edgec.optimize.spec.default_distill`);
 * a learning-rate schedule: a linear warm-up over the first epoch (Adam's first steps on a
   freshly cut model are its largest, and undo the weights that survived), then a cosine decay
   to :data:`FINAL_LR_SHARE` of the peak, so the last epochs settle instead of jumping around
