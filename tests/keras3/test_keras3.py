@@ -120,3 +120,14 @@ def test_bridge_on_keras3_applications(keras3_apps_dir, name):
     print(f"bridge max abs diff {name}: {out['max_abs_diff']:.3g} (outputs up to {out['max_abs_output']:.3g})")
     assert out["max_abs_output"] > 1e-3  # BatchNorm statistics from data: outputs are not all near 0
     assert out["max_abs_diff"] <= out["tolerance"]
+
+
+def test_keras3_file_with_weight_remedies_goes_through_the_bridge(keras3_dir, tmp_path, cli_runner):
+    """--equalize rewrites tf-keras layers: a Keras 3 file is rebuilt (and checked) first."""
+    data = keras3_dir / "data.npz"
+    code, _, err = cli_runner("build", keras3_dir / "functional.keras", "--target", "rpi5", "--precision", "int8",
+                              "--calib", data, "--calib-samples", "16", "--equalize", "--out", tmp_path / "o")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "o" / "rpi5" / "manifest.json").read_text())
+    assert manifest["source"]["keras"]["path"] == "bridge", manifest["source"]["keras"]
+    assert manifest["remedies"]["applied"] == ["equalize"], manifest.get("remedies")

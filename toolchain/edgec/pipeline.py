@@ -246,7 +246,11 @@ def prepare_inputs(request: BuildPlan, progress: Progress) -> Inputs:
     determinism = set_seed(options.seed)
     fresh_names()
     with progress.task("load model"):
-        loaded = load_model(request.model, keras_layers=request.spec is not None,
+        from edgec.accuracy.remedies import Remedies
+
+        # the compression steps and the weight remedies rewrite tf-keras layers (Keras 3: the bridge)
+        weight_remedies = any(Remedies.from_options(options).keras)
+        loaded = load_model(request.model, keras_layers=request.spec is not None or weight_remedies,
                             custom_objects=options.custom_objects)
         if loaded.keras and loaded.keras["path"] == "bridge":  # Keras 3 -> tf-keras layers, checked below
             from edgec.keras3 import bridge
@@ -256,6 +260,10 @@ def prepare_inputs(request: BuildPlan, progress: Progress) -> Inputs:
         raise EdgecError(f"the compression steps train Keras layers, but '{loaded.path}' is a SavedModel without "
                          "Keras metadata (its serving signature); save the model with tf-keras model.save(), or drop "
                          "--prune/--cluster/--qat")
+    if weight_remedies and isinstance(loaded.model, SignatureModel):
+        raise EdgecError(f"--equalize, --bias-correct and --adaround rewrite Keras layers, but '{loaded.path}' is a "
+                         "SavedModel without Keras metadata (its serving signature); save the model with "
+                         "model.save(), or drop them (--range and --int16-activations work on any model)")
     shape = data_shapes(loaded.model)  # {input name: shape} for several inputs
     preprocessing, warnings = input_prep.resolve(loaded.model, input_range=options.input_range,
                                                  normalize=options.normalize, mean=options.mean, std=options.std)

@@ -41,10 +41,27 @@ OFFERED = {
 ONE_INPUT = ("equalize", "bias_correct", "range", "adaround")
 
 
-def offered(kind: str, x) -> tuple[str, ...]:
-    """The remedies target kind ``kind`` carries for calibration inputs ``x`` (a dict: several inputs)."""
+#: the remedies that change a tf-keras model's weights layer by layer
+WEIGHTS = ("equalize", "bias_correct", "adaround")
+
+
+def offered(kind: str, x, model=None) -> tuple[str, ...]:
+    """The remedies target kind ``kind`` carries for calibration inputs ``x`` (a dict: several inputs)
+    and ``model`` (the weight remedies need tf-keras layers: not a Keras 3 export or a signature)."""
     kinds = OFFERED.get(kind, ())
-    return tuple(n for n in kinds if n not in ONE_INPUT) if isinstance(x, dict) else kinds
+    if isinstance(x, dict):
+        kinds = tuple(n for n in kinds if n not in ONE_INPUT)
+    if model is not None and not has_tf_keras_layers(model):
+        kinds = tuple(n for n in kinds if n not in WEIGHTS)
+    return kinds
+
+
+def has_tf_keras_layers(model) -> bool:
+    """Whether ``model`` is a tf-keras model whose layers the weight remedies can rewrite."""
+    import sys
+
+    tf_keras = sys.modules.get("tf_keras")
+    return tf_keras is not None and isinstance(model, tf_keras.Model)
 
 
 WHY_NOT = {

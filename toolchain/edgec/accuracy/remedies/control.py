@@ -149,7 +149,7 @@ def search(ctx, forced: Remedies, budget: float, trials=None) -> tuple[Remedies,
     from edgec.accuracy.metric import Metric
 
     trials = trials if trials is not None else Trials.of(ctx, Metric(ctx.reference))
-    offered = offered_for(ctx.profile.target, ctx.calib.x)
+    offered = offered_for(ctx.profile.target, ctx.calib.x, ctx.model)
     if forced.int16:
         score = trials(forced)[0]
         trials.kept.add(forced)
@@ -219,7 +219,7 @@ def tflite_build(ctx, artifact: str) -> tuple[bytes, dict[str, Any]]:
         chosen, (content, section, info) = _best_fallback(ctx, trials, chosen, forced, budget, artifact)
         score, _, reports = trials(chosen)
     section["remedies"] = {"chosen": chosen.names(), "tried": trials.rows(trials.kept), "reports": reports,
-                           "offered": list(offered_for(ctx.profile.target, ctx.calib.x))}
+                           "offered": list(offered_for(ctx.profile.target, ctx.calib.x, ctx.model))}
     if priced is not None:
         section["remedies"]["int16_or_float"] = priced
     section["before"] = {**plain_score.to_json(), "bytes": len(plain_content)}
@@ -312,7 +312,7 @@ def each_alone(model, calib, metric, profile, output_names: list[str], seed: int
     """Each remedy the profile's kind can carry, measured alone on the TFLite int8 model (what
     ``edgec analyze`` reports), in order of cost, after plain int8."""
     trials = Trials(model, calib, metric, io_dtype=profile.int8_io, output_names=output_names, seed=seed)
-    offered = offered_for(profile.target, calib.x)
+    offered = offered_for(profile.target, calib.x, model)
     combos = [Remedies()]
     for name in ORDER:
         if name not in offered:

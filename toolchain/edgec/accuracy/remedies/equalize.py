@@ -241,7 +241,6 @@ def equalize(model, x: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
 
 def max_abs_diff(a, b, x) -> float:
     """Largest absolute difference of any output of two models on ``x``."""
-    ya, yb = a(x, training=False), b(x, training=False)
-    ya = ya if isinstance(ya, (list, tuple)) else [ya]
-    yb = yb if isinstance(yb, (list, tuple)) else [yb]
-    return float(max(np.abs(np.asarray(p) - np.asarray(q)).max() for p, q in zip(ya, yb, strict=True)))
+    from edgec.model_io import predict
+
+    return float(max(np.abs(p - q).max() for p, q in zip(predict(a, x), predict(b, x), strict=True)))

@@ -69,4 +69,4 @@ def choose(ctx, qdq) -> tuple[Any, dict[str, Any] | None]:
     if any(chosen.keras):
         ctx.extra["remedies"] = describe(chosen, reports)
     return proto, {"chosen": chosen.names(), "tried": trials.rows(trials.kept), "reports": reports,
-                   "offered": list(offered("tensorrt", ctx.calib.x)), "plain": plain, "bytes": trials.cache[trials.order[0]][3]}
+                   "offered": list(offered("tensorrt", ctx.calib.x, ctx.model)), "plain": plain, "bytes": trials.cache[trials.order[0]][3]}
