@@ -71,6 +71,7 @@ def collector(request, tmp_path, monkeypatch):
         return await plain_read(lambda conn, *a: fn(_Counting(conn, statements), *a), *args)
 
     dash.read = counted
+    dash.reread_every_s = 0.0  # every change shows on the next poll (the hold has its own test)
     try:
         with TestClient(site, base_url="http://127.0.0.1") as client:
             yield client, {"Authorization": f"Bearer {settings.token}"}, statements, clock, dash
@@ -141,6 +142,29 @@ def test_an_unchanged_poll_reads_nothing_and_a_change_shows_next(collector, buil
     later = client.get("/fragments/fleet", headers={"If-None-Match": tag})
     assert later.status_code == 200 and len(statements) == (1 if postgres else 0)
     assert re.search(r'data-device="dev-b">.*?class="state offline"', later.text, re.S)
+
+
+def test_a_streaming_record_is_read_again_at_most_once_per_interval(collector):
+    """While the record keeps changing, the pages' rows are read again once per interval, not
+    once per poll: an open dashboard costs per second, not per result."""
+    client, admin, statements, _, dash = collector
+    now = [1000.0]
+    dash.clock = lambda: now[0]
+    dash.reread_every_s = 5.0
+    _signed_in(client, dash)
+    register_device(client_with(client, admin), "dev-a")
+    first = client.get("/fragments/fleet")
+    assert 'data-device="dev-a"' in first.text  # a first change after a quiet spell shows at once
+    tag = first.headers["etag"]
+    now[0] += 1.0
+    register_device(client_with(client, admin), "dev-b")
+    statements.clear()
+    held = client.get("/fragments/fleet", headers={"If-None-Match": tag})
+    assert held.status_code == 304  # within the interval: the rows kept
+    assert not any("FROM devices" in s for s in statements), statements
+    now[0] += 4.0
+    shown = client.get("/fragments/fleet", headers={"If-None-Match": tag})
+    assert shown.status_code == 200 and 'data-device="dev-b"' in shown.text
 
 
 class client_with:  # noqa: N801 - used like a function

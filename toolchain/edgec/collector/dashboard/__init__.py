@@ -16,6 +16,8 @@ from the record), :mod:`.pages` (the routes and templates), :mod:`.charts` (cach
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +38,10 @@ OPEN_PATHS = ("/login", "/static/")  # served without a session (no data in them
 OWN_PATHS = (*PAGE_PATHS, "/login", "/logout")
 OWN_PREFIXES = ("/static/", "/fragments/", "/charts/", "/jobs/", "/devices/")
 SIGN_IN_PATH = API + "/dashboard/sign-in"
+
+
+#: the least time between two reads of the pages' rows while the record keeps changing
+REREAD_EVERY_S = 5.0
 
 
 class Dashboard:
@@ -65,17 +71,32 @@ class Dashboard:
         self.store = store
         self.sessions = Sessions()
         self.tls = False  # set by 'edgec serve': the session cookie is then Secure
+        # while results stream in, the record changes between every two polls: the pages' rows
+        # are then read again at most once per this many seconds (a first change after a quiet
+        # spell shows at once), so an open dashboard's cost is per second, not per result
+        self.reread_every_s = REREAD_EVERY_S
+        self.clock = time.monotonic
+        self._shown_mark: str | None = None
+        self._shown_at = -math.inf
 
     async def mark(self) -> str:
         """A mark of the record that changes whenever anything is committed to it, so a page
         whose mark is unchanged is not read again. SQLite (one collector per file): this
         collector's count of commits, no query. PostgreSQL: one query of a snapshot, which sees
-        the commits of every collector on the database."""
+        the commits of every collector on the database. A new mark is shown at most once per
+        :attr:`reread_every_s` while the record keeps changing."""
         if self.store is not None and self.store.dialect == "sqlite":
-            return f"c{self.store.commits}"
-        from edgec.collector.storage import reads
+            current = f"c{self.store.commits}"
+        else:
+            from edgec.collector.storage import reads
 
-        return await self.read(reads.change_mark)
+            current = await self.read(reads.change_mark)
+        now = self.clock()
+        if current != self._shown_mark and (self._shown_mark is None or now - self._shown_at >= self.reread_every_s):
+            if self._shown_mark is not None:
+                self._shown_at = now
+            self._shown_mark = current
+        return self._shown_mark
 
     def sign_in_path(self) -> str:
         """A path with a fresh one-time sign-in token (append it to the server's URL)."""
