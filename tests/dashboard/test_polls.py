@@ -261,3 +261,12 @@ def test_charts_wait_for_results_to_pause():
     assert throttle.version("43") == "42"
     now[0] += 200.0
     assert throttle.version("43") == "43"
+
+
+def test_a_held_mark_does_not_look_like_a_pause_to_the_charts():
+    """The charts redraw once results pause; the dashboard holds a streaming record's mark for
+    REREAD_EVERY_S, so a pause must be longer than two holds to be told apart from one."""
+    from edgec.collector.dashboard import REREAD_EVERY_S
+    from edgec.collector.dashboard.charts import QUIET_S
+
+    assert QUIET_S > 2 * REREAD_EVERY_S

@@ -17,7 +17,10 @@ from edgec import plots
 
 KEEP = 32  # charts kept (a few per page and version)
 REDRAW_S = 5.0  # a chart is redrawn at most this often, whatever the record does
-QUIET_S = 2.0  # once no result has come for this long (seen by two polls this far apart)
+# once no result has come for this long (seen by two polls this far apart); longer than the
+# dashboard's hold of a streaming record's mark (REREAD_EVERY_S, 5 s), through which a version
+# held between two reads would look like a pause
+QUIET_S = 12.0
 MAX_LAG_S = 300.0  # or, while results stream in without a pause, once the chart is this old
 DRAW_SHARE = 0.01  # and drawing takes at most this share of the time (one core)
 
