@@ -86,11 +86,19 @@ def test_native_crash_in_analyze_is_one_line_exit_3(digits_model_path, data_fns,
     assert not any(Path(private_tmp["TMPDIR"]).iterdir())
 
 
+def _default_signals() -> None:
+    # as from a terminal: a suite run under nohup or as a background job inherits SIGHUP or SIGINT
+    # ignored, and edgec rightly keeps an ignored signal ignored
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _start_slow_build(model, data_fns, out: Path, mark: Path, env: dict[str, str]) -> subprocess.Popen:
     full = {**os.environ, "EDGEC_PROGRESS": "0", "EDGEC_TEST_MARK": str(mark), **env}
     proc = subprocess.Popen([sys.executable, "-m", "edgec", "build", str(model), "-t", "rpi5", "--calib",
                              f"{data_fns}:slow", "-o", str(out)], env=full, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_signals)
     deadline = time.monotonic() + 120
     while not mark.exists():
         assert proc.poll() is None, proc.communicate()
