@@ -65,7 +65,18 @@ def test_two_workers_on_postgresql_and_one_killed_mid_trial(data, tmp_path, post
             return next((t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING" and t.params
                          and t.user_attrs.get("worker", "").endswith(f":{a.pid}")), None)
 
-        victim = wait_for(running_on_a, 300, "worker a to be building a trial", interval=0.05)
+        def state_of(number: int) -> str:
+            study = optuna.load_study(study_name="pg", storage=storage)
+            return next(t.state.name for t in study.get_trials(deepcopy=False) if t.number == number)
+
+        while True:
+            victim = wait_for(running_on_a, 300, "worker a to be building a trial", interval=0.05)
+            # frozen first, then killed only if its trial is still running: on a fast machine a
+            # short trial could otherwise end between the look and the kill
+            a.send_signal(signal.SIGSTOP)
+            if state_of(victim.number) == "RUNNING":
+                break
+            a.send_signal(signal.SIGCONT)
         a.send_signal(signal.SIGKILL)
         a.wait(timeout=30)
         out, _ = b.communicate(timeout=600)
