@@ -183,9 +183,17 @@ def test_an_interrupted_search_queues_its_trial_and_resumes(data, tmp_path):
                 return None
             return next((t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING" and t.params), None)
 
-        victim = wait_for(building, 300, "a trial to be built", interval=0.05)
-        time.sleep(0.5)
+        while True:
+            victim = wait_for(building, 300, "a trial to be built", interval=0.05)
+            time.sleep(0.5)
+            # frozen, checked, then interrupted: a trial that ended in the half second is not the one
+            proc.send_signal(signal.SIGSTOP)
+            study = optuna.load_study(study_name="pg", storage=storage)
+            if next(t.state.name for t in study.get_trials(deepcopy=False) if t.number == victim.number) == "RUNNING":
+                break
+            proc.send_signal(signal.SIGCONT)
         proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGCONT)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
