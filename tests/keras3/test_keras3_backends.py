@@ -21,23 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.litert import run_single
 from tests.keras3.conftest import HERE
 
 
 def _manifest(out: Path, profile: str) -> dict:
     return json.loads((out / profile / "manifest.json").read_text())
-
-
-def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(inp["index"], list(x.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(out["index"])
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +56,7 @@ def test_keras3_file_written_on_jax_builds(jax_dir, tmp_path, cli_runner, name):
     # a .keras file does not say which backend wrote it; a .h5 file does
     assert keras["saved_backend"] == ("jax" if name.endswith(".h5") else None)
     ref = np.load(data)
-    diff = float(np.abs(_run_tflite(tmp_path / "fp32" / "rpi5" / "model.tflite", ref["x"]) - ref["reference"]).max())
+    diff = float(np.abs(run_single(tmp_path / "fp32" / "rpi5" / "model.tflite", ref["x"]) - ref["reference"]).max())
     print(f"{name}: TFLite on TensorFlow vs Keras 3 on JAX, max abs diff {diff:.3g}")
     assert diff <= 1e-4 * max(1.0, float(np.abs(ref["reference"]).max()))
     code, _, err = cli_runner("build", made / name, "--target", "rpi5", "--precision", "int8", "--calib", data,

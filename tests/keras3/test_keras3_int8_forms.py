@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.litert import run_single
 from tests.keras3.conftest import HERE
 
 
@@ -36,18 +37,6 @@ def _ops(path: Path) -> list[tuple[str, set[str]]]:
             for op in interpreter._get_ops_details()]
 
 
-def _run(path: Path, x: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    interpreter.resize_tensor_input(inp["index"], list(x.shape))
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(out["index"])
-
-
 def test_keras3_exact_gelu_and_layer_norm_are_integer_in_tflite(forms_dir, tmp_path, cli_runner):
     data = forms_dir / "gelu_norm.npz"
     code, _, err = cli_runner("build", forms_dir / "gelu_norm.keras", "--target", "rpi5", "--precision", "int8",
@@ -64,7 +53,7 @@ def test_keras3_exact_gelu_and_layer_norm_are_integer_in_tflite(forms_dir, tmp_p
                               "--out", tmp_path / "fp32")
     assert code == 0, err
     ref = np.load(data)
-    got = _run(tmp_path / "fp32" / "rpi5" / "model.tflite", ref["x"])
+    got = run_single(tmp_path / "fp32" / "rpi5" / "model.tflite", ref["x"])
     diff = float(np.abs(got - ref["keras3"]).max())
     print(f"float TFLite vs Keras 3: max abs diff {diff:.3g} (outputs up to {np.abs(ref['keras3']).max():.3g})")
     assert diff <= 1e-5
