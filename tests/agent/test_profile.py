@@ -180,7 +180,12 @@ def _build_dir(tmp_path, files, runtime, target):
         (d / name).write_bytes(name.encode())
         records.append({"file": name, "role": role, "format": fmt, "precision": "int8",
                         "sha256": sha256_file(d / name), "bytes": len(name)})
-    manifest = {"schema_version": 1, "runtime": runtime, "target": target, "artifacts": records}
+    # what the target kind records at build time for shipping
+    from edgec import targets
+    from edgec.targets.base import Artifact
+
+    shipment = targets.get(target).shipment(d, [Artifact(name, role, fmt) for name, role, fmt in files])
+    manifest = {"schema_version": 1, "runtime": runtime, "target": target, "artifacts": records, "shipment": shipment}
     (d / "manifest.json").write_text(json.dumps(manifest))
     return d, manifest
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from edgec import targets
 from edgec.config import BuildOptions, Precision
 from edgec.errors import EdgecError
 from edgec.optimize import resolve
@@ -67,10 +68,10 @@ def test_bad_values_and_combinations_are_one_line(options, precision, message):
 
 def test_sparse_inference_is_for_litert_cpu_targets():
     spec = resolve(opts(sparse_inference=True), Precision.FP16)
-    check_target(spec, "tflite", "rpi5")
-    check_target(None, "tensorrt", "jetson-nano")
+    check_target(spec, targets.get("tflite"), "rpi5")
+    check_target(None, targets.get("tensorrt"), "jetson-nano")
     with pytest.raises(EdgecError, match="profile 'jetson-nano' is a tensorrt target: drop --sparse-inference"):
-        check_target(spec, "tensorrt", "jetson-nano")
+        check_target(spec, targets.get("tensorrt"), "jetson-nano")
 
 
 def test_cli_refuses_sparse_inference_for_a_jetson_before_loading(cli_runner, tmp_path):

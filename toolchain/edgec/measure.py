@@ -1,10 +1,10 @@
 """Measuring a build's artifact on a device (the ``edgec profile`` command): run the device agent,
 here, over ssh or through a fleet collector, keep its report, and compare with the fp32 artifact.
 
-The artifact comes from ``OUT/PROFILE/manifest.json`` (``artifacts[0]`` is the primary one). A
-TensorRT build ships its bundle (``build.json`` + ``model.onnx`` + ``model.engine`` when built);
-an Edge TPU build ships ``model_edgetpu.tflite`` when it was compiled, else its int8 model runs
-on the device's CPU (said in the report's warnings).
+The artifact comes from ``OUT/PROFILE/manifest.json`` (``artifacts[0]`` is the primary one); what
+ships with it and which runtime runs it is what the target kind recorded there
+(:mod:`edgec.shipment`): a TensorRT build ships its bundle, an Edge TPU build its compiled model or,
+when it was not compiled, its int8 model for the device's CPU (said in the report's warnings).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def measure(build_dir: str | Path, device: str = "local", *, runtime: str | None
             session.upload(files, expected)
             argv = [transport.python, session.path(AGENT_NAME), "bench", session.path(ship.target), "--json",
                     "--runtime", ship.runtime, *_agent_args(options)]
-            if ship.target != "bundle":
+            if ship.target in ship.expected:  # one file (a bundle folder is checked file by file on upload)
                 argv += ["--expect-sha256", ship.expected[ship.target]]
             log.info("running the agent on %s: %s", device, " ".join(argv))
             proc = transport.run(argv, timeout)

@@ -1,11 +1,14 @@
 """What of a build goes to a device: a build directory's manifest, its files checked against the
 manifest's hashes, and which runtime runs which file. Both ``edgec profile`` (:mod:`edgec.measure`)
-and the fleet client (:mod:`edgec.fleet.client`) ship builds with it."""
+and the fleet client (:mod:`edgec.fleet.client`) ship builds with it.
+
+The target kind decides what ships at build time and the manifest records it (``shipment``, from
+:meth:`edgec.targets.base.Target.shipment`): per runtime, the files, what the agent runs and with
+which runtime. A runtime the manifest does not list gets the primary artifact."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -54,45 +57,35 @@ def open_build(build_dir: Path, runtime: str | None, options: dict[str, Any]) ->
 
 
 def plan(build_dir: Path, manifest: dict[str, Any], runtime: str | None = None) -> Shipment:
-    """Decide which files to ship and how the agent runs them."""
+    """Decide which files to ship and how the agent runs them, as the build's manifest says.
+
+    Raises:
+        EdgecError: the manifest lists no artifacts, or a file it names is missing or changed.
+    """
     artifacts = manifest.get("artifacts") or []
     if not artifacts:
         raise EdgecError(f"{build_dir / manifest_mod.FILENAME} lists no artifacts; rebuild with 'edgec build'")
     primary = artifacts[0]
     runtime = runtime or manifest.get("runtime") or "auto"
-    warnings: list[str] = []
     by_file = {a["file"]: a for a in artifacts}
-
-    if runtime == "tensorrt":
-        if not (build_dir / "build.json").is_file():
-            raise EdgecError(f"{build_dir} has no build.json; a TensorRT build bundle is build.json + model.onnx")
-        try:
-            spec = json.loads((build_dir / "build.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise EdgecError(f"cannot read {build_dir / 'build.json'}: {exc}; rebuild the TensorRT bundle") from exc
-        names = ["build.json", spec.get("onnx", "model.onnx")]
-        if (build_dir / "model.engine").is_file():
-            names.append("model.engine")
-        files, expected = {}, {}
-        for name in names:
-            rec = by_file.get(name)
-            local = record_path(build_dir, rec) if rec else build_dir / name
-            if not local.is_file():
-                raise EdgecError(f"TensorRT bundle file '{local}' is missing; rebuild")
-            files[f"bundle/{name}"] = local
-            expected[f"bundle/{name}"] = sha256_file(local)
-        record = by_file.get(spec.get("onnx", "model.onnx")) or primary
-        return Shipment(files, expected, "bundle", "tensorrt", record, warnings)
-
-    record = primary
-    if runtime == "edgetpu":
-        compiled = [a for a in artifacts if a.get("role") == "edgetpu_model" or a["file"].endswith("_edgetpu.tflite")]
-        if compiled:
-            record = compiled[0]
-        else:
-            runtime = "litert"
-            warnings.append("no Edge TPU model in this build (edgetpu_compiler was not run): measuring "
-                            f"{primary['file']} on the device's CPU with LiteRT")
-    local = record_path(build_dir, record)
-    return Shipment({record["file"]: local}, {record["file"]: record.get("sha256") or sha256_file(local)},
-                    record["file"], runtime, record, warnings)
+    declared = (manifest.get("shipment") or {}).get(runtime)
+    if declared is None:
+        local = record_path(build_dir, primary)
+        return Shipment({primary["file"]: local}, {primary["file"]: primary.get("sha256") or sha256_file(local)},
+                        primary["file"], runtime, primary, [])
+    files: dict[str, Path] = {}
+    expected: dict[str, str] = {}
+    optional = declared.get("optional") or {}
+    for remote, name in {**declared["files"], **optional}.items():
+        rec = by_file.get(name)
+        local = record_path(build_dir, rec) if rec else build_dir / name
+        if not local.is_file():
+            if remote in optional:
+                continue
+            raise EdgecError(f"'{local}', which a {manifest.get('target', '?')} build ships for runtime {runtime}, "
+                             "is missing; rebuild")
+        files[remote] = local
+        expected[remote] = (rec or {}).get("sha256") or sha256_file(local)
+    record = by_file.get(declared.get("record") or declared["run"]) or primary
+    warnings = [declared["warning"]] if declared.get("warning") else []
+    return Shipment(files, expected, declared["run"], declared.get("runtime") or runtime, record, warnings)

@@ -6,10 +6,11 @@ that op alone left in float. ``edgec build --accuracy-control`` keeps the fewest
 bring the drop within ``--max-accuracy-drop`` (NNCF's greedy revert; :mod:`.search`).
 
 The metric is the labelled output's accuracy on ``--eval``, or top-1 agreement with the float model
-when the data has no labels (:mod:`.metric`). Backends, one per target kind: TFLite selective
-quantization on ``tf.lite.experimental.QuantizationDebugger`` (:mod:`.tflite`), TensorRT's Q/DQ ONNX
-without Q/DQ around the chosen nodes (:mod:`.tensorrt`). The Edge TPU refuses accuracy control: a
-float op leaves the TPU, and every op after it runs on the CPU.
+when the data has no labels (:mod:`.metric`). The backends belong to the target kinds: a kind's
+:meth:`~edgec.targets.base.Target.accuracy_backend` gives it (TFLite selective quantization,
+TensorRT's Q/DQ ONNX without Q/DQ around the chosen nodes), and its
+:attr:`~edgec.targets.base.Target.accuracy_control` says whether builds may keep ops in float (the
+Edge TPU refuses: a float op leaves the TPU, and every op after it runs on the CPU).
 
 Nothing here imports TensorFlow at module level: :func:`check_request` runs before it loads.
 """
@@ -20,12 +21,29 @@ import os
 from pathlib import Path
 from typing import Any
 
+from edgec import targets
 from edgec.errors import EdgecError
+from edgec.targets.base import Target
 
-#: target kinds accuracy control builds for (the Edge TPU is refused: float ops leave the TPU)
-CONTROLLED_KINDS = ("tflite", "tensorrt")
-#: target kinds ``edgec analyze`` analyzes (the Edge TPU's int8 model is TFLite's, with batch 1)
-ANALYZED_KINDS = ("tflite", "edgetpu", "tensorrt")
+
+def controlled_kinds() -> tuple[str, ...]:
+    """The target kinds accuracy control builds for."""
+    return tuple(k for k in targets.REGISTRY if targets.target_class(k).accuracy_control)
+
+
+def analyzed_kinds() -> tuple[str, ...]:
+    """The target kinds ``edgec analyze`` analyzes: those with an accuracy backend."""
+    return tuple(k for k in targets.REGISTRY
+                 if targets.target_class(k).accuracy_backend is not Target.accuracy_backend)
+
+
+def __getattr__(name: str):
+    # CONTROLLED_KINDS / ANALYZED_KINDS follow the registry (a kind registered later is counted)
+    if name == "CONTROLLED_KINDS":
+        return controlled_kinds()
+    if name == "ANALYZED_KINDS":
+        return analyzed_kinds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_request(profile, precision, options) -> None:
@@ -36,13 +54,11 @@ def check_request(profile, precision, options) -> None:
     """
     if not getattr(options, "accuracy_control", False):
         return
-    if profile.target == "edgetpu":
-        raise EdgecError(f"--accuracy-control keeps some ops in float, and on profile '{profile.id}' ({profile.device}) "
-                         "a float op leaves the Edge TPU: it and every op after it run on the CPU; recover int8 "
-                         "accuracy with quantization-aware training instead: --qat --fine-tune DATA")
-    if profile.target not in CONTROLLED_KINDS:
-        raise EdgecError(f"--accuracy-control is available for target kinds {', '.join(CONTROLLED_KINDS)}; profile "
-                         f"'{profile.id}' is a {profile.target} target")
+    target = targets.get(profile.target)
+    if not target.accuracy_control:
+        raise EdgecError(target.accuracy_control_refusal(profile) or
+                         f"--accuracy-control is available for target kinds {', '.join(controlled_kinds())}; "
+                         f"profile '{profile.id}' is a {profile.target} target")
     if precision.value != "int8":
         raise EdgecError(f"--accuracy-control chooses which ops of an int8 model stay float; this build's precision "
                          f"is {precision.value}: add --precision int8")
@@ -57,34 +73,26 @@ def check_request(profile, precision, options) -> None:
 
 
 def float_ops(path: Path, fmt: str) -> list[dict[str, Any]]:
-    """The ops of an int8 artifact that still compute in float (empty when full-integer).
+    """The ops of an int8 artifact that still compute in float (empty when full-integer), read by
+    the target kind whose format it is (:meth:`edgec.targets.base.Target.float_ops`).
 
-    TFLite: every op with a float activation, besides the conversions of float model inputs and
-    outputs. ONNX (TensorRT's explicit quantization): every Conv/Gemm/MatMul whose input or weight
-    does not come through a DequantizeLinear (TensorRT runs it in fp16/fp32).
+    Raises:
+        ValueError: no kind reads this format.
     """
-    if fmt == "tflite":
-        from edgec import tflite_model
-
-        return tflite_model.float_ops(tflite_model.load(path))
-    if fmt == "onnx":
-        from edgec.targets.tensorrt.quantize import unquantized_ops
-
-        return unquantized_ops(path)
+    for kind in targets.REGISTRY:
+        found = targets.get(kind).float_ops(path, fmt)
+        if found is not None:
+            return found
     raise ValueError(f"no float-op check for format {fmt}")
 
 
 def mark_chosen(path: Path, fmt: str, float_ops: list[dict[str, Any]], chosen: list[dict[str, str]]) -> list[dict[str, Any]]:
     """``float_ops`` of an artifact with the entries accuracy control kept in float marked
     ``"chosen": true`` (the full-integer check does not count those); others stay as they are."""
-    if fmt == "tflite":
-        from edgec.accuracy.tflite import chosen_float_ops
-
-        return chosen_float_ops(path, float_ops, chosen)
-    if fmt == "onnx":
-        from edgec.accuracy.tensorrt import chosen_float_ops as onnx_chosen
-
-        return onnx_chosen(float_ops, chosen)
+    for kind in targets.REGISTRY:
+        marked = targets.get(kind).mark_chosen(path, fmt, float_ops, chosen)
+        if marked is not None:
+            return marked
     return float_ops
 
 
@@ -94,26 +102,9 @@ def backend_for(profile, model, calib, *, progress=None, threads: int | None = N
     Raises:
         EdgecError: a target kind without a backend; conversion errors.
     """
-    from edgec.model_io import output_specs
-
-    names = [o.name for o in output_specs(model)]
-    layer_names = [layer.name for layer in getattr(model, "layers", [])]
-    threads = threads or os.cpu_count() or 1
-    if profile.target in ("tflite", "edgetpu"):
-        from edgec.accuracy.tflite import TFLiteBackend
-
-        return TFLiteBackend(model, calib, io_dtype=profile.int8_io, batch_size=1 if profile.target == "edgetpu" else None,
-                             output_names=names, threads=threads, progress=progress)
-    if profile.target == "tensorrt":
-        from edgec.accuracy.tensorrt import TensorRTBackend
-        from edgec.progress import Progress
-        from edgec.targets.tensorrt.export import export_onnx
-        from edgec.targets.tensorrt.quantize import quantize_model
-
-        progress = progress or Progress(enabled=False)
-        with progress.task(f"export: ONNX opset {profile.tensorrt['onnx_opset']} (tf2onnx)"):
-            float_proto = export_onnx(model, int(profile.tensorrt["onnx_opset"]), names)
-        qdq, _ = quantize_model(model, float_proto, {}, calib, progress)
-        return TensorRTBackend(qdq, layer_names=layer_names, threads=threads)
-    raise EdgecError(f"edgec analyze covers target kinds {', '.join(ANALYZED_KINDS)}; profile '{profile.id}' is a "
-                     f"{profile.target} target")
+    backend = targets.get(profile.target).accuracy_backend(profile, model, calib, progress=progress,
+                                                           threads=threads or os.cpu_count() or 1)
+    if backend is None:
+        raise EdgecError(f"edgec analyze covers target kinds {', '.join(analyzed_kinds())}; profile '{profile.id}' "
+                         f"is a {profile.target} target")
+    return backend

@@ -69,7 +69,7 @@ def tflite_artifact(ctx, artifact: str = "model.tflite") -> tuple[bytes, dict[st
         from edgec.accuracy.remedies.control import tflite_build
 
         return tflite_build(ctx, artifact)
-    from edgec.accuracy.tflite import TFLiteBackend
+    from edgec.targets.tflite.accuracy import TFLiteBackend
 
     threads = min(ctx.profile.threads or os.cpu_count() or 1, os.cpu_count() or 1)
     backend = TFLiteBackend(ctx.model, ctx.calib, io_dtype=ctx.profile.int8_io, output_names=ctx.output_names,
@@ -88,7 +88,7 @@ def tensorrt_artifact(ctx, qdq, artifact: str = "model.onnx") -> tuple[Any, dict
     """The Q/DQ ONNX model (after the weight remedies in order of cost, unless --no-remedies) without
     Q/DQ around the chosen nodes, and the artifact record's additions."""
     from edgec.accuracy.remedies.tensorrt import choose
-    from edgec.accuracy.tensorrt import TensorRTBackend
+    from edgec.targets.tensorrt.accuracy import TensorRTBackend
 
     qdq, remedies = choose(ctx, qdq)
     layer_names = [layer.name for layer in getattr(ctx.model, "layers", [])]

@@ -14,6 +14,10 @@ DEFAULT_LR = 1e-3  # Adam, for the steps that recover from compression
 QAT_ALONE_LR = 1e-4  # Adam, for quantization-aware training with no step before it
 STRUCTURAL_LR = 3e-3  # Adam, for channel surgery and low-rank: a cut model starts far from its optimum
 STRUCTURAL_STEPS = ("channels", "low_rank")
+DEFAULT_EPOCHS = 10  # fine-tuning epochs per step
+# channel surgery and low-rank start from a model far from its optimum: at 10 epochs the
+# separable digits net's loss was still falling at the last epoch (bench/bench_recovery.py)
+STRUCTURAL_EPOCHS = 20
 STRUCTURES = {"2:4": (2, 4)}  # name -> (zeros, group size), as TF-MOT's sparsity_m_by_n
 MAX_CLUSTERS = 256  # an int8 kernel cannot hold more distinct values
 CHANNEL_CRITERIA = ("l1", "l2", "bn")  # kernel norm per output channel, or |gamma| of the BatchNorm after
@@ -23,7 +27,6 @@ DEFAULT_CHANNEL_CRITERION = "bn"
 SPARSE_MIN_SPARSITY = 2 / 3  # XNNPACK takes its sparse path only when this share of the 1x1 weights is zero
 SPARSE_DEFAULT_SPARSITY = 0.75
 SPARSE_PRECISIONS = (Precision.FP32, Precision.FP16)  # XNNPACK's sparse kernels are float kernels
-SPARSE_TARGET_KIND = "tflite"  # LiteRT with XNNPACK on a CPU
 #: the levels ``--prune auto`` / ``--prune-channels auto`` choose from (bisection, lowest first)
 AUTO_LEVELS = {"prune": (0.5, 0.6, 0.7, 0.8, 0.9), "prune_channels": (0.25, 0.375, 0.5, 0.625, 0.75)}
 
@@ -49,7 +52,7 @@ class OptimizeSpec:
     distill: bool
     temperature: float
     distill_weight: float
-    epochs: int
+    epochs: int | None  # None: each step's default (:meth:`epochs_for`)
     batch_size: int
     lr: float | None  # None: each step's default (:meth:`learning_rate`)
     seed: int
@@ -82,6 +85,13 @@ class OptimizeSpec:
             return STRUCTURAL_LR
         return QAT_ALONE_LR if step == "qat" and self.steps == ["qat"] else DEFAULT_LR
 
+    def epochs_for(self, step: str) -> int:
+        """The step's fine-tuning epochs: ``--epochs`` when given, else :data:`DEFAULT_EPOCHS`, and
+        :data:`STRUCTURAL_EPOCHS` for channel surgery and low-rank, which rebuild the layers."""
+        if self.epochs is not None:
+            return self.epochs
+        return STRUCTURAL_EPOCHS if step in STRUCTURAL_STEPS else DEFAULT_EPOCHS
+
     @property
     def steps(self) -> list[str]:
         return [name for name, on in (("channels", self.prune_channels is not None), ("low_rank", self.low_ranking),
@@ -108,7 +118,7 @@ class OptimizeSpec:
                                                       "weight": self.distill_weight},
             "auto": None if self.auto is None else {"option": "--" + self.auto.replace("_", "-"),
                                                     "max_accuracy_drop": self.max_accuracy_drop},
-            "fine_tune": {"epochs": self.epochs, "batch_size": self.batch_size,
+            "fine_tune": {"epochs": {step: self.epochs_for(step) for step in self.steps}, "batch_size": self.batch_size,
                           "lr": {step: self.learning_rate(step) for step in self.steps},
                           "optimizer": "adam", "seed": self.seed},
         }
@@ -184,7 +194,7 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
     if o.qat and precision is not Precision.INT8:
         raise EdgecError(f"--qat trains the model for int8 inference, but this build's precision is {precision.value}; "
                          "pass --precision int8 or drop --qat")
-    if o.epochs < 1:
+    if o.epochs is not None and o.epochs < 1:
         raise EdgecError(f"--epochs must be at least 1, got {o.epochs}")
     if o.batch_size < 1:
         raise EdgecError(f"--batch-size must be at least 1, got {o.batch_size}")
@@ -204,7 +214,8 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
     return OptimizeSpec(
         prune=prune, prune_schedule=schedule, prune_structure=structure, cluster=o.cluster, qat=bool(o.qat),
         qat_skip=tuple(o.qat_skip), distill=default_distill(o, channels, low_rank, low_rank_energy), temperature=temperature,
-        distill_weight=float(o.distill_weight), epochs=int(o.epochs), batch_size=int(o.batch_size),
+        distill_weight=float(o.distill_weight), epochs=None if o.epochs is None else int(o.epochs),
+        batch_size=int(o.batch_size),
         lr=None if o.lr is None else float(o.lr),
         seed=int(o.seed), prune_channels=channels, channel_criterion=criterion, low_rank=low_rank,
         low_rank_energy=low_rank_energy, sparse_inference=bool(o.sparse_inference), auto=auto,
@@ -308,12 +319,24 @@ def _sparse_inference(o: BuildOptions, precision: Precision, prune: float | None
     return prune
 
 
-def check_target(spec: OptimizeSpec | None, target_kind: str, profile_id: str) -> None:
+def check_target(spec: OptimizeSpec | None, target, profile_id: str) -> None:
     """Refuse steps the build's target cannot use (before TensorFlow loads).
 
+    Args:
+        target: the build's :class:`edgec.targets.base.Target` (its ``kind`` and ``sparse_kernels``);
+            given only its kind's name, nothing is checked here: ``Target.check`` refuses the same
+            request before any work.
+
     Raises:
-        EdgecError: --sparse-inference for a target that does not run LiteRT on a CPU.
+        EdgecError: --sparse-inference for a target without sparse kernels (LiteRT on a CPU).
     """
-    if spec is not None and spec.sparse_inference and target_kind != SPARSE_TARGET_KIND:
-        raise EdgecError(f"--sparse-inference stores weights for XNNPACK's sparse kernels in LiteRT on CPU targets; "
-                         f"profile '{profile_id}' is a {target_kind} target: drop --sparse-inference")
+    if isinstance(target, str):
+        return
+    if spec is not None and spec.sparse_inference and not target.sparse_kernels:
+        raise EdgecError(sparse_refusal(target.kind, profile_id))
+
+
+def sparse_refusal(kind: str, profile_id: str) -> str:
+    """Why --sparse-inference cannot build for a target kind without sparse kernels."""
+    return (f"--sparse-inference stores weights for XNNPACK's sparse kernels in LiteRT on CPU targets; "
+            f"profile '{profile_id}' is a {kind} target: drop --sparse-inference")

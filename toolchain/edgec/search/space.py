@@ -35,6 +35,7 @@ and ``reduction_factor`` (default 3).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -42,6 +43,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from edgec import targets
 from edgec.errors import EdgecError, choices
 
 NONE = "none"
@@ -142,10 +144,8 @@ class Space:
 
 
 def defaults(profile, builder: bool = False) -> dict[str, Any]:
-    """The default space of a profile's target kind, as TOML-style raw values.
-
-    tflite and edgetpu search every step; TensorRT keeps per-channel int8 scales, so weight
-    sharing gains it nothing (no clustering there), while its sparse kernels want 2:4.
+    """The default space of a profile's target kind, as TOML-style raw values: the common one with
+    the kind's own defaults (:attr:`edgec.targets.base.Target.space`) replacing it by name.
     """
     raw: dict[str, Any] = {
         "precision": list(profile.precisions),
@@ -158,10 +158,7 @@ def defaults(profile, builder: bool = False) -> dict[str, Any]:
         "batch_size": 32,
         "distill": [False, True],
     }
-    if profile.target == "tensorrt":
-        raw["cluster"] = [NONE]
-    if profile.target == "edgetpu":
-        raw["prune_structure"] = [NONE]  # no sparse kernels on the Edge TPU; unstructured zeros compress as well
+    raw.update(copy.deepcopy(targets.target_class(profile.target).space))
     if builder:
         raw.update({"train_optimizer": ["adam", "rmsprop"], "train_lr": {"low": 1e-3, "high": 1e-2, "log": True},
                     "train_batch_size": [32, 64], "train_epochs": 27})

@@ -1,4 +1,11 @@
-"""What every target provides, and the context a build hands it."""
+"""What every target kind provides, and the context a build hands it.
+
+A kind is one :class:`Target` subclass: its build and host runner, and everything else edgec knows
+of the kind: the profile table it reads (:attr:`Target.section`), its accuracy backend
+(:meth:`Target.accuracy_backend`), its search-space defaults (:attr:`Target.space`), what of a
+build ships to a device with which runtime (:meth:`Target.shipment`) and the figures its budgets
+read (:attr:`Target.budgets`, :meth:`Target.figures`).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,11 @@ import numpy as np
 
 from edgec.calibration import Dataset
 from edgec.config import BuildOptions, Precision
-from edgec.profiles import Profile
+from edgec.errors import EdgecError
+from edgec.optimize.spec import sparse_refusal
 from edgec.progress import Progress
+from edgec.targets.quant import Backend
+from edgec.targets.schema import Profile, Spec
 
 
 class Int8Steps(Protocol):
@@ -77,6 +87,18 @@ class Artifact:
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # I/O, op counts, ...
 
 
+@dataclasses.dataclass(frozen=True)
+class BudgetSpec:
+    """A budget only a kind's builds have: ``name`` in a CI file limits ``figure`` of
+    :meth:`Target.figures` (``rule`` "min" or "max"), checked by ``check`` when given."""
+
+    name: str
+    figure: str
+    rule: str
+    description: str
+    check: Callable[[float], str | None] | None = None
+
+
 class Target:
     """Base class of a target kind."""
 
@@ -85,9 +107,31 @@ class Target:
     runtime: ClassVar[str]
     #: the device compiler a build runs when the host has it (``--require-compiler``), if any
     device_compiler: ClassVar[str | None] = None
+    #: the table this kind's profiles carry, and its schema; ``None``: the kind reads none
+    section: ClassVar[tuple[str, Spec] | None] = None
+    #: whether --sparse-inference's sparse weights reach sparse kernels here (LiteRT on a CPU)
+    sparse_kernels: ClassVar[bool] = False
+    #: whether ``edgec build --accuracy-control`` builds for this kind (with :meth:`accuracy_backend`)
+    accuracy_control: ClassVar[bool] = False
+    #: the kind's defaults of the search space, replacing the common ones of the same name
+    #: (TOML-style raw values, as in a space file's ``[space]`` table)
+    space: ClassVar[dict[str, Any]] = {}
+    #: budgets only this kind's builds have, read from :meth:`figures`
+    budgets: ClassVar[tuple[BudgetSpec, ...]] = ()
 
     def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
-        """Reject an impossible request before any heavy work (raise EdgecError)."""
+        """Reject an impossible request before any heavy work: the common refusals, then the
+        kind's own (:meth:`check_kind`).
+
+        Raises:
+            EdgecError: the request cannot build for this kind.
+        """
+        if getattr(options, "sparse_inference", False) and not self.sparse_kernels:
+            raise EdgecError(sparse_refusal(self.kind, profile.id))
+        self.check_kind(profile, precision, options)
+
+    def check_kind(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
+        """The kind's own refusals (raise EdgecError)."""
 
     def qat_scheme(self, profile: Profile):
         """The TF-MOT QuantizeScheme quantization-aware training should use for this target.
@@ -98,6 +142,13 @@ class Target:
         return None
 
     def build(self, ctx: BuildContext) -> list[Artifact]:
+        """Write the artifacts into ``ctx.workdir`` (:meth:`write`) and record in the manifest
+        what of them ships to a device (``shipment``, :meth:`shipment`)."""
+        artifacts = self.write(ctx)
+        ctx.extra["shipment"] = self.shipment(ctx.workdir, artifacts)
+        return artifacts
+
+    def write(self, ctx: BuildContext) -> list[Artifact]:
         """Write the artifacts into ``ctx.workdir``; the first one is the primary artifact."""
         raise NotImplementedError
 
@@ -105,3 +156,40 @@ class Target:
         """A host callable running the artifact on float inputs and returning its float outputs in
         the artifact's order; its ``output_names`` attribute names them in that order."""
         raise NotImplementedError
+
+    def shipment(self, workdir: Path, artifacts: list[Artifact]) -> dict[str, dict[str, Any]]:
+        """What of the build goes to a device, per runtime asked for: runtime -> ``files`` (name on
+        the device -> file of the build directory), ``optional`` (the same, shipped when present),
+        ``run`` (what the agent is given), ``runtime`` (what runs it) and ``warning`` (or None).
+        A runtime not listed gets the primary artifact (:mod:`edgec.shipment`).
+
+        Default: the primary artifact, run by the kind's runtime.
+        """
+        primary = artifacts[0].file
+        return {self.runtime: {"files": {primary: primary}, "run": primary, "runtime": self.runtime}}
+
+    def accuracy_backend(self, profile: Profile, model: Any, calib: Any, *, progress: Progress | None = None,
+                         threads: int = 1) -> Backend | None:
+        """The kind's int8 quantization of ``model`` with any ops left in float (``edgec analyze``
+        and accuracy control), or ``None`` when the kind has none."""
+        return None
+
+    def accuracy_control_refusal(self, profile: Profile) -> str | None:
+        """Why --accuracy-control cannot build for this kind, in the kind's own words (``None``:
+        the common message)."""
+        return None
+
+    def float_ops(self, path: Path, fmt: str) -> list[dict[str, Any]] | None:
+        """The ops of an int8 artifact of this kind's ``fmt`` that still compute in float (empty when
+        full-integer); ``None`` when the format is not this kind's."""
+        return None
+
+    def mark_chosen(self, path: Path, fmt: str, float_ops: list[dict[str, Any]],
+                    chosen: list[dict[str, str]]) -> list[dict[str, Any]] | None:
+        """``float_ops`` with the ones accuracy control kept in float marked ``"chosen": true``;
+        ``None`` when the format is not this kind's."""
+        return None
+
+    def figures(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The kind's figures of a build (what :attr:`budgets` read), from its manifest."""
+        return {}

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import EdgecError
-from edgec.profiles import Profile
 from edgec.resources import data_file
+from edgec.targets.schema import Profile, Spec, one_of, positive
 
 RULES_FILE = data_file("targets", "edgetpu_ops.json")
 #: categories of a CPU placement; the compiler's own status lines map onto the same words
@@ -52,6 +52,17 @@ def rules() -> dict[str, Any]:
     return table
 
 
+#: the ``[edgetpu]`` table of an Edge TPU profile
+SECTION: Spec = {
+    "variant": (str, True, one_of(("usb", "pci", "devboard", "m2", "dual-m2", "som"))),
+    "num_tpus": (int, False, positive),
+    "min_runtime_version": (int, False, positive),
+    "cache_mb": ((int, float), False, positive),
+    "clock": (str, False, one_of(("std", "max"))),
+    "compile_timeout_s": (int, False, positive),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class EdgeTPUSettings:
     """The Edge TPU knobs of a profile (``[edgetpu]`` table) with the rule table's defaults."""
@@ -65,7 +76,7 @@ class EdgeTPUSettings:
     @classmethod
     def from_profile(cls, profile: Profile | None) -> EdgeTPUSettings:
         table = rules()
-        section = dict(profile.edgetpu or {}) if profile is not None else {}
+        section = dict(profile.section("edgetpu") or {}) if profile is not None else {}
         return cls(
             min_runtime_version=int(section.get("min_runtime_version", table["default_min_runtime_version"])),
             cache_mb=float(section.get("cache_mb", table["default_cache_mb"])),

@@ -21,8 +21,8 @@ from typing import Any
 
 from edgec.config import BuildOptions, Precision
 from edgec.errors import CheckFailed, EdgecError
-from edgec.profiles import Profile
-from edgec.targets.base import Artifact, BuildContext, Target
+from edgec.progress import Progress
+from edgec.targets.base import Artifact, BudgetSpec, BuildContext, Target
 from edgec.targets.edgetpu.analysis import analyze, summary_lines
 from edgec.targets.edgetpu.compiler import (
     COMPILER_STDOUT,
@@ -31,7 +31,8 @@ from edgec.targets.edgetpu.compiler import (
     unavailable_reason,
 )
 from edgec.targets.edgetpu.compiler_log import compare_with_analysis, compiler_totals
-from edgec.targets.edgetpu.rules import EdgeTPUSettings
+from edgec.targets.edgetpu.rules import SECTION, EdgeTPUSettings
+from edgec.targets.schema import Profile
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,14 @@ class EdgeTPUTarget(Target):
     kind = "edgetpu"
     runtime = "edgetpu"
     device_compiler = "edgetpu_compiler"
+    section = ("edgetpu", SECTION)
+    # no sparse kernels on the Edge TPU; unstructured zeros compress as well
+    space = {"prune_structure": ["none"]}
+    budgets = (BudgetSpec("min_edgetpu_op_share", "edgetpu_op_share", "min", "share of ops on the Edge TPU (0..1)",
+                          check=lambda v: None if 0 <= v <= 1 else
+                          "expected a share between 0 and 1 (1.0: every op on the Edge TPU)"),)
 
-    def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
+    def check_kind(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
         if precision is not Precision.INT8:
             raise EdgecError(
                 f"the Edge TPU runs only full-integer 8-bit models, so profile '{profile.id}' ({profile.device}) "
@@ -70,7 +77,7 @@ class EdgeTPUTarget(Target):
                 raise CheckFailed(f"--require-compiler: {problem}; without --require-compiler edgec writes the "
                                   f"EdgeTPU-ready {INT8_MODEL} and the op map, then compile with: {cmd}")
 
-    def build(self, ctx: BuildContext) -> list[Artifact]:
+    def write(self, ctx: BuildContext) -> list[Artifact]:
         from edgec.targets.tflite import artifact_info, convert
 
         settings = EdgeTPUSettings.from_profile(ctx.profile)
@@ -136,6 +143,44 @@ class EdgeTPUTarget(Target):
             raise EdgecError(f"'{Path(path).name}' runs only on an Edge TPU; the host verifies {INT8_MODEL}")
         threads = ctx.profile.threads if ctx is not None and ctx.profile.threads else None
         return LiteRTRunner(path, threads=min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
+
+    def shipment(self, workdir: Path, artifacts: list[Artifact]) -> dict[str, dict[str, Any]]:
+        """The compiled model for the Edge TPU runtime; without one, the int8 model on the CPU."""
+        compiled = [a.file for a in artifacts if a.role == "edgetpu_model"]
+        if compiled:
+            tpu = {"files": {compiled[0]: compiled[0]}, "run": compiled[0], "runtime": "edgetpu"}
+        else:
+            tpu = {"files": {INT8_MODEL: INT8_MODEL}, "run": INT8_MODEL, "runtime": "litert",
+                   "warning": "no Edge TPU model in this build (edgetpu_compiler was not run): measuring "
+                              f"{INT8_MODEL} on the device's CPU with LiteRT"}
+        return {"edgetpu": tpu}
+
+    def accuracy_backend(self, profile: Profile, model, calib, *, progress: Progress | None = None,
+                         threads: int = 1):
+        """The TFLite backend on the Edge TPU's int8 model (batch 1), for analysis."""
+        from edgec.targets.tflite import TFLiteTarget
+
+        return TFLiteTarget().accuracy_backend(profile, model, calib, progress=progress, threads=threads, batch_size=1)
+
+    def accuracy_control_refusal(self, profile: Profile) -> str:
+        return (f"--accuracy-control keeps some ops in float, and on profile '{profile.id}' ({profile.device}) a float "
+                "op leaves the Edge TPU: it and every op after it run on the CPU; recover int8 accuracy with "
+                "quantization-aware training instead: --qat --fine-tune DATA")
+
+    def float_ops(self, path: Path, fmt: str) -> list[dict[str, Any]] | None:
+        from edgec.targets.tflite import TFLiteTarget
+
+        return TFLiteTarget().float_ops(path, fmt)
+
+    def figures(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The share of ops the Edge TPU runs, by the op map; whether the compiler ran."""
+        tpu = manifest.get("edgetpu")
+        if not tpu:
+            return {}
+        analysis = tpu.get("analysis") or {}
+        return {"edgetpu_op_share": analysis.get("op_share"), "edgetpu_ops": analysis.get("ops"),
+                "edgetpu_ops_on_tpu": analysis.get("ops_on_tpu"), "edgetpu_first_cpu_op": analysis.get("first_cpu_op"),
+                "edgetpu_compiled": bool(tpu.get("compiled"))}
 
 
 def compiled_outputs(compiled: Path, int8: Path) -> list[dict[str, Any]]:

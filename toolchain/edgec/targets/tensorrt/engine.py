@@ -16,7 +16,7 @@ import numpy as np
 
 from edgec.config import Precision
 from edgec.errors import EdgecError
-from edgec.profiles import Profile
+from edgec.targets.schema import Profile
 from edgec.targets.tensorrt.onnx_io import io_spec, opset_of
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def build_spec(onnx_path: Path, proto, profile: Profile, precision: Precision) -
     """The deferred-build document the device agent reads (``build.json``)."""
     from edgec.util import sha256_file
 
-    trt = dict(profile.tensorrt or {})
+    trt = dict(profile.section("tensorrt") or {})
     inputs, outputs = io_spec(proto, batch=1)
     dla = int(trt.get("dla_cores", 0) or 0)
     # DLA runs fp16/int8 only; fp32 stays on the GPU.
@@ -121,7 +121,7 @@ def cuda_compute_capabilities() -> list[str]:
 
 def engine_available(profile: Profile) -> tuple[bool, str]:
     """Whether ``model.engine`` can be built here for ``profile``, and why not."""
-    trt_cfg = dict(profile.tensorrt or {})
+    trt_cfg = dict(profile.section("tensorrt") or {})
     try:
         import tensorrt
     except ImportError:

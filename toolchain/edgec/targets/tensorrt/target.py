@@ -23,8 +23,9 @@ import numpy as np
 
 from edgec.config import BuildOptions, Precision
 from edgec.errors import EdgecError
-from edgec.profiles import Profile
+from edgec.progress import Progress
 from edgec.targets.base import Artifact, BuildContext, Target
+from edgec.targets.schema import Profile, Spec, non_negative, positive
 from edgec.targets.tensorrt.engine import (
     BUILD_SPEC,
     TensorRTRunner,
@@ -37,6 +38,19 @@ log = logging.getLogger(__name__)
 
 PARITY_SAMPLES = 64
 
+#: the ``[tensorrt]`` table of a Jetson profile
+SECTION: Spec = {
+    "gpu": (str, True, None),
+    "compute_capability": (str, True, None),
+    "gpu_arch": (str, True, None),
+    "jetpack": (str, False, None),
+    "tensorrt": (str, True, None),
+    "cuda": (str, False, None),
+    "onnx_opset": (int, True, positive),
+    "dla_cores": (int, False, non_negative),
+    "workspace_mb": (int, False, positive),
+}
+
 
 def _fastest(profile: Profile) -> str:
     return next(p for p in ("int8", "fp16", "fp32") if p in profile.precisions)
@@ -47,9 +61,13 @@ class TensorRTTarget(Target):
 
     kind = "tensorrt"
     runtime = "tensorrt"
+    section = ("tensorrt", SECTION)
+    accuracy_control = True
+    # per-channel int8 scales: weight sharing gains nothing here
+    space = {"cluster": ["none"]}
 
-    def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
-        trt = profile.tensorrt or {}
+    def check_kind(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
+        trt = profile.section("tensorrt") or {}
         if precision is Precision.DYNAMIC:
             raise EdgecError(f"TensorRT has no dynamic-range precision; choose one of {', '.join(profile.precisions)} "
                              f"for '{profile.id}'")
@@ -75,11 +93,11 @@ class TensorRTTarget(Target):
 
     # ------------------------------------------------------------------ build
 
-    def build(self, ctx: BuildContext) -> list[Artifact]:
+    def write(self, ctx: BuildContext) -> list[Artifact]:
         from edgec.targets.tensorrt import export as onnx_export
         from edgec.targets.tensorrt.onnx_io import OrtRunner, keras_vs_onnx
 
-        trt = dict(ctx.profile.tensorrt or {})
+        trt = dict(ctx.profile.section("tensorrt") or {})
         opset = int(trt["onnx_opset"])
         model, ranges, qat = _float_model(ctx)
         if ctx.precision is Precision.INT8 and not qat and ctx.int8 is not None:
@@ -156,6 +174,48 @@ class TensorRTTarget(Target):
         if path.suffix == ".engine":
             return TensorRTRunner(path)
         return OrtRunner(path, threads=os.cpu_count())
+
+    def shipment(self, workdir: Path, artifacts: list[Artifact]) -> dict[str, dict[str, Any]]:
+        """The bundle the agent builds the engine from (build.json + model.onnx, and the engine
+        when it was built here), for the TensorRT runtime; any other runtime gets model.onnx."""
+        onnx = artifacts[0].file
+        files = {f"bundle/{name}": name for name in (BUILD_SPEC, onnx)}
+        return {"tensorrt": {"files": files, "optional": {"bundle/model.engine": "model.engine"}, "run": "bundle",
+                             "runtime": "tensorrt", "record": onnx}}
+
+    def accuracy_backend(self, profile: Profile, model, calib, *, progress: Progress | None = None,
+                         threads: int = 1):
+        """The target's own symmetric Q/DQ ONNX with any nodes left unquantized
+        (:class:`edgec.targets.tensorrt.accuracy.TensorRTBackend`)."""
+        from edgec.model_io import output_specs
+        from edgec.targets.tensorrt.accuracy import TensorRTBackend
+        from edgec.targets.tensorrt.export import export_onnx
+        from edgec.targets.tensorrt.quantize import quantize_model
+
+        progress = progress or Progress(enabled=False)
+        opset = int(profile.section("tensorrt")["onnx_opset"])
+        with progress.task(f"export: ONNX opset {opset} (tf2onnx)"):
+            float_proto = export_onnx(model, opset, [o.name for o in output_specs(model)])
+        qdq, _ = quantize_model(model, float_proto, {}, calib, progress)
+        return TensorRTBackend(qdq, layer_names=[layer.name for layer in getattr(model, "layers", [])],
+                               threads=threads)
+
+    def float_ops(self, path: Path, fmt: str) -> list[dict[str, Any]] | None:
+        """Every Conv/Gemm/MatMul whose input or weight does not come through a DequantizeLinear
+        (TensorRT runs it in fp16/fp32)."""
+        if fmt != "onnx":
+            return None
+        from edgec.targets.tensorrt.quantize import unquantized_ops
+
+        return unquantized_ops(path)
+
+    def mark_chosen(self, path: Path, fmt: str, float_ops: list[dict[str, Any]],
+                    chosen: list[dict[str, str]]) -> list[dict[str, Any]] | None:
+        if fmt != "onnx":
+            return None
+        from edgec.targets.tensorrt.accuracy import chosen_float_ops
+
+        return chosen_float_ops(float_ops, chosen)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -1,13 +1,11 @@
-"""TFLite target: TFLiteConverter -> model.tflite (fp32 | fp16 | dynamic | int8), run by LiteRT.
+"""TFLite conversion and LiteRT runs: TFLiteConverter -> .tflite bytes, and a host runner.
 
-The conversion and the LiteRT runner here are shared with the Edge TPU target, which needs the
-same full-integer model before its compiler step.
+Shared by the TFLite target, its accuracy backend and the Edge TPU target, which needs the same
+full-integer model before its compiler step.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,45 +13,9 @@ from typing import Any
 import numpy as np
 
 from edgec.calibration import Dataset
-from edgec.config import BuildOptions, Precision
+from edgec.config import Precision
 from edgec.errors import EdgecError
-from edgec.profiles import Profile
 from edgec.progress import Progress
-from edgec.targets.base import Artifact, BuildContext, Target
-
-log = logging.getLogger(__name__)
-
-
-class TFLiteTarget(Target):
-    """CPU devices running LiteRT (Raspberry Pi, x86, Arm boards)."""
-
-    kind = "tflite"
-    runtime = "litert"
-
-    def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
-        if precision.needs_calibration and not options.has_representative_data:
-            raise EdgecError(
-                f"precision int8 needs representative data: pass --calib DATA "
-                f"(.npz, .npy, image folder or module:function), or --qat with --fine-tune DATA, or choose one of "
-                f"{', '.join(p for p in profile.precisions if p != 'int8') or 'no other precision'}"
-            )
-
-    def build(self, ctx: BuildContext) -> list[Artifact]:
-        path = ctx.workdir / "model.tflite"
-        chosen: dict[str, Any] = {}
-        if ctx.precision is Precision.INT8 and ctx.int8 is not None and ctx.int8.wanted(ctx):
-            content, chosen = ctx.int8.tflite_artifact(ctx, path.name)
-        else:
-            content = convert(ctx.model, ctx.precision, calib=ctx.calib, io_dtype=ctx.profile.int8_io,
-                              progress=ctx.progress, output_names=ctx.output_names,
-                              sparsity=ctx.options.sparse_inference)
-        path.write_bytes(content)
-        return [Artifact(file=path.name, role="model", format="tflite", precision=ctx.precision.value,
-                         verify_with="litert", info={**artifact_info(path), **chosen})]
-
-    def runner(self, path: Path, ctx: BuildContext | None = None):
-        threads = ctx.profile.threads if ctx is not None and ctx.profile.threads else None
-        return LiteRTRunner(path, threads=min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
 
 
 def convert(model, precision: Precision, *, calib: Dataset | None = None, io_dtype: str = "int8",
