@@ -2,15 +2,11 @@
 
 Loop: register the device with what was detected (profile, runtimes and their versions, power
 sensor), long-poll for a job this device can run, download its files by sha256 and verify
-them (a mismatch is refused, never run), run the benchmark in a child process (the agent's own
-``bench``, so a crashing runtime cannot take the daemon down and a hung one can be stopped),
-post the report, and heartbeat the lease while the job runs. When the collector is away the
-agent retries with exponential backoff (with jitter) and registers again.
-
-Nothing is lost on the agent's side either: a report is written to the spool directory before
-it is posted and removed only once the collector has answered, so a report that could not be
-delivered is sent again after a restart. Each report carries an id generated once per job
-attempt, so a report posted twice is stored once.
+them (:mod:`.fetch`: a mismatch is refused, never run), run the benchmark in a child process (the
+agent's own ``bench``, so a crashing runtime cannot take the daemon down and a hung one can be
+stopped), post the report through the spool (:mod:`.spool`: written before it is posted, removed
+once the collector has answered), and heartbeat the lease while the job runs. When the collector
+is away the agent retries with exponential backoff (with jitter) and registers again.
 
 Standard library only, Python 3.6 syntax, like the rest of the agent.
 """
@@ -19,7 +15,6 @@ import json
 import logging
 import os
 import platform
-import re
 import shutil
 import signal
 import subprocess
@@ -32,13 +27,13 @@ import uuid
 from . import __version__, device, schema
 from .api import AgentRefused, Backoff, Unreachable
 from .capabilities import detect_runtimes, power_summary
-from .errors import EXIT_UNAVAILABLE, AgentError
-from .vocab import FILE_PATTERN, RUNTIMES, SHA256_PATTERN
+from .errors import EXIT_UNAVAILABLE
+from .fetch import JobFailed, fetch_job
+from .spool import Spool
+from .vocab import RUNTIMES
 
 log = logging.getLogger(__name__)
 
-FILE = re.compile(FILE_PATTERN)
-SHA256 = re.compile(SHA256_PATTERN)
 NO_RUNTIME_EVERY = 600.0  # seconds between the errors of an agent that can run nothing
 # Bench options a job may set. An external power command is not one of them: a collector must not
 # be able to run commands on the device; only the device's own --power-command is used.
@@ -81,12 +76,6 @@ def _death_signal():
     return preexec
 
 
-class JobFailed(Exception):
-    def __init__(self, message, retry):
-        super().__init__(message)
-        self.retry = retry
-
-
 # ---------------------------------------------------------------------- the daemon
 
 
@@ -113,7 +102,7 @@ class Daemon:
         self.profile_source = profile_source
         self.labels = labels or {}
         self.work_dir = os.path.abspath(work_dir)
-        self.spool = os.path.join(self.work_dir, "spool")
+        self.spool = Spool(os.path.join(self.work_dir, "spool"), api, lambda: self.stopping, self._sleep)
         self.wait = wait
         self.max_jobs = max_jobs
         self.power_command = power_command
@@ -148,15 +137,16 @@ class Daemon:
 
     def run(self):
         """Serve until stopped (SIGTERM/SIGINT) or ``max_jobs`` are done; returns the exit code."""
-        for path in (self.work_dir, self.spool):
-            if not os.path.isdir(path):
-                os.makedirs(path)
+        if not os.path.isdir(self.work_dir):
+            os.makedirs(self.work_dir)
+        self.spool.create()
         self.install_signals()
         self.description = self.describe()
         try:
             while not self.stopping:
                 try:
-                    self.flush_spool()
+                    if not self.spool.flush():
+                        raise _Stop()
                     if not self.registered:
                         self.register()
                     job = self.poll()
@@ -265,7 +255,7 @@ class Daemon:
         job_dir = tempfile.mkdtemp(prefix="job-%d-" % job_id, dir=self.work_dir)
         try:
             try:
-                target = self.fetch(job, job_dir)
+                target = fetch_job(self.api, job, job_dir, lambda: self.stopping or self._lost.is_set())
                 report = self.measure(job, job_dir, target)
             except JobFailed as exc:
                 log.error("job %d failed: %s", job_id, exc)
@@ -273,11 +263,12 @@ class Daemon:
                 return
             entry = {"uid": uuid.uuid4().hex, "job_id": job_id, "lease_id": lease_id, "device": self.name,
                      "instance": self.instance, "report": report}
-            path = self.spool_write(entry)
+            path = self.spool.write(entry)
         finally:
             stop_beat.set()
             shutil.rmtree(job_dir, ignore_errors=True)
-        self.deliver(path, entry)
+        if not self.spool.deliver(path, entry):
+            raise _Stop()
 
     def _heartbeat(self, lease_id, interval):
         while not self._stop_beat.wait(interval):
@@ -311,47 +302,6 @@ class Daemon:
         child = self._child
         if child is not None and child.poll() is None:
             child.kill()
-
-    def fetch(self, job, job_dir):
-        """Download and verify the job's files; the path the benchmark runs."""
-        files = job.get("files") or {}
-        for name, sha in sorted(files.items()):
-            if not FILE.match(name) or not SHA256.match(sha or ""):
-                raise JobFailed("the job names a file '%s' (sha256 %r) this agent does not accept" % (name, sha),
-                                retry=False)
-            dest = os.path.join(job_dir, *name.split("/"))
-            if not os.path.isdir(os.path.dirname(dest)):
-                os.makedirs(os.path.dirname(dest))
-            for attempt in (1, 2):
-                got = self._download(sha, dest)
-                if got == sha:
-                    break
-                log.warning("%s: received sha256 %s, expected %s (try %d of 2)", name, got, sha, attempt)
-            else:
-                os.remove(dest)
-                raise JobFailed("refused to run %s: the downloaded bytes have sha256 %s, expected %s (the "
-                                "collector's copy is corrupt or the transfer was altered)" % (name, got, sha),
-                                retry=False)
-        target = job.get("target")
-        if target == "bundle":
-            return os.path.join(job_dir, "bundle")
-        if target not in files:
-            raise JobFailed("the job's target %r is not among its files" % target, retry=False)
-        return os.path.join(job_dir, target)
-
-    def _download(self, sha, dest):
-        backoff = Backoff()
-        while True:
-            try:
-                return self.api.download(sha, dest, timeout=max(60.0, self.api.timeout))
-            except Unreachable as exc:
-                if self.stopping or self._lost.is_set():
-                    raise JobFailed("download of %s interrupted: %s" % (sha[:12], exc), retry=True) from exc
-                delay = backoff.next()
-                log.warning("%s; retrying in %.1f s", exc, delay)
-                time.sleep(delay)
-            except AgentError as exc:
-                raise JobFailed(str(exc), retry=True) from exc
 
     def bench_argv(self, job, target, out):
         package, _ = _package_location()
@@ -423,57 +373,7 @@ class Daemon:
         except schema.SchemaError as exc:
             raise JobFailed(str(exc), retry=False) from exc
 
-    # ------------------------------------------------------------------ delivery
-
-    def spool_write(self, entry):
-        path = os.path.join(self.spool, entry["uid"] + ".json")
-        tmp = path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(entry, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, path)
-        return path
-
-    def deliver(self, path, entry):
-        """Post a spooled report until the collector answers (then the spool entry goes)."""
-        backoff = Backoff()
-        while True:
-            try:
-                answer = self.api.call("POST", "/results", entry)
-            except Unreachable as exc:
-                if self.stopping:
-                    log.warning("result of job %d kept in %s: it is sent on the next start", entry["job_id"], path)
-                    raise _Stop() from exc
-                delay = backoff.next()
-                log.warning("posting the result of job %d failed (%s); retrying in %.1f s", entry["job_id"], exc,
-                            delay)
-                self._sleep(delay)
-                continue
-            if answer.status in (200, 201):
-                doc = answer.json() or {}
-                log.info("job %d: result %s stored%s", entry["job_id"], doc.get("result_id"),
-                         " (it was already there)" if doc.get("duplicate") else "")
-            else:
-                log.error("job %d: the collector did not store the result (%d): %s", entry["job_id"], answer.status,
-                          answer.detail())
-            os.remove(path)
-            return
-
-    def flush_spool(self):
-        for name in sorted(os.listdir(self.spool)):
-            if not name.endswith(".json"):
-                continue
-            path = os.path.join(self.spool, name)
-            try:
-                with open(path) as fh:
-                    entry = json.load(fh)
-            except (OSError, ValueError) as exc:
-                log.error("unreadable spooled result %s (%s); moved aside", path, exc)
-                os.rename(path, path + ".bad")
-                continue
-            log.info("sending the spooled result of job %s", entry.get("job_id"))
-            self.deliver(path, entry)
+    # ------------------------------------------------------------------ failures
 
     def report_failure(self, job, error, retry):
         body = {"lease_id": job["lease_id"], "device": self.name, "error": error[:3900], "retry": bool(retry),
