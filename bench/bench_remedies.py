@@ -96,6 +96,13 @@ def run(args) -> None:
             print(f"\n{label}: remedies tried in order of cost")
             for r in ac["remedies"]["tried"]:
                 print(f"  {r['label']:<45} drop {r['drop_points']:.2f}{'  (kept)' if r['kept'] else ''}")
+        for f in ac.get("fallbacks") or []:
+            print(f"  float-op search on {f['on']:<32} met {f['met']!s:<5} {f['float_ops']} ops, "
+                  f"{f['float_macs_share'] * 100:.1f} % of MACs float, drop {f['drop_points']:.2f}")
+        priced = (ac.get("remedies") or {}).get("int16_or_float")
+        if priced:
+            print(f"  16x8 {priced['int16_ms'] * 1000:.1f} us against float ops {priced['float_fallback_ms'] * 1000:.1f} us"
+                  f" ({priced['float_fallback_ops']} ops): kept {priced['kept']}")
         print(f"{label}: {ac['evaluations']} configurations measured; latency cost of what is kept 16-bit or float:")
         for c in ac.get("latency_cost") or []:
             print(f"  {c['what']:<45} {c['layers'][:40]:<40} {c['cost_ms'] * 1000:+8.1f} us "

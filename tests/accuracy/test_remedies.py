@@ -112,6 +112,28 @@ def test_adaround_writes_weights_on_the_int8_grid_that_the_converter_keeps(sep, 
     assert np.array_equal(stored, chosen.T)
 
 
+def test_sequential_bias_correction_removes_the_mean_error_the_int8_weights_pass_on(sep):
+    from edgec.accuracy.remedies import layers as L
+    from edgec.accuracy.remedies import weights as wt
+
+    model = _load(sep["model"])
+    x = np.load(sep["calib"])["x"][:128]
+
+    def int8_weights(m):  # every kernel at its int8 grid, as the converter rounds it
+        return wt._copy(m, {layer.name: wt._on_grid(layer, L.weights(layer)) for layer in m.layers
+                            if L.supported(layer)})
+
+    ref = model.predict(x, verbose=0).mean(axis=0)
+    seq, report = wt.bias_correct(model, x, sequential=True)
+    one, _ = wt.bias_correct(model, x)
+    assert report["sequential"] and report["skipped"] == []
+    err = {name: np.abs(int8_weights(m).predict(x, verbose=0).mean(axis=0) - ref).max()
+           for name, m in (("plain", model), ("sequential", seq), ("one layer", one))}
+    # the logits' mean on the calibration data is the float model's, up to float rounding
+    assert err["sequential"] < 1e-4 * np.abs(ref).max()
+    assert err["one layer"] > 10 * err["sequential"] and err["plain"] > 10 * err["sequential"]
+
+
 def test_control_meets_the_budget_on_integer_remedies(controlled, plain, sep):
     m = controlled.manifest
     ac = m["accuracy_control"]

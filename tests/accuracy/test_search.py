@@ -1,5 +1,6 @@
 """The control loop on a scripted backend: rank, revert in order, step back and re-rank when a step
-hurts, prune what is not needed, stop at all ops but one and keep the best found."""
+hurts, prune what is not needed, prefer the set with the fewest float MACs, stop at all ops but one
+and keep the best found."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ class Scripted:
 
     kind = "scripted"
 
-    def __init__(self, ops, accuracy):
-        self.ops = [QuantOp(id=o, index=k, op="CONV_2D", layers=[o], macs=100) for k, o in enumerate(ops)]
+    def __init__(self, ops, accuracy, macs=None):
+        macs = macs or {}
+        self.ops = [QuantOp(id=o, index=k, op="CONV_2D", layers=[o], macs=macs.get(o, 100)) for k, o in enumerate(ops)]
         self.accuracy = accuracy
         self.built = []
 
@@ -44,8 +46,8 @@ class ScoreOnly:
         return Score(value, round((FLOAT - value) * 100, 4), 10 * value, {"out": 10 * value})
 
 
-def run(ops, accuracy, budget=1.0, candidates=None):
-    backend = Scripted(ops, accuracy)
+def run(ops, accuracy, budget=1.0, candidates=None, macs=None):
+    backend = Scripted(ops, accuracy, macs)
     evaluate = Evaluator(backend, ScoreOnly(), np.zeros(1))
     result = control(evaluate, candidates or backend.candidates(), [o.id for o in backend.ops], budget)
     return result, backend
@@ -111,6 +113,19 @@ def test_unreachable_budget_stops_at_all_but_one_and_keeps_the_best():
     assert result.chosen == {"a", "b"} and result.final.score.value == 0.51
     assert max(len(s) for s in backend.built) == 3  # never all four ops in float
     assert all(len(s["float_ops"]) <= 3 for s in result.steps)
+
+
+def test_the_fewest_float_macs_win_over_the_most_sensitive_op():
+    # 'a' alone meets the budget and ranks first, but costs 10x the MACs of 'b' and 'c' together
+    def accuracy(s):
+        if "a" in s or {"b", "c"} <= s:
+            return 0.95
+        return 0.92 + 0.01 * ("b" in s) + 0.005 * ("c" in s)
+
+    result, _ = run("abcd", accuracy, macs={"a": 1000, "b": 50, "c": 50, "d": 10})
+    assert [c.ops[0] for c, _ in result.ranking][0] == "a"
+    assert result.met and result.chosen == {"b", "c"}
+    assert result.steps[-1]["action"] == "kept (fewest MACs)"
 
 
 def test_each_configuration_is_measured_once():

@@ -11,6 +11,12 @@ when the budget still holds: the result keeps no op in float it does not need. A
 one are left in float; when even that misses the budget, the best configuration measured is the
 result.
 
+Sensitivity says nothing of what an op costs, so a second search looks for the set with the fewest
+MACs in float that meets the budget, cheaper than the first one's: small sets of the candidates
+with the most gain per MAC in order of their MACs, then forward selection by gain per MAC
+(:func:`_cheapest`). The cheaper of the two is kept, and its ops are tried back in int8 again, the
+most MACs first.
+
 Every configuration is measured once (cached), on the same data, so a search is deterministic.
 """
 
@@ -150,8 +156,130 @@ def control(evaluate: Evaluator, candidates: list[Candidate], ops: list[str], bu
         else:
             int8 = [e for e in evaluate.cache.values() if len(e.float_ops) < n_ops]
             now = max(int8, key=lambda e: (e.score.key(), -len(e.float_ops)))
+        # the sensitivity order ignores what an op costs: search again, cheapest gain first
+        macs = _macs(evaluate, ops)
+        if met:
+            current, now = _prune(evaluate, current, now, macs, budget, steps)
+        cheap, cheap_steps = _cheapest(evaluate, ranking, plain, macs, budget, n_ops,
+                                       _cost(current, macs) if met else None)
+        if cheap is not None and (not met or _cost(cheap.float_ops, macs) < _cost(now.float_ops, macs)):
+            current, now, met = cheap.float_ops, cheap, True
+            steps += cheap_steps
+            current, now = _prune(evaluate, current, now, macs, budget, steps)
         evaluate.task = None
     return ControlResult(met, budget, plain, now, ranking, steps, evaluate.count)
+
+
+def _macs(evaluate: Evaluator, ops: list[str]) -> dict[str, int]:
+    by_id = {o.id: int(getattr(o, "macs", 0) or 0) for o in getattr(evaluate.backend, "ops", [])}
+    return {op_id: by_id.get(op_id, 0) for op_id in ops}
+
+
+def _cost(float_ops: Iterable[str], macs: dict[str, int]) -> tuple[int, int]:
+    """What keeping ``float_ops`` in float costs: their MACs, then how many ops (ops without MACs,
+    an Add or a pooling, still cost a float kernel and its quantize/dequantize pair)."""
+    ops = set(float_ops)
+    return sum(macs.get(o, 0) for o in ops), len(ops)
+
+
+#: the cost-ordered search looks at sets of up to this many of the most efficient helpful candidates
+CHEAP_CANDIDATES, CHEAP_SET, CHEAP_EVALUATIONS = 10, 3, 80
+
+
+def _cheapest(evaluate: Evaluator, ranking, plain: Evaluation, macs: dict[str, int], budget: float,
+              n_ops: int, bound: tuple[int, int] | None = None) -> tuple[Evaluation | None, list[dict[str, Any]]]:
+    """The set of float ops with the fewest MACs that meets the budget, among the candidates that
+    help alone (their metric above plain int8).
+
+    Sets of up to :data:`CHEAP_SET` of the :data:`CHEAP_CANDIDATES` candidates with the most gain per
+    MAC (an op without MACs counted as 1 % of the mean op's) are measured in order of their MACs,
+    cheaper than ``bound`` only, at most :data:`CHEAP_EVALUATIONS` of them: the first that meets the
+    budget is the cheapest of them. Failing that, a greedy pass adds the candidates in order of gain
+    per MAC, each kept when it improves on what is float so far.
+    """
+    import itertools
+
+    total = sum(macs.values())
+    floor = max(total / max(len(macs), 1) * 0.01, 1.0)
+    helpful = [(c, e) for c, e in ranking if e.score.key() > plain.score.key()]
+
+    def efficiency(item):
+        c, e = item
+        gain = e.score.value - plain.score.value
+        return (gain / max(_cost(c.ops, macs)[0], floor), e.score.sqnr_db - plain.score.sqnr_db)
+
+    order = [c for c, _ in sorted(helpful, key=efficiency, reverse=True)]
+    sets = {}
+    for size in range(1, CHEAP_SET + 1):
+        for combo in itertools.combinations(order[:CHEAP_CANDIDATES], size):
+            ops = frozenset(o for c in combo for o in c.ops)
+            if len(ops) < n_ops and ops not in sets:
+                sets[ops] = combo
+    steps: list[dict[str, Any]] = []
+    measured = 0
+    for ops in sorted(sets, key=lambda o: (_cost(o, macs), sorted(o))):
+        if bound is not None and _cost(ops, macs) >= bound:
+            break
+        if measured >= CHEAP_EVALUATIONS:
+            break
+        fresh = ops not in evaluate.cache
+        result = evaluate(ops)
+        measured += fresh
+        if result.score.drop_points <= budget:
+            label = " + ".join(c.label or c.ops[0] for c in sets[ops])
+            steps.append({"candidate": Candidate(tuple(sorted(ops)), "set", label), "float_ops": ops,
+                          "score": result.score, "action": "kept (fewest MACs)"})
+            return result, steps
+    return _greedy_per_mac(evaluate, [c for c, _ in ranking], plain, macs, floor, budget, n_ops, bound, steps)
+
+
+#: at most this many configurations measured by the greedy pass per MAC
+GREEDY_EVALUATIONS = 400
+
+
+def _greedy_per_mac(evaluate: Evaluator, candidates: list[Candidate], plain: Evaluation, macs: dict[str, int],
+                    floor: float, budget: float, n_ops: int, bound: tuple[int, int] | None,
+                    steps: list[dict[str, Any]]) -> tuple[Evaluation | None, list[dict[str, Any]]]:
+    """Forward selection by gain per MAC: every remaining candidate measured on top of what is float
+    so far, the one with the most metric gain per MAC added (SQNR gain per MAC where no candidate
+    moves the metric: the continuous measure shows which error is cheapest to remove), until the
+    budget is met, nothing gains, or the set costs as much as ``bound``."""
+    current, now, measured = frozenset(), plain, 0
+    remaining = list(candidates)
+    while remaining and measured < GREEDY_EVALUATIONS:
+        best, best_key = None, None
+        for candidate in list(remaining):
+            trial = current | set(candidate.ops)
+            if trial == current or len(trial) >= n_ops or (bound is not None and _cost(trial, macs) >= bound):
+                remaining.remove(candidate)
+                continue
+            measured += trial not in evaluate.cache
+            result = evaluate(trial)
+            extra = max(_cost(trial, macs)[0] - _cost(current, macs)[0], floor)
+            key = ((result.score.value - now.score.value) / extra, (result.score.sqnr_db - now.score.sqnr_db) / extra)
+            if key > (0.0, 0.0) and (best_key is None or key > best_key):
+                best, best_key = (candidate, trial, result), key
+        if best is None:
+            break
+        candidate, current, now = best
+        remaining.remove(candidate)
+        steps.append({"candidate": candidate, "float_ops": current, "score": now.score, "action": "kept (by MACs)"})
+        if now.score.drop_points <= budget:
+            return now, steps
+    return None, steps
+
+
+def _prune(evaluate: Evaluator, current: frozenset[str], now: Evaluation, macs: dict[str, int], budget: float,
+           steps: list[dict[str, Any]]) -> tuple[frozenset[str], Evaluation]:
+    """Every op kept float tried back in int8, the most MACs first; it stays int8 while the budget holds."""
+    for op_id in sorted(current, key=lambda i: (-macs.get(i, 0), i)):
+        trial = current - {op_id}
+        result = evaluate(trial)
+        if result.score.drop_points <= budget:
+            steps.append({"candidate": Candidate((op_id,), "op"), "float_ops": trial, "score": result.score,
+                          "action": "pruned"})
+            current, now = trial, result
+    return current, now
 
 
 def _added_at(steps: list[dict[str, Any]], op_id: str) -> int:

@@ -157,7 +157,8 @@ def search(ctx, forced: Remedies, budget: float, trials=None) -> tuple[Remedies,
     current = forced
     score = trials(current)[0]
     trials.kept.add(current)
-    for name in ORDER:
+    # a second pass: a remedy that did not help on its own turn may on top of those kept after it
+    for name in ORDER + ORDER:
         if score.drop_points <= budget:
             break
         if name not in offered or name == "int16" or getattr(current, name):
