@@ -83,6 +83,30 @@ def test_batchnorm_is_reestimated_after_channel_surgery(arch_paths, digits_split
     assert changed > 0
 
 
+def test_best_epoch_is_the_lowest_held_out_loss():
+    """A held-out slice's accuracy moves in steps of one sample and saturates: an early epoch at the
+    top accuracy is not kept over later ones with a lower held-out loss, and the patience counts
+    epochs without a lower loss."""
+    from edgec.optimize.train import _best_weights
+    from edgec.tfcompat import tf_and_keras
+
+    _, keras = tf_and_keras()
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    best = _best_weights(start=1, patience=2)
+    best.set_model(model)
+    # epoch: (held-out loss, held-out accuracy); epoch 0 is before ``start`` (pruning ramp)
+    logs = [(0.1, 1.0), (0.9, 0.99), (0.6, 0.98), (0.4, 0.98), (0.45, 0.99), (0.4, 0.97), (0.5, 0.99)]
+    for epoch, (loss, acc) in enumerate(logs):
+        model.set_weights([np.full_like(w, epoch) for w in model.get_weights()])
+        best.on_epoch_end(epoch, {"val_loss": loss, "val_accuracy": acc})
+        if model.stop_training:
+            break
+    assert best.best_epoch == 3 and best.best == (0.4, 0.98)
+    assert epoch == 5 and model.stop_training  # epochs 4 and 5 found no lower loss (0.4 at 0.97 is no better)
+    best.on_train_end()
+    assert all((w == 3).all() for w in model.get_weights())
+
+
 def test_prune_auto_picks_the_highest_level_within_the_budget(digits_dir, build_with, cli_runner):
     r = build_with(digits_dir / "digits_cnn.keras", prune="auto", max_accuracy_drop=BUDGET, precision="fp32",
                    epochs=2)

@@ -25,7 +25,14 @@ def test_defaults_are_resolved_and_recorded():
     j = spec.to_json()
     assert j["prune"] == {"sparsity": 0.8, "schedule": "polynomial", "structure": None}
     assert j["cluster"] == {"clusters": 16} and j["distill"]["temperature"] == 4.0
-    assert j["fine_tune"]["epochs"] == BuildOptions().epochs
+    assert j["fine_tune"]["epochs"] == {"prune": 10, "cluster": 10, "qat": 10}
+
+
+def test_structural_steps_train_longer_unless_epochs_are_given():
+    spec = resolve(opts(prune_channels=0.5, prune=0.5), Precision.FP32)
+    assert spec.to_json()["fine_tune"]["epochs"] == {"channels": 20, "prune": 10}
+    spec = resolve(opts(low_rank=0.5, prune_channels=0.5, prune=0.5, epochs=3), Precision.FP32)
+    assert {spec.epochs_for(step) for step in spec.steps} == {3}
 
 
 def test_structure_sets_half_sparsity():

@@ -56,7 +56,8 @@ class BuildOptions:
         require_compiler: fail (exit 1) when a target's device compiler (edgetpu_compiler) cannot
             run, instead of writing the compiler-ready artifact and the command to finish.
         fine_tune: labelled data for the compression steps (path or ``module:function``).
-        epochs: fine-tuning epochs per compression step (early stopping may end a step sooner).
+        epochs: fine-tuning epochs per compression step (early stopping may end a step sooner);
+            ``None``: 10, and 20 for channel surgery and low-rank.
         batch_size: fine-tuning batch size.
         lr: fine-tuning learning rate (Adam) of every step; ``None``: 1e-3, and 1e-4 for QAT as the
             only step.
@@ -109,7 +110,7 @@ class BuildOptions:
     out: Path = Path("dist")
     require_compiler: bool = False
     fine_tune: str | None = None
-    epochs: int = 10
+    epochs: int | None = None
     batch_size: int = 32
     lr: float | None = None
     prune: float | str | None = None

@@ -62,8 +62,8 @@ from edgec.util import dumps_json
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of tables.")
 @click.option("--fine-tune", "fine_tune", metavar="DATA",
               help="Labelled data for the compression steps: .npz (x, y), class folders or module:function.")
-@click.option("--epochs", type=int, default=10, show_default=True,
-              help="Fine-tuning epochs per compression step (a held-out slice stops a step early).")
+@click.option("--epochs", type=int, help="Fine-tuning epochs per compression step (a held-out slice stops a step "
+              "early). Default: 10, and 20 for --prune-channels and --low-rank.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Fine-tuning batch size.")
 @click.option("--lr", type=FINITE, help="Fine-tuning learning rate (Adam) of every step. Default: 1e-3, and 1e-4 "
               "for --qat as the only step.")

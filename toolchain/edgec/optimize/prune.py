@@ -77,7 +77,8 @@ def schedule_for(spec: OptimizeSpec, steps_per_epoch: int) -> tuple[Any, int, di
     if spec.prune_schedule is PruneSchedule.CONSTANT:
         return (tfmot.sparsity.keras.ConstantSparsity(spec.prune, begin_step=0, frequency=frequency), 0,
                 {"kind": "constant", "frequency_steps": frequency})
-    ramp_epochs = min(spec.epochs, max(1, math.ceil(spec.epochs * RAMP_SHARE)))
+    epochs = spec.epochs_for("prune")
+    ramp_epochs = min(epochs, max(1, math.ceil(epochs * RAMP_SHARE)))
     end_step = max(frequency, (ramp_epochs * steps_per_epoch - 1) // frequency * frequency)
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=spec.prune, begin_step=0,
                                                    end_step=end_step, power=3, frequency=frequency)
