@@ -71,8 +71,11 @@ def plan(build_dir: Path, manifest: dict[str, Any], runtime: str | None = None) 
     declared = (manifest.get("shipment") or {}).get(runtime)
     if declared is None:
         local = record_path(build_dir, primary)
+        warnings = [] if "shipment" in manifest else [
+            f"{build_dir / manifest_mod.FILENAME} does not say what its build ships (written by an older edgec): "
+            f"shipping {primary['file']} alone; rebuild to ship what the {manifest.get('target', '?')} kind needs"]
         return Shipment({primary["file"]: local}, {primary["file"]: primary.get("sha256") or sha256_file(local)},
-                        primary["file"], runtime, primary, [])
+                        primary["file"], runtime, primary, warnings)
     files: dict[str, Path] = {}
     expected: dict[str, str] = {}
     optional = declared.get("optional") or {}
