@@ -26,17 +26,17 @@ class TestTensorRT(KindConformance):
     kind = "tensorrt"
 
 
-def test_every_kind_has_an_implementation_and_a_case():
-    assert tuple(targets.REGISTRY) == vocab.TARGET_KINDS
+def test_every_kind_has_an_implementation_a_profile_and_a_conformance_class():
     tested = {cls.kind for cls in (TestTFLite, TestEdgeTPU, TestTensorRT)}
-    assert tested == set(vocab.TARGET_KINDS)
-    for kind in vocab.TARGET_KINDS:
+    assert tested == set(targets.REGISTRY)
+    for kind in targets.REGISTRY:
         assert targets.get(kind).kind == kind and cases_of(kind)
+        assert targets.get(kind).runtime in vocab.RUNTIMES
 
 
-def test_every_profile_target_kind_is_known():
+def test_every_profile_target_kind_is_registered():
     for p in profiles.all_profiles():
-        assert p.target in vocab.TARGET_KINDS
+        assert p.target in targets.REGISTRY
 
 
 def test_unknown_kind_is_one_clear_error():
