@@ -8,11 +8,13 @@ that several servers share, plus a content-addressed directory of uploaded files
 
 - :mod:`edgec.collector.storage`: the record, committed (and synced) before any request is
   answered; device credentials by the sha256 of their secret (one module per role: the store,
-  connections, schema, blobs, jobs, results, credentials, reads);
+  SQLite and PostgreSQL implementations, writers, connections, schema, blobs, jobs, results,
+  credentials, reads);
 - :mod:`edgec.collector.messages`: the request bodies, validated with pydantic;
 - :mod:`edgec.collector.http`: the connections' header cap, read timeouts and connection limit;
 - :mod:`edgec.collector.server`: the server's settings, its socket, TLS and uvicorn;
-- :mod:`edgec.collector.routes`: the FastAPI application (its routes, the lease reaper);
+- :mod:`edgec.collector.routes`: the FastAPI application (one router per resource, the lease
+  reaper);
 - :mod:`edgec.collector.guard`: the token and body-size guard (admin token, device credentials,
   enrollment tokens);
 - :mod:`edgec.collector.bodies`: strict JSON bodies;

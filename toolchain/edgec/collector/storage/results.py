@@ -139,17 +139,17 @@ class AsyncResults:
         for attempt in range(1, 9):
             try:
                 conn = await self._take()
-            except self.store._errors as exc:
-                raise self.store._failed(exc) from exc
+            except self.store.errors as exc:
+                raise self.store.failed(exc) from exc
             try:
                 cur = await conn.execute(pg_sql(PG_POST), params)
                 row = await cur.fetchone()
-            except self.store._errors as exc:
+            except self.store.errors as exc:
                 if retryable(exc) and attempt < 8:
                     continue
                 if conn.closed and attempt == 1:
                     continue  # dropped while idle (a database restart): once more on a new connection
-                raise self.store._failed(exc) from exc
+                raise self.store.failed(exc) from exc
             finally:
                 self._give(conn)
             return None if row["stored"] is None else {"result_id": row["stored"], "job_id": job_id,
