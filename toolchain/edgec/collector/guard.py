@@ -121,6 +121,26 @@ class Guard:
         headers = [(b"www-authenticate", b'Bearer realm="edgec"')] if status == 401 else []
         await send_json(send, status, detail, headers)
 
+    async def _authorize(self, scope, credential: bytes) -> tuple[int, str] | None:
+        """Who sends the request (set in ``scope``), or the refusal: (status, detail)."""
+        if hmac.compare_digest(credential, self.token):
+            scope["edgec.device"] = None  # the admin token: every route
+            return None
+        problem, row = await self.credentials.check(credential)
+        if problem:
+            return 401, problem
+        method, path = scope["method"], scope["path"]
+        if row["kind"] == "enrollment":
+            if (method, path) != ("POST", ENROLL_PATH):
+                return 403, ("an enrollment token only serves to enroll its device "
+                             "(the agent does it: edgec-agent.pyz run --enroll-token-file FILE)")
+        elif not any(method == m and pattern.match(path) for m, pattern in DEVICE_ROUTES):
+            return 403, (f"the credential of device '{row['device']}' opens the agent's routes "
+                         "only; use the collector's admin token (its token file) for this")
+        scope["edgec.device"] = row["device"]
+        scope["edgec.credential"] = row["id"]
+        return None
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "websocket":  # the API has none: refused before any handshake
             await send({"type": "websocket.close", "code": 1008})
@@ -139,25 +159,10 @@ class Guard:
         if scheme.lower() != b"bearer" or not credential:
             await self._refuse(send, 401, UNAUTHORIZED)
             return
-        if hmac.compare_digest(credential, self.token):
-            scope["edgec.device"] = None  # the admin token: every route
-        else:
-            problem, row = await self.credentials.check(credential)
-            if problem:
-                await self._refuse(send, 401, problem)
-                return
-            method, path = scope["method"], scope["path"]
-            if row["kind"] == "enrollment":
-                if (method, path) != ("POST", ENROLL_PATH):
-                    await self._refuse(send, 403, "an enrollment token only serves to enroll its device "
-                                                  "(the agent does it: edgec-agent.pyz run --enroll-token-file FILE)")
-                    return
-            elif not any(method == m and pattern.match(path) for m, pattern in DEVICE_ROUTES):
-                await self._refuse(send, 403, f"the credential of device '{row['device']}' opens the agent's routes "
-                                              "only; use the collector's admin token (its token file) for this")
-                return
-            scope["edgec.device"] = row["device"]
-            scope["edgec.credential"] = row["id"]
+        refusal = await self._authorize(scope, credential)
+        if refusal is not None:
+            await self._refuse(send, *refusal)
+            return
         upload = scope["method"] == "PUT" and scope["path"].startswith(UPLOAD_PREFIX)
         limit = self.max_upload if upload else self.max_body
         if length is not None:
