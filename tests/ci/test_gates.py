@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from edgec.ci.gates import FAILED, NO_BASELINE, NOT_MEASURED, PASSED, evaluate, figures
+import dataclasses
+
+import pytest
+
+from edgec import budgets
+from edgec.ci.config import ConfigError, load_config
+from edgec.ci.gates import BUDGETS, FAILED, NO_BASELINE, NOT_MEASURED, PASSED, evaluate, figures
+from edgec.config import BuildOptions
+from edgec.search.api import CONSTRAINTS, Request
+from tests.ci.conftest import write_config
 
 FIGS = {"artifact": "model.tflite", "bytes": 40_000, "float_accuracy": 0.97, "artifact_accuracy": 0.96,
         "accuracy_drop_points": 1.0, "float_tflite_bytes": 120_000, "compression_rate": 3.0,
@@ -72,3 +81,61 @@ def test_figures_from_a_manifest():
     f = figures(manifest, 120_000)
     assert f["compression_rate"] == 4.0 and f["edgetpu_op_share"] == 1.0 and f["bytes"] == 30_000
     assert figures(manifest, None)["compression_rate"] is None
+
+
+def test_p50_and_p90_latency_budgets_are_named_and_read_apart():
+    figs = {**FIGS, "latency_median_ms": 2.0, "latency_p90_ms": 6.0, "latency_device": "local (x86)",
+            "latency_runs": 50}
+    v = by_name(evaluate({"max_latency_p50_ms": 5, "max_latency_p90_ms": 5}, figs, None))
+    assert v["max_latency_p50_ms"]["verdict"] == PASSED and v["max_latency_p50_ms"]["value"] == 2.0
+    assert v["max_latency_p50_ms"]["message"].startswith("p50 latency 2.0000 ms on local (x86) over 50 runs")
+    assert v["max_latency_p90_ms"]["verdict"] == FAILED and v["max_latency_p90_ms"]["message"].startswith("p90 latency")
+
+
+def test_build_ci_and_search_take_their_budgets_from_one_vocabulary():
+    assert BUDGETS == budgets.used_by("ci")
+    assert set(CONSTRAINTS) == {"max_accuracy_drop", "max_latency_p50_ms", "max_bytes"}
+    fields = {f.name for f in dataclasses.fields(Request)} & set(budgets.BUDGETS)
+    assert fields == set(CONSTRAINTS)  # every search constraint is a budget, and none other
+    options = {f.name for f in dataclasses.fields(BuildOptions)} & set(budgets.BUDGETS)
+    assert options == set(budgets.used_by("build")) == {"max_accuracy_drop"}
+    for b in budgets.BUDGETS.values():  # a latency budget says which statistic it limits
+        assert (b.statistic is not None) == b.latency
+        if b.rule == "max" and b.latency:
+            assert b.name == f"max_latency_{b.statistic}_ms"
+    assert budgets.upgrade({"max_latency_ms": 5.0}, "search") == {"max_latency_p50_ms": 5.0}
+    assert budgets.upgrade({"max_latency_ms": 5.0}, "ci") == {"max_latency_ms": 5.0}  # never read there
+
+
+@pytest.mark.parametrize("key, message", [
+    ("max_latency_ms", "budget 'max_latency_ms' is not a name any more: it was search's median latency; write "
+                       "'max_latency_p50_ms' (the median) or 'max_latency_p90_ms' (the 90th percentile)"),
+    ("max_latency_p50_ms", None),
+])
+def test_a_ci_config_takes_the_p50_budget_and_names_it_for_the_old_spelling(stub_project, key, message):
+    path = write_config(stub_project, f"""
+        [[model]]
+        path = "models/digits.keras"
+        calib = "data/calib.npz"
+        [[target]]
+        profile = "rpi5"
+        [budgets]
+        {key} = 5
+        """)
+    if message is None:
+        (row,) = load_config(path, out=stub_project / "dist").rows
+        assert row.budgets == {key: 5}
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}:7: {message}"
+    assert info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("value, problem", [(0, "expected a positive number"), (-1, "expected a positive number"),
+                                            (1.5, None)])
+def test_limits_are_checked_by_the_budget(value, problem):
+    assert budgets.check_value("max_latency_p50_ms", value) == problem
+    assert budgets.check_value("min_edgetpu_op_share", 1.5) == (
+        "expected a share between 0 and 1 (1.0: every op on the Edge TPU)")
+    assert budgets.check_value("max_accuracy_drop", -1) == "expected a number >= 0"

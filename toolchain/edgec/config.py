@@ -35,7 +35,8 @@ class BuildOptions:
         eval: data used to verify the artifact against the float model (labels give accuracy).
         eval_output: the output the eval labels belong to; ``None`` means the single
             classification output (an error asks which when there are several).
-        max_accuracy_drop: budget in accuracy points; a larger drop fails the build (exit 1).
+        max_accuracy_drop: budget in accuracy points (:mod:`edgec.budgets`); a larger drop fails the
+            build (exit 1).
         allow_float_ops: accept an int8 artifact that still computes some ops in float (they are
             listed either way); without it such a build fails (exit 1).
         accuracy_control: keep the fewest ops of the int8 artifact in float that bring the drop on

@@ -17,6 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
+from edgec.calibration.data import (
+    ARCHIVE_ERRORS,
+    Dataset,
+    as_array,
+    check_finite,
+    check_labels,
+    check_shape,
+    load_callable,
+    unreadable_error,
+)
+from edgec.calibration.inputs import InputPreprocessing
 from edgec.errors import EdgecError
 
 
@@ -42,8 +53,6 @@ def check_keys(keys, names: list[str], spec: str, purpose: str, where: str) -> N
 
 
 def _load_npz(path: Path, names: list[str], purpose: str):
-    from edgec.calibration import ARCHIVE_ERRORS, unreadable_error
-
     try:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
@@ -64,16 +73,6 @@ def load_several(spec: str, path: Path, is_callable: bool, shapes: dict, *, purp
     """:func:`edgec.calibration.load` for a model with several inputs (``shapes``: name -> shape,
     in the model's input order); returns a :class:`~edgec.calibration.Dataset` whose ``x`` is a
     dict in that order."""
-    from edgec.calibration import (
-        Dataset,
-        as_array,
-        check_finite,
-        check_labels,
-        check_shape,
-        load_callable,
-    )
-    from edgec.calibration.inputs import InputPreprocessing
-
     names = list(shapes)
     if path.is_dir():
         raise EdgecError(f"{purpose} data '{spec}' is an image folder, which feeds a single-input model; this model "

@@ -34,6 +34,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from edgec.budgets import RENAMED
+from edgec.budgets import unknown as unknown_budget
 from edgec.ci.gates import BUDGETS, check_budget_value
 from edgec.config import BuildOptions
 from edgec.errors import EdgecError, choices
@@ -371,6 +373,8 @@ def _budgets(check: _Checker, table: Any, models: list[ModelEntry],
 def _budget_table(check: _Checker, table: dict, where: tuple) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, value in table.items():
+        if name in RENAMED:  # an earlier spelling: the line names today's budgets
+            raise check.error(unknown_budget(name, "ci"), *where, name)
         if name not in BUDGETS:
             raise check.error(f"unknown budget '{name}'; valid: {choices(BUDGETS)} (a table [budgets.\"MODEL/TARGET\"] "
                               "holds the budgets of one row)", *where, name)

@@ -9,67 +9,16 @@ baseline row to compare with). Only ``failed`` fails a run.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
+
+from edgec.budgets import CI, Budget, used_by
+from edgec.budgets import check_value as check_budget_value  # noqa: F401  (ci.config checks limits with it)
 
 PASSED, FAILED, NOT_MEASURED, NO_BASELINE = "passed", "failed", "not_measured", "no_baseline"
 
 
-@dataclasses.dataclass(frozen=True)
-class Budget:
-    """One budget key of ``[budgets]``.
-
-    Attributes:
-        figure: the row figure it reads.
-        rule: ``max`` / ``min`` (the figure itself), ``growth_pct`` (growth against the baseline),
-            ``drop_points`` (accuracy fall against the baseline), ``latency_growth_pct`` (p90
-            growth against the baseline, beyond the baseline's spread).
-        kinds: the target kinds it applies to (empty: all).
-        needs_eval: the row needs labelled eval data.
-    """
-
-    name: str
-    figure: str
-    rule: str
-    meaning: str
-    kinds: tuple[str, ...] = ()
-    needs_eval: bool = False
-
-    @property
-    def latency(self) -> bool:
-        return self.figure.startswith("latency")
-
-    @property
-    def regression(self) -> bool:
-        return self.rule not in ("max", "min")
-
-
-BUDGETS: dict[str, Budget] = {b.name: b for b in (
-    Budget("max_accuracy_drop", "accuracy_drop_points", "max",
-           "accuracy points the artifact may lose against the float model on the eval data", needs_eval=True),
-    Budget("max_bytes", "bytes", "max", "bytes of the deployed artifact"),
-    Budget("min_compression_rate", "compression_rate", "min",
-           "float .tflite bytes of the source model / bytes of the deployed artifact"),
-    Budget("min_edgetpu_op_share", "edgetpu_op_share", "min", "share of ops on the Edge TPU (0..1)",
-           kinds=("edgetpu",)),
-    Budget("max_latency_p90_ms", "latency_p90_ms", "max", "p90 latency in ms measured on the device"),
-    Budget("max_bytes_growth_pct", "bytes", "growth_pct", "% the artifact may grow over the baseline's"),
-    Budget("max_accuracy_regression", "artifact_accuracy", "drop_points",
-           "accuracy points the artifact may fall below the baseline's", needs_eval=True),
-    Budget("max_latency_growth_pct", "latency_p90_ms", "latency_growth_pct",
-           "% the p90 latency may grow beyond the baseline's p90 plus its spread (std)"),
-)}
-
-
-def check_budget_value(name: str, value: float) -> str | None:
-    """Why ``value`` cannot be a limit of budget ``name``, or None."""
-    if name == "min_edgetpu_op_share" and not 0 <= value <= 1:
-        return "expected a share between 0 and 1 (1.0: every op on the Edge TPU)"
-    if name in ("max_bytes", "min_compression_rate", "max_latency_p90_ms") and not value > 0:
-        return "expected a positive number"
-    if value < 0:
-        return "expected a number >= 0"
-    return None
+#: the budgets of ``[budgets]`` (:mod:`edgec.budgets` defines them, with build's and search's)
+BUDGETS: dict[str, Budget] = used_by(CI)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -185,9 +134,9 @@ def _absolute(spec: Budget, limit: float, value: float, figs: dict[str, Any]) ->
         if not ok and figs.get("edgetpu_first_cpu_op"):
             first = figs["edgetpu_first_cpu_op"]
             text += f"; the first CPU op: {first.get('op', first) if isinstance(first, dict) else first}"
-    elif spec.name == "max_latency_p90_ms":
-        text = (f"p90 latency {value:.4f} ms on {figs.get('latency_device')} over {figs.get('latency_runs')} runs "
-                f"{verb} {spec.name} {_num(limit)}")
+    elif spec.latency:  # max_latency_p50_ms, max_latency_p90_ms
+        text = (f"{spec.statistic} latency {value:.4f} ms on {figs.get('latency_device')} over "
+                f"{figs.get('latency_runs')} runs {verb} {spec.name} {_num(limit)}")
     else:
         text = f"{spec.figure} {value} {verb} {spec.name} {_num(limit)}"
     return {"value": value, "verdict": PASSED if ok else FAILED, "message": text}

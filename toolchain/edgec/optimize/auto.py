@@ -3,9 +3,9 @@
 The levels (:data:`edgec.optimize.spec.AUTO_LEVELS`) are searched by bisection, on the assumption
 that the drop grows with the level: a level within the budget sends the search higher, one
 beyond it lower, so five levels take three builds of the compression steps. Each level is one
-trial of an Optuna study run by ``edgec search``'s machinery (:func:`edgec.search.study.open_study`,
-the worker loop :func:`edgec.search.study.work`, the trial's constraint ``drop - budget <= 0``
-and :func:`edgec.search.report.feasible`): the study lives in memory for the build, each level is
+trial of an Optuna study run by the machinery ``edgec search`` runs on (:mod:`edgec.studies`: the
+study, the worker loop :func:`~edgec.studies.work`, the trial's constraint ``drop - budget <= 0``
+and :func:`~edgec.studies.feasible`): the study lives in memory for the build, each level is
 queued as a fixed trial, and the trial runs the compression steps at that level and measures the
 drop of the compressed Keras model against the float model on the eval data. The fine-tune data
 and the teacher's logits are prepared once for all levels, and the chosen level's model is the
@@ -38,14 +38,12 @@ def search(spec: OptimizeSpec, run_level: Callable[[OptimizeSpec], Any]) -> tupl
     Raises:
         EdgecError: a level failed to build (its error, as the steps raised it).
     """
-    from edgec.search.report import feasible
-    from edgec.search.study import counts, import_optuna, open_study, work
+    from edgec.studies import counts, create_study, feasible, import_optuna, work
 
     optuna = import_optuna()
     knob, budget = spec.auto, spec.max_accuracy_drop
     levels = list(AUTO_LEVELS[knob])
-    study = open_study(None, f"auto-{knob}", {"directions": ["maximize"]},
-                       sampler=optuna.samplers.RandomSampler(seed=spec.seed))
+    study = create_study(None, f"auto-{knob}", ["maximize"], sampler=optuna.samplers.RandomSampler(seed=spec.seed))
     results: dict[float, Any] = {}
     errors: dict[int, EdgecError] = {}
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgec.budgets import SEARCH, used_by
+from edgec.budgets import check_value as check_budget_value
 from edgec.errors import EdgecError, choices
 from edgec.search import cache as cache_mod
 from edgec.search import interrupts
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("hyperband", "none")
 JOURNAL = "journal.jsonl"
+#: the budgets a search takes as constraints (:mod:`edgec.budgets`), fields of :class:`Request`
+CONSTRAINTS = tuple(used_by(SEARCH))
 
 
 @dataclasses.dataclass
@@ -121,10 +125,11 @@ def check(request: Request):
             raise EdgecError(f"unknown objective(s) {', '.join(unknown) or '(none given)'}; valid: {choices(OBJECTIVES)}")
         if len(set(request.objectives)) != len(request.objectives):
             raise EdgecError(f"--objectives lists one twice: {','.join(request.objectives)}")
-    for name in ("max_accuracy_drop", "max_latency_p50_ms", "max_bytes"):
+    for name in CONSTRAINTS:
         value = getattr(request, name)
-        if value is not None and not value >= 0:
-            raise EdgecError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        problem = None if value is None else check_budget_value(name, value)
+        if problem:
+            raise EdgecError(f"--{name.replace('_', '-')} {value:g}: {problem}")
     if not 1 <= request.device.min_runs <= request.device.max_runs:
         raise EdgecError(f"measurement repetitions: expected 1 <= min ({request.device.min_runs}) <= max "
                          f"({request.device.max_runs})")
@@ -181,8 +186,7 @@ def settings_of(request: Request, profile, space, objectives: list[str], energy:
         "data": data, "data_specs": {name: str(getattr(request, name)) if getattr(request, name) else None
                                      for name in data},
         "objectives": objectives, "directions": [OBJECTIVES[o][0] for o in objectives],
-        "constraints": {"max_accuracy_drop": request.max_accuracy_drop, "max_latency_p50_ms": request.max_latency_p50_ms,
-                        "max_bytes": request.max_bytes},
+        "constraints": constraints(request),
         "space": space.to_json(), "seed": request.seed, "device": request.device.key(), "energy": energy,
         "sampler": request.sampler, "pruner": request.pruner, "versions": cache_mod.library_versions(),
     }
@@ -318,11 +322,15 @@ def _context(request: Request, profile, space, objectives: list[str]):
 
         builder, builder_id = builder_mod.load(request.builder)
     return Context(profile=profile, space=space, objectives=objectives,
-                   constraints={"max_accuracy_drop": request.max_accuracy_drop,
-                                "max_latency_p50_ms": request.max_latency_p50_ms, "max_bytes": request.max_bytes},
+                   constraints=constraints(request),
                    device=request.device, out=Path(request.out), seed=request.seed, eval=request.eval,
                    fine_tune=request.fine_tune, calib=request.calib, model=request.model, builder=builder,
                    builder_id=builder_id, train=request.train, custom_objects=tuple(request.custom_objects))
+
+
+def constraints(request: Request) -> dict[str, float | None]:
+    """The request's constraints by budget name (None: not set)."""
+    return {name: getattr(request, name) for name in CONSTRAINTS}
 
 
 def work(request: Request, url: str, name: str, emit: Callable[[str, dict[str, Any]], None], *,

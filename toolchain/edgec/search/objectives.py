@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgec.studies import feasible
+
 OBJECTIVES = {  # name -> (direction, unit, what)
     "accuracy": ("maximize", "%", "artifact accuracy on the eval data"),
-    "latency": ("minimize", "ms", "median latency on the device"),
+    "latency": ("minimize", "ms", "median (p50) latency on the device"),
     "size": ("minimize", "B", "artifact bytes after zstd"),
     "bytes": ("minimize", "B", "artifact bytes"),
     "params": ("minimize", "", "non-zero parameters"),
@@ -35,11 +37,6 @@ def objective_value(name: str, result: dict[str, Any]) -> float | None:
 
 def directions(objectives: list[str]) -> list[str]:
     return [OBJECTIVES[o][0] for o in objectives]
-
-
-def feasible(trial) -> bool:
-    """A finished trial whose constraints (Optuna's: each <= 0) all hold."""
-    return all(v <= 0 for v in (trial.constraints or {}).values())
 
 
 def dominates(a: list[float], b: list[float], dirs: list[str]) -> bool:

@@ -24,28 +24,31 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from edgec.budgets import SEARCH
+from edgec.budgets import upgrade as upgrade_budgets
 from edgec.errors import EdgecError, MissingExtra
 from edgec.search import interrupts
+from edgec.studies import (  # noqa: F401  (part of this module's API: the trials and reports use them)
+    FINISHED,
+    SURPLUS_ATTR,
+    Surplus,
+    check_claim,
+    counts,
+    create_study,
+    fail_stale,
+    import_optuna,
+    write_journal,
+)
+from edgec.studies import work as work_trials
 
 log = logging.getLogger(__name__)
 
 SETTINGS_ATTR = "edgec.search"
 BASELINES_ATTR = "edgec.baselines"
 WORKER_ATTR_PREFIX = "edgec.worker."
-SURPLUS_ATTR = "surplus"
-FINISHED = ("COMPLETE", "PRUNED")
 #: settings that must match when a study is started again (the rest may change between starts)
 IDENTITY = ("mode", "model", "builder", "target", "profile_sha256", "data", "objectives", "constraints", "space",
             "seed", "device")
-
-
-def import_optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise MissingExtra("optuna", "search", "edgec search") from None
-    optuna.logging.set_verbosity(optuna.logging.DEBUG if log.isEnabledFor(logging.DEBUG) else optuna.logging.ERROR)
-    return optuna
 
 
 def storage_url(storage: str | None, out: Path) -> str:
@@ -153,14 +156,7 @@ def open_study(storage, name: str, settings: dict[str, Any], sampler, pruner=Non
     Raises:
         EdgecError: the study exists and searches something else (the first difference is named).
     """
-    optuna = import_optuna()
-    directions = settings["directions"]
-    study = optuna.create_study(storage=storage, study_name=name, directions=directions, sampler=sampler,
-                                pruner=pruner, load_if_exists=True)
-    if [d.name.lower() for d in study.directions] != directions:
-        raise EdgecError(f"study '{name}' optimizes {len(study.directions)} objective(s) "
-                         f"({', '.join(d.name.lower() for d in study.directions)}), not {', '.join(directions)}; "
-                         "pick another --study")
+    study = create_study(storage, name, settings["directions"], sampler, pruner)
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
         study.set_user_attr(SETTINGS_ATTR, settings)
@@ -175,13 +171,12 @@ def open_study(storage, name: str, settings: dict[str, Any], sampler, pruner=Non
 
 
 def _renamed(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings stored by earlier versions, in today's words: the median latency constraint was
-    ``max_latency_ms`` (the same limit, named p50 since CI's latency budget is a p90)."""
+    """Settings stored by earlier versions, in today's words (:data:`edgec.budgets.RENAMED`): the
+    median latency constraint was ``max_latency_ms`` (the same limit, named p50 since CI's latency
+    budget is a p90)."""
     constraints = settings.get("constraints")
-    if isinstance(constraints, dict) and "max_latency_ms" in constraints:
-        constraints = dict(constraints)
-        constraints["max_latency_p50_ms"] = constraints.pop("max_latency_ms")
-        return {**settings, "constraints": constraints}
+    if isinstance(constraints, dict):
+        return {**settings, "constraints": upgrade_budgets(constraints, SEARCH)}
     return settings
 
 
@@ -203,97 +198,7 @@ def register_worker(study) -> tuple[str, int]:
     return name, index
 
 
-def counts(study) -> dict[str, int]:
-    """Trials by state (``COMPLETE``, ``PRUNED``, ``RUNNING``, ``WAITING``, ``FAIL``), with
-    ``finished`` and ``surplus``."""
-    out = {s: 0 for s in ("COMPLETE", "PRUNED", "RUNNING", "WAITING", "FAIL")}
-    surplus = 0
-    for t in study.get_trials(deepcopy=False):
-        out[t.state.name] = out.get(t.state.name, 0) + 1
-        if t.state.name == "FAIL" and t.user_attrs.get(SURPLUS_ATTR):
-            surplus += 1
-    out["finished"] = out["COMPLETE"] + out["PRUNED"]
-    out["surplus"] = surplus
-    return out
-
-
-class Surplus(EdgecError):
-    """The study already had N trials finished, running or queued when this one started."""
-
-
-def check_claim(study, trial, n_trials: int) -> None:
-    """Raise :class:`Surplus` when trials numbered below ``trial`` already make N."""
-    ahead = sum(1 for t in study.get_trials(deepcopy=False)
-                if t.number < trial.number and t.state.name in ("COMPLETE", "PRUNED", "RUNNING", "WAITING"))
-    if ahead >= n_trials:
-        trial.set_user_attr(SURPLUS_ATTR, True)
-        raise Surplus(f"trial {trial.number} started after the study had {n_trials} trials; not run")
-
-
-def fail_stale(study) -> None:
-    """Mark trials without a heartbeat failed (their retries are queued by the storage's callback)."""
-    import warnings
-
-    optuna = import_optuna()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        optuna.storages.fail_stale_trials(study)
-
-
-def work(study, objective, n_trials: int, *, timeout: float | None = None, poll: float = 1.0,
-         on_trial=None, max_consecutive_failures: int = 10, journal: Path | None = None,
-         worker: str = "") -> str:
-    """Run trials of ``study`` until it has ``n_trials`` finished ones (or ``timeout`` seconds).
-
-    Args:
-        objective: Optuna objective (a trial in, objective values out).
-        on_trial: called with ``(frozen_trial, seconds)`` after each trial this worker ran.
-        max_consecutive_failures: give up after this many failed trials in a row.
-        journal: a JSON-lines file that gets one line per trial start and end.
-
-    Returns:
-        Why it stopped: ``"done"`` or ``"timeout"``.
-
-    Raises:
-        EdgecError: too many failures in a row (the last error is named).
-    """
-    start = time.monotonic()
-    failures = 0
-    last_error = None
-    while True:
-        interrupts.checkpoint()  # a Ctrl-C that came during the storage's bookkeeping stops here
-        if timeout is not None and time.monotonic() - start >= timeout:
-            return "timeout"
-        fail_stale(study)
-        c = counts(study)
-        if c["finished"] >= n_trials:
-            return "done"
-        if c["finished"] + c["RUNNING"] + c["WAITING"] >= n_trials and c["WAITING"] == 0:
-            time.sleep(poll)  # the last trials run elsewhere; one of them may yet need a retry
-            continue
-        objective.current = None
-        t0 = time.perf_counter()
-        study.optimize(objective, n_trials=1, catch=(Exception,))
-        seconds = time.perf_counter() - t0
-        trial = next((t for t in study.get_trials(deepcopy=False) if t.number == objective.current), None)
-        if trial is None:
-            continue
-        write_journal(journal, {"event": "end", "trial": trial.number, "state": trial.state.name, "worker": worker,
-                           "seconds": round(seconds, 4), "timings": trial.user_attrs.get("timings")})
-        if trial.state.name == "FAIL" and not trial.user_attrs.get(SURPLUS_ATTR):
-            failures += 1
-            last_error = trial.user_attrs.get("error") or "see the log (--debug)"
-        elif trial.state.name != "FAIL":
-            failures = 0
-        if on_trial is not None:
-            on_trial(trial, seconds)
-        if failures >= max_consecutive_failures:
-            raise EdgecError(f"{failures} trials failed in a row; the last one: {last_error}")
-
-
-def write_journal(path: Path | None, record: dict[str, Any]) -> None:
-    if path is None:
-        return
-    record = {"time": round(time.time(), 3), **record}
-    with open(path, "a") as fh:  # one write per line: lines of several workers do not interleave
-        fh.write(json.dumps(record) + "\n")
+def work(study, objective, n_trials: int, **kwargs: Any) -> str:
+    """:func:`edgec.studies.work` with a search's Ctrl-C handling: a Ctrl-C that came during the
+    storage's bookkeeping stops the loop before the next trial."""
+    return work_trials(study, objective, n_trials, checkpoint=interrupts.checkpoint, **kwargs)
