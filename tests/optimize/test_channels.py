@@ -21,15 +21,16 @@ def _randomize_batchnorm(model):
 
 
 def odd_model():
-    """Concatenate, SeparableConv2D, PReLU, depthwise, Flatten into Dense, and a Reshape that
-    fixes the size of the Dense layer feeding it."""
+    """A stem, then Concatenate, SeparableConv2D, PReLU, depthwise, Flatten into Dense, and a
+    Reshape that fixes the size of the Dense layer feeding it."""
     from edgec.tfcompat import tf_and_keras
 
     _, keras = tf_and_keras()
     L = keras.layers
     inp = keras.Input((8, 8, 1), name="image")
-    a = L.PReLU(shared_axes=[1, 2], name="prelu")(L.Conv2D(16, 3, padding="same", name="conv_a")(inp))
-    b = L.BatchNormalization(name="bn_b")(L.SeparableConv2D(24, 3, padding="same", name="sep_b")(inp))
+    stem = L.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
+    a = L.PReLU(shared_axes=[1, 2], name="prelu")(L.Conv2D(16, 3, padding="same", name="conv_a")(stem))
+    b = L.BatchNormalization(name="bn_b")(L.SeparableConv2D(24, 3, padding="same", name="sep_b")(stem))
     x = L.Concatenate(name="concat")([a, b])
     x = L.Activation("swish", name="swish")(L.DepthwiseConv2D(3, padding="same", name="dw")(x))
     x = L.MaxPooling2D(name="pool")(L.Conv2D(32, 1, name="pw")(x))
@@ -97,8 +98,10 @@ def test_layers_that_cannot_lose_channels_are_listed_and_left_whole():
     plan = channels.analyse(model, 0.5)
     reasons = {name: plan.blocked[g] for g in plan.blocked for name in plan.groups[g]}
     assert "Reshape 'reshape'" in reasons["fixed"] and "model output" in reasons["logits"]
+    assert reasons["stem"].startswith("the stem: reads at most 4 channels (the image)")
     smaller = channels.rebuild(model, plan)
     assert smaller.get_layer("fixed").units == 64 and smaller.get_layer("logits").units == 10
+    assert smaller.get_layer("stem").filters == 8
     assert smaller.get_layer("fc").units == 32 and smaller.get_layer("sep_b").filters == 12
     # the Dense after Flatten lost the rows of the removed channels at every pixel
     assert smaller.get_layer("fc").kernel.shape[0] == 16 * 16
@@ -180,4 +183,4 @@ def test_cli_prints_the_channel_table(arch_paths, digits_dir, cli_runner, tmp_pa
                               digits_dir / "train.npz", "--prune-channels", "0.5", "--channel-criterion", "l2",
                               "--epochs", "1", "-o", tmp_path)
     assert code == 0, out
-    assert "channels: per layer" in out and "16 -> 8" in out and "MACs per sample" in out
+    assert "channels: per layer" in out and "32 -> 16" in out and "MACs per sample" in out

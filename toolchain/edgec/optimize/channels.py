@@ -13,7 +13,10 @@ its inputs, so a residual stage keeps the same channels in every branch; Concate
 side by side. A group is kept whole, with the reason listed, when it reaches a model output (the
 output layer keeps its size), a layer that fixes its channel count or mixes channels in a way
 the surgery cannot follow (Reshape, Lambda, Softmax, LayerNormalization, a custom layer), a shared
-layer, or the model input.
+layer, or the model input; and the stem (convolutions over the image's 1 to 4 channels): every
+feature passes through it and its cut saves little (the separable digits net: 2.3 % of the MACs,
+its recovery lost a sample more when it was halved). A stem tied to later layers by a residual
+Add is cut with them.
 
 Importance per output channel: |gamma| of the BatchNormalization right after the layer (the
 default, Network Slimming; layers without one fall back to L1), or the L1 or L2 norm of its kernel
@@ -54,6 +57,11 @@ _ELEMENTWISE_ACTIVATIONS = {
 }
 _MERGES = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
 MULTIPLE = 4  # kept channel counts are rounded to a multiple of this (see keep_count)
+# a group whose producers are all convolutions over at most this many channels (the stem over the
+# image's grey, RGB or RGBA channels) is kept whole
+STEM_CHANNELS = 4
+STEM_REASON = (f"the stem: reads at most {STEM_CHANNELS} channels (the image); every feature the "
+               "model sees passes through it, while its cut saves few MACs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,6 +261,9 @@ def analyse(model, fraction: float, criterion: str = "l1") -> Plan:
     sizes = {r: groups.size[r] for r in roots}
     members = {r: list(groups.members.get(r, [])) for r in roots}
     blocked = {r: groups.blocked[r] for r in roots if r in groups.blocked}
+    for r in roots:
+        if r not in blocked and members[r] and all(_reads_image(model.get_layer(m)) for m in members[r]):
+            blocked[r] = STEM_REASON
     fallback: list[str] = []
     kept: dict[int, list[int]] = {}
     for r in roots:
@@ -279,6 +290,12 @@ def keep_count(size: int, fraction: float) -> int:
     if size >= 4 * MULTIPLE and keep >= MULTIPLE:
         keep = max(MULTIPLE, int(round(keep / MULTIPLE)) * MULTIPLE)
     return min(keep, size)
+
+
+def _reads_image(layer) -> bool:
+    """A convolution over at most :data:`STEM_CHANNELS` channels: a stem reading the image."""
+    shape = graph.shape_of(layer.input)
+    return _kind(layer) != "Dense" and len(shape) >= 3 and bool(shape[-1]) and shape[-1] <= STEM_CHANNELS
 
 
 def _activation(layer) -> str:
