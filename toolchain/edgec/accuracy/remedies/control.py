@@ -3,12 +3,13 @@ and what ``edgec build`` does with remedy flags alone.
 
 The loop starts from the remedies the flags force, measures the int8 model on the eval data, and
 while the drop is over the budget adds the next remedy in :data:`ORDER` (for ``range``: the better
-of ``percentile`` and ``mse``), keeping it only when the metric improves. When the integer remedies
+of ``percentile`` and ``mse``), keeping it only when the metric improves, and goes through the
+order a second time. When the integer remedies
 fall short, 16-bit activations (the whole model) are tried; then the float-op search
 (:func:`edgec.accuracy.search.control`) runs on the int8 model with the remedies kept. When 16x8
 meets the budget, the float-op search runs too, and of the two that meet it the one with the lower
-LiteRT latency on this host is kept (on the bench's mini-Xception, LiteRT ran the 16x8 model about
-55 times slower than its int8 twin, while four float ops cost 7 to 9 %). Every model
+LiteRT latency on this host is kept (on the bench's mini-Xception, LiteRT ran the 16x8 model 55 to
+230 times slower than its int8 twin, while three float ops cost about 4 %). Every model
 measured is listed in the manifest with its drop (``accuracy_control.remedies.tried``), and every
 layer kept in 16-bit or float is priced in LiteRT latency on this host.
 """
