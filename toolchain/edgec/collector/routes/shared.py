@@ -54,8 +54,9 @@ class Collector:
         self.changes.notify()
 
 
-def collector(request: Request) -> Collector:
-    """The application's :class:`Collector` (a FastAPI dependency)."""
+async def collector(request: Request) -> Collector:
+    """The application's :class:`Collector` (a FastAPI dependency; a coroutine, so that it runs on
+    the event loop and not in a worker thread)."""
     return request.app.state.collector
 
 
