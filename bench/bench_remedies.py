@@ -87,7 +87,7 @@ def run(args) -> None:
         what = "; ".join(x for x in (chosen, f"float: {len(ac['float_ops'])} ops ({kept})" if kept else "") if x) or "-"
         med, lo, hi = lat[label]
         print(f"| {label} | {drop:.2f} | {(1 - float_share) * 100:.1f} % | {wide * 100:.0f} % | "
-              f"{m['artifacts'][0]['bytes'] / 1024:.1f} | {med:.3f} [{lo:.3f}..{hi:.3f}] | {base / med:.2f} | "
+              f"{m['artifacts'][0]['bytes'] / 1024:.1f} | {med:.3f} [{lo:.3f}..{hi:.3f}] | {base / med:.3g} | "
               f"{seconds:.0f} | {what} |")
     for label, _m, ac, _ in rows:
         if not ac:
