@@ -71,7 +71,8 @@ def collector(request, tmp_path, monkeypatch):
         return await plain_read(lambda conn, *a: fn(_Counting(conn, statements), *a), *args)
 
     dash.read = counted
-    dash.reread_every_s = 0.0  # every change shows on the next poll (the hold has its own test)
+    dash.reread_every_s = 0.0  # every change shows on the next poll (the hold has its own tests)
+    dash.refresh_share = 0.0
     try:
         with TestClient(site, base_url="http://127.0.0.1") as client:
             yield client, {"Authorization": f"Bearer {settings.token}"}, statements, clock, dash
@@ -165,6 +166,49 @@ def test_a_streaming_record_is_read_again_at_most_once_per_interval(collector):
     now[0] += 4.0
     shown = client.get("/fragments/fleet", headers={"If-None-Match": tag})
     assert shown.status_code == 200 and 'data-device="dev-b"' in shown.text
+
+
+def test_what_the_pages_cost_spaces_their_reads(collector):
+    """While the record keeps changing, the next read waits until the CPU time the pages took
+    (reads and renders, counted by the dashboard) is at most its share of one core since; the
+    first change after a quiet spell still shows at once."""
+    client, admin, statements, _, dash = collector
+    now = [1000.0]
+    dash.clock = lambda: now[0]
+    dash.reread_every_s = 5.0
+    dash.refresh_share = 0.005
+    _signed_in(client, dash)
+    register_device(client_with(client, admin), "dev-a")
+    first = client.get("/fragments/fleet")
+    assert 'data-device="dev-a"' in first.text
+    tag = first.headers["etag"]
+    dash.spent(0.1)  # as if the reads and renders since took 100 ms: 0.1 / 0.005 = 20 s
+    assert dash.hold() >= 20.0
+    # results stream in: a change between every two polls, 2 s apart; held past the 5 s
+    for n in range(9):
+        now[0] += 2.0
+        register_device(client_with(client, admin), f"dev-s{n}")
+        statements.clear()
+        held = client.get("/fragments/fleet", headers={"If-None-Match": tag})
+        assert held.status_code == 304, n
+        assert not any("FROM devices" in s for s in statements), statements
+    now[0] = 1000.0 + dash.hold() + 0.5
+    shown = client.get("/fragments/fleet", headers={"If-None-Match": tag})
+    assert shown.status_code == 200 and 'data-device="dev-s8"' in shown.text
+    tag = shown.headers["etag"]
+    # a quiet spell of 6 s (polls see no change), then one change: shown at once, however much
+    # the last read took
+    dash.spent(1.0)
+    now[0] += 3.0
+    assert client.get("/fragments/fleet", headers={"If-None-Match": tag}).status_code == 304
+    now[0] += 3.0
+    assert client.get("/fragments/fleet", headers={"If-None-Match": tag}).status_code == 304
+    register_device(client_with(client, admin), "dev-late")
+    late = client.get("/fragments/fleet", headers={"If-None-Match": tag})
+    assert late.status_code == 200 and 'data-device="dev-late"' in late.text
+    # the hold is capped: a streaming record is shown at least once a minute
+    dash.spent(100.0)
+    assert dash.hold() == dash.max_hold_s
 
 
 class client_with:  # noqa: N801 - used like a function
@@ -267,6 +311,17 @@ def test_a_held_mark_does_not_look_like_a_pause_to_the_charts():
     """The charts redraw once results pause; the dashboard holds a streaming record's mark for
     REREAD_EVERY_S, so a pause must be longer than two holds to be told apart from one."""
     from edgec.collector.dashboard import REREAD_EVERY_S
-    from edgec.collector.dashboard.charts import QUIET_S
+    from edgec.collector.dashboard.charts import QUIET_S, Throttle
 
     assert QUIET_S > 2 * REREAD_EVERY_S
+    # a hold made longer by what the reads cost (20 s) makes the pause longer with it
+    now = [0.0]
+    throttle = Throttle(every=5.0, share=0.01, quiet=QUIET_S, lag=600.0, clock=lambda: now[0], held=lambda: 20.0)
+    assert throttle.version("1") == "1"
+    now[0] += 3.0
+    assert throttle.version("2") == "1"
+    for _ in range(13):  # the same version for 39 s: held twice, not paused
+        now[0] += 3.0
+        assert throttle.version("2") == "1"
+    now[0] += 9.0
+    assert throttle.version("2") == "2"

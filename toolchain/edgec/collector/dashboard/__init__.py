@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +43,11 @@ SIGN_IN_PATH = API + "/dashboard/sign-in"
 
 #: the least time between two reads of the pages' rows while the record keeps changing
 REREAD_EVERY_S = 5.0
+#: while it keeps changing, the pages' reads and renders take at most this share of one core:
+#: the next read waits until what the last ones cost is this share of the time since
+REFRESH_SHARE = 0.005
+#: but a streaming record is shown at least this often, whatever a read costs
+MAX_HOLD_S = 60.0
 
 
 class Dashboard:
@@ -75,28 +81,63 @@ class Dashboard:
         # are then read again at most once per this many seconds (a first change after a quiet
         # spell shows at once), so an open dashboard's cost is per second, not per result
         self.reread_every_s = REREAD_EVERY_S
+        self.refresh_share = REFRESH_SHARE  # 0: the interval alone
+        self.max_hold_s = MAX_HOLD_S
         self.clock = time.monotonic
         self._shown_mark: str | None = None
         self._shown_at = -math.inf
+        self._seen: str | None = None  # the newest mark a poll saw, and since when
+        self._seen_at = -math.inf
+        self._spent = 0.0  # CPU seconds the pages took since the mark shown moved
+        self._last_hold = self.reread_every_s  # the hold when it last moved
+        self._lock = threading.Lock()
+
+    def spent(self, seconds: float) -> None:
+        """Count CPU time the pages took (a read of the record, a render)."""
+        with self._lock:
+            self._spent += seconds
+
+    def hold(self) -> float:
+        """How long a shown mark is kept while the record keeps changing: :attr:`reread_every_s`,
+        longer when what the pages took since it moved is more than :attr:`refresh_share` of that."""
+        if not self.refresh_share:
+            return self.reread_every_s
+        return max(self.reread_every_s, min(self.max_hold_s, self._spent / self.refresh_share))
+
+    def held_s(self) -> float:
+        """The longest a streaming record's mark is held now (what must not look like a pause)."""
+        return max(self.hold(), self._last_hold)
+
+    async def read_costed(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(conn, *args)`` on the read pool, its thread's CPU time counted by :meth:`spent`."""
+        return await self.read(_costed, fn, self.spent, *args)
 
     async def mark(self) -> str:
         """A mark of the record that changes whenever anything is committed to it, so a page
         whose mark is unchanged is not read again. SQLite (one collector per file): this
         collector's count of commits, no query. PostgreSQL: one query of a snapshot, which sees
-        the commits of every collector on the database. A new mark is shown at most once per
-        :attr:`reread_every_s` while the record keeps changing."""
+        the commits of every collector on the database. While the record keeps changing, a new
+        mark is shown once per :meth:`hold`; the first change after a quiet spell (no change
+        seen for :attr:`reread_every_s`) at once."""
         if self.store is not None and self.store.dialect == "sqlite":
             current = f"c{self.store.commits}"
         else:
             from edgec.collector.storage import reads
 
-            current = await self.read(reads.change_mark)
+            current = await self.read_costed(reads.change_mark)
         now = self.clock()
-        if current != self._shown_mark and (self._shown_mark is None or now - self._shown_at >= self.reread_every_s):
-            if self._shown_mark is not None:
-                self._shown_at = now
-            self._shown_mark = current
-        return self._shown_mark
+        with self._lock:
+            quiet = False
+            if current != self._seen:
+                quiet = self._seen == self._shown_mark and now - self._seen_at >= self.reread_every_s
+                self._seen, self._seen_at = current, now
+            if current != self._shown_mark and (self._shown_mark is None or quiet
+                                                or now - self._shown_at >= self.hold()):
+                if self._shown_mark is not None:
+                    self._shown_at = now
+                self._last_hold = self.hold()
+                self._shown_mark, self._spent = current, 0.0
+            return self._shown_mark
 
     def sign_in_path(self) -> str:
         """A path with a fresh one-time sign-in token (append it to the server's URL)."""
@@ -172,6 +213,14 @@ class Dashboard:
 
 class _TooLarge(Exception):
     pass
+
+
+def _costed(conn, fn: Callable[..., Any], spent: Callable[[float], None], *args: Any) -> Any:
+    started = time.thread_time()
+    try:
+        return fn(conn, *args)
+    finally:
+        spent(time.thread_time() - started)
 
 
 def _cookie(scope) -> str | None:

@@ -18,10 +18,11 @@ from edgec import plots
 KEEP = 32  # charts kept (a few per page and version)
 REDRAW_S = 5.0  # a chart is redrawn at most this often, whatever the record does
 # once no result has come for this long (seen by two polls this far apart); longer than the
-# dashboard's hold of a streaming record's mark (REREAD_EVERY_S, 5 s), through which a version
-# held between two reads would look like a pause
+# dashboard's hold of a streaming record's mark (REREAD_EVERY_S, 5 s, or longer when reads cost
+# more: Dashboard.held_s), through which a version held between two reads would look like a pause
 QUIET_S = 12.0
-MAX_LAG_S = 300.0  # or, while results stream in without a pause, once the chart is this old
+HELD_TIMES = 2.4  # a pause is at least this many holds long
+MAX_LAG_S = 600.0  # or, while results stream in without a pause, once the chart is this old
 DRAW_SHARE = 0.01  # and drawing takes at most this share of the time (one core)
 
 
@@ -51,12 +52,14 @@ class Throttle:
     """The version the pages name their charts by: the record's results', moved on once results
     pause (the same version seen :data:`QUIET_S` apart), or after :data:`MAX_LAG_S` while they
     stream in without a pause; never sooner than :data:`REDRAW_S` after the last move, nor than
-    the last drawings took / :data:`DRAW_SHARE`. Drawing both charts takes a few hundred ms of
+    the last drawings took / :data:`DRAW_SHARE`; a pause is longer than :data:`HELD_TIMES`
+    holds of the record's mark (``held``). Drawing both charts takes a few hundred ms of
     CPU: it waits for the agents to pause, so polling browsers cost the agents' API no figure
     while results stream in. A browser may keep a chart under its URL."""
 
     def __init__(self, every: float = REDRAW_S, share: float = DRAW_SHARE, quiet: float = QUIET_S,
-                 lag: float = MAX_LAG_S, clock=time.monotonic):
+                 lag: float = MAX_LAG_S, clock=time.monotonic, held=None):
+        self.held = held  # the dashboard's hold of a streaming record's mark now (a function)
         self.every = every
         self.share = share
         self.quiet = quiet
@@ -75,7 +78,8 @@ class Throttle:
             if record_version != self._seen:
                 self._seen, self._seen_at = record_version, now
             wait = max(self.every, self._drawing_s / self.share)
-            paused = now - self._seen_at >= self.quiet or self.shown is None
+            quiet = self.quiet if self.held is None else max(self.quiet, HELD_TIMES * self.held())
+            paused = now - self._seen_at >= quiet or self.shown is None
             if (record_version != self.shown and now - self._at >= wait
                     and (paused or now - self._at >= self.lag)):
                 self.shown, self._at, self._drawing_s = record_version, now, 0.0
