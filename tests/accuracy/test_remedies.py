@@ -134,6 +134,36 @@ def test_sequential_bias_correction_removes_the_mean_error_the_int8_weights_pass
     assert err["one layer"] > 10 * err["sequential"] and err["plain"] > 10 * err["sequential"]
 
 
+def test_a_remedy_that_did_not_help_on_its_turn_is_tried_again_on_top_of_later_ones():
+    from types import SimpleNamespace
+
+    from edgec.accuracy.metric import Score
+    from edgec.accuracy.remedies import Remedies
+    from edgec.accuracy.remedies.control import search
+
+    drops = {Remedies(): 3.0, Remedies(bias_correct=True): 2.0,
+             Remedies(bias_correct=True, range="mse"): 2.5,  # worse on its turn
+             Remedies(bias_correct=True, adaround=True): 1.5,
+             Remedies(bias_correct=True, adaround=True, range="mse"): 0.8}  # better after AdaRound
+
+    class Trials:  # a scripted measurement of each combination (any other: no better than plain)
+        def __init__(self):
+            self.kept, self.cache, self.order = set(), {}, []
+
+        def __call__(self, r):
+            drop = drops.get(r, 3.5)
+            self.order.append(r)
+            return (Score(1 - drop / 100, drop, 20.0 - drop, {}),)
+
+    ctx = SimpleNamespace(profile=SimpleNamespace(target="tflite"), calib=SimpleNamespace(x=np.zeros((1, 2))),
+                          model=None)
+    chosen, trials, met = search(ctx, Remedies(), BUDGET, Trials())
+    assert met and chosen == Remedies(bias_correct=True, adaround=True, range="mse")
+    assert trials.order.index(Remedies(bias_correct=True, range="mse")) < trials.order.index(
+        Remedies(bias_correct=True, adaround=True))
+    assert Remedies(bias_correct=True, adaround=True, int16=True) not in trials.order  # not needed
+
+
 def test_control_meets_the_budget_on_integer_remedies(controlled, plain, sep):
     m = controlled.manifest
     ac = m["accuracy_control"]
