@@ -8,7 +8,16 @@ import pytest
 
 from edgec import budgets
 from edgec.ci.config import ConfigError, load_config
-from edgec.ci.gates import BUDGETS, FAILED, NO_BASELINE, NOT_MEASURED, PASSED, evaluate, figures
+from edgec.ci.gates import (
+    BUDGETS,
+    FAILED,
+    NO_BASELINE,
+    NOT_MEASURED,
+    PASSED,
+    check_budget_value,
+    evaluate,
+    figures,
+)
 from edgec.config import BuildOptions
 from edgec.search.api import CONSTRAINTS, Request
 from tests.ci.conftest import write_config
@@ -72,7 +81,7 @@ def test_no_baseline_is_said():
 
 
 def test_figures_from_a_manifest():
-    manifest = {"precision": "int8", "artifacts": [{"file": "model_int8.tflite", "format": "tflite", "bytes": 30_000,
+    manifest = {"target": "edgetpu", "precision": "int8", "artifacts": [{"file": "model_int8.tflite", "format": "tflite", "bytes": 30_000,
                                                     "sha256": "ab"}],
                 "verification": {"float_accuracy": 0.9, "artifact_accuracy": 0.89, "accuracy_drop_points": 1.0,
                                  "agreement": 0.98},
@@ -81,6 +90,8 @@ def test_figures_from_a_manifest():
     f = figures(manifest, 120_000)
     assert f["compression_rate"] == 4.0 and f["edgetpu_op_share"] == 1.0 and f["bytes"] == 30_000
     assert figures(manifest, None)["compression_rate"] is None
+    # the Edge TPU's figures come from its target: another kind's build has none of them
+    assert "edgetpu_op_share" not in figures({**manifest, "target": "tflite"}, None)
 
 
 def test_p50_and_p90_latency_budgets_are_named_and_read_apart():
@@ -93,7 +104,10 @@ def test_p50_and_p90_latency_budgets_are_named_and_read_apart():
 
 
 def test_build_ci_and_search_take_their_budgets_from_one_vocabulary():
-    assert BUDGETS == budgets.used_by("ci")
+    from edgec import targets
+
+    kinds_own = {b.name: b for kind in targets.REGISTRY for b in targets.target_class(kind).budgets}
+    assert BUDGETS == {**budgets.used_by("ci"), **kinds_own} and "min_edgetpu_op_share" in kinds_own
     assert set(CONSTRAINTS) == {"max_accuracy_drop", "max_latency_p50_ms", "max_bytes"}
     fields = {f.name for f in dataclasses.fields(Request)} & set(budgets.BUDGETS)
     assert fields == set(CONSTRAINTS)  # every search constraint is a budget, and none other
@@ -136,6 +150,8 @@ def test_a_ci_config_takes_the_p50_budget_and_names_it_for_the_old_spelling(stub
                                             (1.5, None)])
 def test_limits_are_checked_by_the_budget(value, problem):
     assert budgets.check_value("max_latency_p50_ms", value) == problem
-    assert budgets.check_value("min_edgetpu_op_share", 1.5) == (
+    # a kind's own budget is declared by its target and checked by the same rules
+    assert check_budget_value("min_edgetpu_op_share", 1.5) == (
         "expected a share between 0 and 1 (1.0: every op on the Edge TPU)")
+    assert "min_edgetpu_op_share" not in budgets.BUDGETS
     assert budgets.check_value("max_accuracy_drop", -1) == "expected a number >= 0"

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from edgec import profiles, targets
+from edgec.budgets import CI, Budget
 from edgec.config import Precision
 from edgec.errors import EdgecError
-from edgec.targets.base import Artifact, BudgetSpec, BuildContext, Target
+from edgec.targets.base import Artifact, BuildContext, Target
 from edgec.targets.schema import positive
 from tests.targets.conformance import KindConformance
 
@@ -32,7 +33,7 @@ class ToyTarget(Target):
     runtime = "litert"
     section = ("toy", {"cores": (int, True, positive), "board": (str, False, None)})
     space = {"cluster": ["none"], "epochs": {"low": 1, "high": 3}}
-    budgets = (BudgetSpec("max_toy_ops", "toy_ops", "max", "ops of the toy model"),)
+    budgets = (Budget("max_toy_ops", "ops", "ops of the toy model", "toy_ops", "max", (CI,), kinds=("toy",)),)
 
     def check_kind(self, profile, precision, options) -> None:
         if precision is not Precision.FP32:

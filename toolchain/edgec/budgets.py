@@ -41,7 +41,9 @@ class Budget:
             against a baseline beyond the baseline's spread).
         uses: where it applies: ``build``, ``ci``, ``search``.
         statistic: the latency statistic it limits (``p50``, ``p90``), None for other figures.
-        kinds: the target kinds it applies to (empty: all).
+        kinds: the target kinds it applies to (empty: all); a kind's own budgets are declared by
+            its target (:attr:`edgec.targets.base.Target.budgets`), not here.
+        bounds: the range a limit must lie in, if any, and ``bounds_note``: what its ends mean.
         needs_eval: it needs labelled eval data.
         positive: a limit of 0 makes no sense (it must be > 0, not only >= 0).
     """
@@ -56,6 +58,8 @@ class Budget:
     kinds: tuple[str, ...] = ()
     needs_eval: bool = False
     positive: bool = False
+    bounds: tuple[float, float] | None = None
+    bounds_note: str = ""
 
     @property
     def option(self) -> str:
@@ -79,8 +83,6 @@ BUDGETS: dict[str, Budget] = {b.name: b for b in (
     Budget("max_bytes", "bytes", "bytes of the deployed artifact", "bytes", "max", (CI, SEARCH), positive=True),
     Budget("min_compression_rate", "x", "float .tflite bytes of the source model / bytes of the deployed artifact",
            "compression_rate", "min", (CI,), positive=True),
-    Budget("min_edgetpu_op_share", "share", "share of ops on the Edge TPU (0..1)", "edgetpu_op_share", "min", (CI,),
-           kinds=("edgetpu",)),
     Budget("max_latency_p50_ms", "ms", "median (p50) latency in ms measured on the device", "latency_median_ms",
            "max", (CI, SEARCH), statistic="p50", positive=True),
     Budget("max_latency_p90_ms", "ms", "p90 latency in ms measured on the device", "latency_p90_ms", "max", (CI,),
@@ -132,11 +134,14 @@ def unknown(name: str, use: str, valid: Iterable[str] | None = None) -> str:
     return f"unknown budget '{name}'; valid: {', '.join(valid)}"
 
 
-def check_value(name: str, value: float) -> str | None:
-    """Why ``value`` cannot be a limit of budget ``name``, or None."""
-    budget = BUDGETS[name]
-    if budget.unit == "share" and not 0 <= value <= 1:
-        return "expected a share between 0 and 1 (1.0: every op on the Edge TPU)"
+def check_value(budget: Budget | str, value: float) -> str | None:
+    """Why ``value`` cannot be a limit of ``budget`` (a :class:`Budget`, or the name of one of
+    :data:`BUDGETS`), or None."""
+    budget = budget if isinstance(budget, Budget) else BUDGETS[budget]
+    if budget.bounds and not budget.bounds[0] <= value <= budget.bounds[1]:
+        low, high = budget.bounds
+        return f"expected a {budget.unit} between {low:g} and {high:g}" + (f" ({budget.bounds_note})"
+                                                                       if budget.bounds_note else "")
     if budget.positive and not value > 0:
         return "expected a positive number"
     if not value >= 0:

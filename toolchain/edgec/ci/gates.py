@@ -11,14 +11,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgec.budgets import CI, Budget, used_by
-from edgec.budgets import check_value as check_budget_value  # noqa: F401  (ci.config checks limits with it)
+from edgec import targets
+from edgec.budgets import CI, Budget, check_value, used_by
 
 PASSED, FAILED, NOT_MEASURED, NO_BASELINE = "passed", "failed", "not_measured", "no_baseline"
 
 
-#: the budgets of ``[budgets]`` (:mod:`edgec.budgets` defines them, with build's and search's)
-BUDGETS: dict[str, Budget] = used_by(CI)
+#: the budgets of ``[budgets]``: the common ones (:mod:`edgec.budgets` defines them, with build's and
+#: search's), then each registered target kind's own (:attr:`edgec.targets.base.Target.budgets`)
+BUDGETS: dict[str, Budget] = {**used_by(CI), **{b.name: b for kind in targets.REGISTRY
+                                                for b in targets.target_class(kind).budgets}}
+
+
+def check_budget_value(name: str, value: float) -> str | None:
+    """Why ``value`` cannot be the limit of the CI budget ``name``, or None."""
+    return check_value(BUDGETS[name], value)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -38,12 +45,8 @@ def figures(manifest: dict[str, Any], float_tflite_bytes: int | None) -> dict[st
         "float_tflite_bytes": float_tflite_bytes,
         "compression_rate": round(float_tflite_bytes / primary["bytes"], 3) if float_tflite_bytes else None,
     }
-    tpu = manifest.get("edgetpu")
-    if tpu:
-        analysis = tpu.get("analysis") or {}
-        out.update(edgetpu_op_share=analysis.get("op_share"), edgetpu_ops=analysis.get("ops"),
-                   edgetpu_ops_on_tpu=analysis.get("ops_on_tpu"), edgetpu_first_cpu_op=analysis.get("first_cpu_op"),
-                   edgetpu_compiled=bool(tpu.get("compiled")))
+    if manifest.get("target") in targets.REGISTRY:  # the figures of the kind's own budgets
+        out.update(targets.get(manifest["target"]).figures(manifest))
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from edgec.budgets import Budget
 from edgec.calibration import Dataset
 from edgec.config import BuildOptions, Precision
 from edgec.errors import EdgecError
@@ -87,18 +88,6 @@ class Artifact:
     info: dict[str, Any] = dataclasses.field(default_factory=dict)  # I/O, op counts, ...
 
 
-@dataclasses.dataclass(frozen=True)
-class BudgetSpec:
-    """A budget only a kind's builds have: ``name`` in a CI file limits ``figure`` of
-    :meth:`Target.figures` (``rule`` "min" or "max"), checked by ``check`` when given."""
-
-    name: str
-    figure: str
-    rule: str
-    description: str
-    check: Callable[[float], str | None] | None = None
-
-
 class Target:
     """Base class of a target kind."""
 
@@ -117,7 +106,7 @@ class Target:
     #: (TOML-style raw values, as in a space file's ``[space]`` table)
     space: ClassVar[dict[str, Any]] = {}
     #: budgets only this kind's builds have, read from :meth:`figures`
-    budgets: ClassVar[tuple[BudgetSpec, ...]] = ()
+    budgets: ClassVar[tuple[Budget, ...]] = ()
 
     def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
         """Reject an impossible request before any heavy work: the common refusals, then the

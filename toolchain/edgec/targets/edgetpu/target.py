@@ -19,10 +19,11 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from edgec.budgets import CI, Budget
 from edgec.config import BuildOptions, Precision
 from edgec.errors import CheckFailed, EdgecError
 from edgec.progress import Progress
-from edgec.targets.base import Artifact, BudgetSpec, BuildContext, Target
+from edgec.targets.base import Artifact, BuildContext, Target
 from edgec.targets.edgetpu.analysis import analyze, summary_lines
 from edgec.targets.edgetpu.compiler import (
     COMPILER_STDOUT,
@@ -52,9 +53,8 @@ class EdgeTPUTarget(Target):
     section = ("edgetpu", SECTION)
     # no sparse kernels on the Edge TPU; unstructured zeros compress as well
     space = {"prune_structure": ["none"]}
-    budgets = (BudgetSpec("min_edgetpu_op_share", "edgetpu_op_share", "min", "share of ops on the Edge TPU (0..1)",
-                          check=lambda v: None if 0 <= v <= 1 else
-                          "expected a share between 0 and 1 (1.0: every op on the Edge TPU)"),)
+    budgets = (Budget("min_edgetpu_op_share", "share", "share of ops on the Edge TPU (0..1)", "edgetpu_op_share", "min",
+                      (CI,), kinds=("edgetpu",), bounds=(0, 1), bounds_note="1.0: every op on the Edge TPU"),)
 
     def check_kind(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
         if precision is not Precision.INT8:
