@@ -131,22 +131,9 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
         EdgecError: contradictory or out-of-range options, or a step without fine-tune data.
     """
     o = options
-    if o.qat_skip and not o.qat:
-        raise EdgecError(f"--qat-skip {' '.join(o.qat_skip)} only applies with --qat; add --qat or drop --qat-skip")
-    if o.temperature is not None and o.distill is False:
-        raise EdgecError("--temperature sets the distillation temperature; drop --no-distill or --temperature")
-    if o.prune_schedule is not None and o.prune is None and not o.prune_structure and not o.sparse_inference:
-        raise EdgecError(f"--prune-schedule {o.prune_schedule} needs --prune SPARSITY")
-    if o.channel_criterion is not None and o.prune_channels is None:
-        raise EdgecError(f"--channel-criterion {o.channel_criterion} ranks channels for --prune-channels; "
-                         "add --prune-channels FRACTION or drop --channel-criterion")
+    _check_pairs(o)
     if not o.optimizing:
-        if o.distill:
-            raise EdgecError("--distill recovers accuracy while compressing; add --prune, --cluster or --qat "
-                             "(or --prune-channels, --low-rank)")
-        if o.fine_tune:
-            raise EdgecError("--fine-tune data is used by the compression steps; add --prune, --cluster or --qat "
-                             "(or --prune-channels, --low-rank, --sparse-inference), or drop --fine-tune")
+        _check_nothing_to_fine_tune(o)
         return None
     requested = " ".join(f for f, on in (
         ("--prune-channels", o.prune_channels is not None),
@@ -159,35 +146,87 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
         o = dataclasses.replace(o, **{auto: AUTO_LEVELS[auto][-1]})
     channels, criterion = _channels(o)
     low_rank, low_rank_energy = _low_rank(o)
+    prune, structure = _prune(o)
+    if o.sparse_inference:
+        prune = _sparse_inference(o, precision, prune, structure, low_rank is not None or low_rank_energy is not None)
+    schedule = _schedule(o, prune, structure)
+    _check_training(o, precision, requested)
+    temperature = DEFAULT_TEMPERATURE if o.temperature is None else float(o.temperature)
+    if not temperature > 0:
+        raise EdgecError(f"--temperature must be positive, got {o.temperature}")
+    if not 0.0 <= o.distill_weight <= 1.0:
+        raise EdgecError(f"--distill-weight is the share of the loss from the teacher: expected 0..1, got {o.distill_weight}")
+    return OptimizeSpec(
+        prune=prune, prune_schedule=schedule, prune_structure=structure, cluster=o.cluster, qat=bool(o.qat),
+        qat_skip=tuple(o.qat_skip), distill=default_distill(o, channels, low_rank, low_rank_energy), temperature=temperature,
+        distill_weight=float(o.distill_weight), epochs=None if o.epochs is None else int(o.epochs),
+        batch_size=int(o.batch_size),
+        lr=None if o.lr is None else float(o.lr),
+        seed=int(o.seed), prune_channels=channels, channel_criterion=criterion, low_rank=low_rank,
+        low_rank_energy=low_rank_energy, sparse_inference=bool(o.sparse_inference), auto=auto,
+        max_accuracy_drop=None if auto is None else float(o.max_accuracy_drop),
+    )
+
+
+def _check_pairs(o: BuildOptions) -> None:
+    """Options that only mean something beside another one."""
+    if o.qat_skip and not o.qat:
+        raise EdgecError(f"--qat-skip {' '.join(o.qat_skip)} only applies with --qat; add --qat or drop --qat-skip")
+    if o.temperature is not None and o.distill is False:
+        raise EdgecError("--temperature sets the distillation temperature; drop --no-distill or --temperature")
+    if o.prune_schedule is not None and o.prune is None and not o.prune_structure and not o.sparse_inference:
+        raise EdgecError(f"--prune-schedule {o.prune_schedule} needs --prune SPARSITY")
+    if o.channel_criterion is not None and o.prune_channels is None:
+        raise EdgecError(f"--channel-criterion {o.channel_criterion} ranks channels for --prune-channels; "
+                         "add --prune-channels FRACTION or drop --channel-criterion")
+
+
+def _check_nothing_to_fine_tune(o: BuildOptions) -> None:
+    """Without a compression step, the fine-tuning options have nothing to act on."""
+    if o.distill:
+        raise EdgecError("--distill recovers accuracy while compressing; add --prune, --cluster or --qat "
+                         "(or --prune-channels, --low-rank)")
+    if o.fine_tune:
+        raise EdgecError("--fine-tune data is used by the compression steps; add --prune, --cluster or --qat "
+                         "(or --prune-channels, --low-rank, --sparse-inference), or drop --fine-tune")
+
+
+def _prune(o: BuildOptions) -> tuple[float | None, tuple[int, int] | None]:
+    """The sparsity and the N:M structure of ``--prune`` / ``--prune-structure``."""
     prune = o.prune
     if prune is not None:
         if not isinstance(prune, (int, float)) or not 0.0 < float(prune) < 1.0:
             hint = f"; did you mean {float(prune) / 100:g}?" if isinstance(prune, (int, float)) and 1 < prune < 100 else ""
             raise EdgecError(f"--prune is the share of weights set to zero: expected 0 < SPARSITY < 1, got {prune}{hint}")
         prune = float(prune)
-    structure = None
-    if o.prune_structure:
-        if o.prune_structure not in STRUCTURES:
-            raise EdgecError(f"unknown --prune-structure '{o.prune_structure}'; valid: {choices(STRUCTURES)}")
-        structure = STRUCTURES[o.prune_structure]
-        fixed = structure[0] / structure[1]
-        if prune is not None and abs(prune - fixed) > 1e-9:
-            raise EdgecError(f"--prune-structure {o.prune_structure} sets the sparsity to {fixed:g}; "
-                             f"drop --prune {prune:g} (or pass --prune {fixed:g})")
-        if o.prune_schedule is not None:
-            raise EdgecError(f"--prune-structure {o.prune_structure} sets its masks at the first training step; "
-                             "--prune-schedule applies to unstructured --prune only")
-        prune = fixed
-    if o.sparse_inference:
-        prune = _sparse_inference(o, precision, prune, structure, low_rank is not None or low_rank_energy is not None)
-    schedule = None
-    if prune is not None and structure is None:
-        raw = o.prune_schedule or PruneSchedule.POLYNOMIAL.value
-        try:
-            schedule = PruneSchedule(raw)
-        except ValueError:
-            raise EdgecError(f"unknown --prune-schedule '{raw}'; valid: {choices(s.value for s in PruneSchedule)}") from None
+    if not o.prune_structure:
+        return prune, None
+    if o.prune_structure not in STRUCTURES:
+        raise EdgecError(f"unknown --prune-structure '{o.prune_structure}'; valid: {choices(STRUCTURES)}")
+    structure = STRUCTURES[o.prune_structure]
+    fixed = structure[0] / structure[1]
+    if prune is not None and abs(prune - fixed) > 1e-9:
+        raise EdgecError(f"--prune-structure {o.prune_structure} sets the sparsity to {fixed:g}; "
+                         f"drop --prune {prune:g} (or pass --prune {fixed:g})")
+    if o.prune_schedule is not None:
+        raise EdgecError(f"--prune-structure {o.prune_structure} sets its masks at the first training step; "
+                         "--prune-schedule applies to unstructured --prune only")
+    return fixed, structure
 
+
+def _schedule(o: BuildOptions, prune: float | None, structure) -> PruneSchedule | None:
+    """The schedule of unstructured pruning (none for N:M masks, set at the first step)."""
+    if prune is None or structure is not None:
+        return None
+    raw = o.prune_schedule or PruneSchedule.POLYNOMIAL.value
+    try:
+        return PruneSchedule(raw)
+    except ValueError:
+        raise EdgecError(f"unknown --prune-schedule '{raw}'; valid: {choices(s.value for s in PruneSchedule)}") from None
+
+
+def _check_training(o: BuildOptions, precision: Precision, requested: str) -> None:
+    """Clustering, QAT and the fine-tuning options, and the labelled data they train on."""
     if o.cluster is not None:
         if isinstance(o.cluster, bool) or not isinstance(o.cluster, int) or not 2 <= o.cluster <= MAX_CLUSTERS:
             raise EdgecError(f"--cluster is the number of shared values per kernel: expected 2..{MAX_CLUSTERS}, got {o.cluster}")
@@ -205,22 +244,6 @@ def resolve(options: BuildOptions, precision: Precision) -> OptimizeSpec | None:
             f"{requested} fine-tune the model and need labelled data: pass --fine-tune DATA "
             "(.npz with arrays x and y, a folder with one sub-folder per class, or module:function yielding (x, y))"
         )
-
-    temperature = DEFAULT_TEMPERATURE if o.temperature is None else float(o.temperature)
-    if not temperature > 0:
-        raise EdgecError(f"--temperature must be positive, got {o.temperature}")
-    if not 0.0 <= o.distill_weight <= 1.0:
-        raise EdgecError(f"--distill-weight is the share of the loss from the teacher: expected 0..1, got {o.distill_weight}")
-    return OptimizeSpec(
-        prune=prune, prune_schedule=schedule, prune_structure=structure, cluster=o.cluster, qat=bool(o.qat),
-        qat_skip=tuple(o.qat_skip), distill=default_distill(o, channels, low_rank, low_rank_energy), temperature=temperature,
-        distill_weight=float(o.distill_weight), epochs=None if o.epochs is None else int(o.epochs),
-        batch_size=int(o.batch_size),
-        lr=None if o.lr is None else float(o.lr),
-        seed=int(o.seed), prune_channels=channels, channel_criterion=criterion, low_rank=low_rank,
-        low_rank_energy=low_rank_energy, sparse_inference=bool(o.sparse_inference), auto=auto,
-        max_accuracy_drop=None if auto is None else float(o.max_accuracy_drop),
-    )
 
 
 def default_distill(o: BuildOptions, channels, low_rank, low_rank_energy) -> bool:
