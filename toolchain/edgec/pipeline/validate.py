@@ -54,32 +54,7 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
         EdgecError: bad input (exit code 2).
     """
     profile = profiles.get(target)
-    if "precision" in kwargs:
-        kwargs["precision"] = parse_precision(kwargs["precision"], profile)
-    if "out" in kwargs and kwargs["out"] is not None:
-        if isinstance(kwargs["out"], str) and not kwargs["out"].strip():
-            raise EdgecError("--out is empty; name the output directory (e.g. dist)")
-        kwargs["out"] = Path(kwargs["out"])
-    if kwargs.get("qat_skip") is not None:
-        kwargs["qat_skip"] = _tuple(kwargs["qat_skip"])
-    if kwargs.get("custom_objects") is not None:
-        from edgec.custom_objects import check as check_custom_objects
-
-        value = kwargs["custom_objects"]
-        kwargs["custom_objects"] = check_custom_objects((value,) if isinstance(value, (str, Path)) else value)
-    for name in ("mean", "std"):
-        if kwargs.get(name) is not None:
-            from edgec.calibration.inputs import parse_numbers
-
-            kwargs[name] = parse_numbers(kwargs[name], f"--{name}")
-    if kwargs.get("std") is not None and any(v <= 0 for v in kwargs["std"]):
-        raise EdgecError(f"--std values must not be 0 or negative (a spread), got {', '.join(f'{v:g}' for v in kwargs['std'])}")
-    unknown = set(kwargs) - {f.name for f in dataclasses.fields(BuildOptions)}
-    if unknown:
-        raise EdgecError(f"unknown build options {sorted(unknown)}; valid: {choices(f.name for f in dataclasses.fields(BuildOptions))}")
-    for name, value in kwargs.items():  # a NaN budget or rate fails (or passes) every comparison
-        if isinstance(value, float) and not math.isfinite(value):
-            raise EdgecError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    kwargs = _normalized(kwargs, profile)
     options = BuildOptions(**{k: v for k, v in kwargs.items() if v is not None})
     options = dataclasses.replace(options, precision=parse_precision(options.precision, profile))
     precision = options.precision
@@ -109,6 +84,53 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
     from edgec.accuracy.remedies import check_request as check_remedies
 
     check_remedies(profile, precision, options)
+    _check_options(options, precision)
+    check_writable_dir(options.out)
+    if isinstance(model, (str, Path)):
+        from edgec.model_io import detect_format
+
+        detect_format(Path(model))
+    for name in ("calib", "eval", "fine_tune"):
+        data_spec = getattr(options, name)
+        if data_spec and ":" not in str(data_spec) and not Path(data_spec).exists():
+            raise EdgecError(f"--{name.replace('_', '-')} data '{data_spec}' does not exist")
+    return BuildPlan(model, profile, target_impl, options, spec)
+
+
+def _normalized(kwargs: dict[str, Any], profile) -> dict[str, Any]:
+    """The keyword options in their checked types (paths, tuples, numbers), unknown names refused."""
+    kwargs = dict(kwargs)
+    if "precision" in kwargs:
+        kwargs["precision"] = parse_precision(kwargs["precision"], profile)
+    if "out" in kwargs and kwargs["out"] is not None:
+        if isinstance(kwargs["out"], str) and not kwargs["out"].strip():
+            raise EdgecError("--out is empty; name the output directory (e.g. dist)")
+        kwargs["out"] = Path(kwargs["out"])
+    if kwargs.get("qat_skip") is not None:
+        kwargs["qat_skip"] = _tuple(kwargs["qat_skip"])
+    if kwargs.get("custom_objects") is not None:
+        from edgec.custom_objects import check as check_custom_objects
+
+        value = kwargs["custom_objects"]
+        kwargs["custom_objects"] = check_custom_objects((value,) if isinstance(value, (str, Path)) else value)
+    for name in ("mean", "std"):
+        if kwargs.get(name) is not None:
+            from edgec.calibration.inputs import parse_numbers
+
+            kwargs[name] = parse_numbers(kwargs[name], f"--{name}")
+    if kwargs.get("std") is not None and any(v <= 0 for v in kwargs["std"]):
+        raise EdgecError(f"--std values must not be 0 or negative (a spread), got {', '.join(f'{v:g}' for v in kwargs['std'])}")
+    unknown = set(kwargs) - {f.name for f in dataclasses.fields(BuildOptions)}
+    if unknown:
+        raise EdgecError(f"unknown build options {sorted(unknown)}; valid: {choices(f.name for f in dataclasses.fields(BuildOptions))}")
+    for name, value in kwargs.items():  # a NaN budget or rate fails (or passes) every comparison
+        if isinstance(value, float) and not math.isfinite(value):
+            raise EdgecError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    return kwargs
+
+
+def _check_options(options: BuildOptions, precision: Precision) -> None:
+    """The options that need only each other (budgets, eval data, float ops)."""
     if options.calib_samples <= 0:
         raise EdgecError(f"--calib-samples must be positive, got {options.calib_samples}")
     for budget in used_by(BUILD).values():  # the budgets a build checks on its artifact (edgec.budgets)
@@ -122,16 +144,6 @@ def plan(model: Any, target: str, **kwargs: Any) -> BuildPlan:
         raise EdgecError("--eval-output names the output the --eval labels belong to; add --eval DATA")
     if options.allow_float_ops and precision is not Precision.INT8:
         raise EdgecError(f"--allow-float-ops applies to int8 builds; this build's precision is {precision.value}")
-    check_writable_dir(options.out)
-    if isinstance(model, (str, Path)):
-        from edgec.model_io import detect_format
-
-        detect_format(Path(model))
-    for name in ("calib", "eval", "fine_tune"):
-        data_spec = getattr(options, name)
-        if data_spec and ":" not in str(data_spec) and not Path(data_spec).exists():
-            raise EdgecError(f"--{name.replace('_', '-')} data '{data_spec}' does not exist")
-    return BuildPlan(model, profile, target_impl, options, spec)
 
 
 def plan_targets(model: Any, targets: Sequence[str], **kwargs: Any) -> list[BuildPlan]:
