@@ -103,6 +103,33 @@ def check(request: Request):
     """
     from edgec import profiles
 
+    _check_settings(request)
+    if not 1 <= request.device.min_runs <= request.device.max_runs:
+        raise EdgecError(f"measurement repetitions: expected 1 <= min ({request.device.min_runs}) <= max "
+                         f"({request.device.max_runs})")
+    if request.heartbeat < 1:
+        raise EdgecError(f"--heartbeat must be at least 1 s, got {request.heartbeat}")
+    _check_data(request)
+    profile = profiles.get(request.target)
+    space = space_mod.load(request.space, profile, builder=request.builder is not None)
+    if not (request.calib or request.fine_tune) and ("int8" in _values(space["precision"])
+                                                     or (request.model and "int8" in profile.precisions)):
+        raise EdgecError("int8 builds (the plain int8 baseline, int8 trials) need representative data: pass --calib "
+                         "DATA (or --fine-tune DATA, whose inputs then calibrate)")
+    can_compress = any(p in space.params and any(v not in (0, 0.0, None, space_mod.NONE, "ptq", False)
+                                                 for v in _values(space[p]))
+                       for p in ("prune", "prune_structure", "cluster", "quantization"))
+    if can_compress and not request.fine_tune:
+        raise EdgecError("the search space has compression steps, which fine-tune: pass --fine-tune DATA (labelled), "
+                         f"or a --space without them (space: {space.source})")
+    from edgec.tfcompat import plan_onednn
+
+    plan_onednn(training=can_compress or request.builder is not None)  # before TensorFlow loads
+    return profile, space
+
+
+def _check_settings(request: Request) -> None:
+    """The model or builder, the study's settings, its objectives and its constraints."""
     if (request.model is None) == (request.builder is None):
         raise EdgecError("give a MODEL or --builder module:function (not both)")
     if request.builder is not None and not request.train:
@@ -130,11 +157,10 @@ def check(request: Request):
         problem = None if value is None else check_budget_value(name, value)
         if problem:
             raise EdgecError(f"--{name.replace('_', '-')} {value:g}: {problem}")
-    if not 1 <= request.device.min_runs <= request.device.max_runs:
-        raise EdgecError(f"measurement repetitions: expected 1 <= min ({request.device.min_runs}) <= max "
-                         f"({request.device.max_runs})")
-    if request.heartbeat < 1:
-        raise EdgecError(f"--heartbeat must be at least 1 s, got {request.heartbeat}")
+
+
+def _check_data(request: Request) -> None:
+    """The model file, the custom layers and the data files (the eval data with its labels)."""
     if request.model is not None and not Path(request.model).exists():
         raise EdgecError(f"model '{request.model}' does not exist")
     if request.custom_objects:
@@ -152,22 +178,6 @@ def check(request: Request):
             if "y" not in doc.files:
                 raise EdgecError(f"--eval data '{request.eval}' has no labels (array 'y'); every trial's accuracy "
                                  "is measured on it")
-    profile = profiles.get(request.target)
-    space = space_mod.load(request.space, profile, builder=request.builder is not None)
-    if not (request.calib or request.fine_tune) and ("int8" in _values(space["precision"])
-                                                     or (request.model and "int8" in profile.precisions)):
-        raise EdgecError("int8 builds (the plain int8 baseline, int8 trials) need representative data: pass --calib "
-                         "DATA (or --fine-tune DATA, whose inputs then calibrate)")
-    can_compress = any(p in space.params and any(v not in (0, 0.0, None, space_mod.NONE, "ptq", False)
-                                                 for v in _values(space[p]))
-                       for p in ("prune", "prune_structure", "cluster", "quantization"))
-    if can_compress and not request.fine_tune:
-        raise EdgecError("the search space has compression steps, which fine-tune: pass --fine-tune DATA (labelled), "
-                         f"or a --space without them (space: {space.source})")
-    from edgec.tfcompat import plan_onednn
-
-    plan_onednn(training=can_compress or request.builder is not None)  # before TensorFlow loads
-    return profile, space
 
 
 def _values(p: space_mod.Param) -> list[Any]:
