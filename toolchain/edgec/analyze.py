@@ -12,11 +12,13 @@ from typing import Any
 from edgec.errors import EdgecError
 
 
-def analyze(model, target: str, *, calib, eval=None, calib_samples: int = 200, seed: int = 0,  # noqa: A002
+def analyze(model, target: str, *, calib, eval=None, calib_samples: int = 200, seed: int = 0,  # noqa: A002, PLR0913
             eval_output: str | None = None, input_range: str | None = None, normalize: str | None = None,
             mean=None, std=None, stats: bool = True, progress=None, custom_objects=(),
             remedies: bool = True) -> dict[str, Any]:
     """Per-op int8 analysis of ``model`` for a device profile (what ``edgec analyze`` prints).
+
+    The keyword arguments are ``edgec analyze``'s options, one each, as in :func:`edgec.build`.
 
     The model and data are loaded as ``edgec build`` loads them (input ranges and normalization
     included). The metric is measured on ``eval`` (without labels: top-1 agreement with the float
