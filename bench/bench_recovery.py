@@ -7,12 +7,14 @@ rpi5 with the default fine-tuning settings (no --epochs, --lr or --distill) for 
 * prune 0.8 + QAT   --prune 0.8 --qat          (int8 artifact)
 * channels 0.5      --prune-channels 0.5       (fp32 artifact: the drop is the recovery alone)
 
+(and on request --prune 0.8 alone, --cluster 16 --qat, --low-rank 0.5, --prune-channels 0.5 --qat)
 and prints, per architecture and method, the drop of the artifact's accuracy against the float
 model on the 397 eval digits: min / max / mean over the seeds, with the recovery the build
 recorded (loss, learning-rate schedule, best epoch).
 
 Usage: python bench/bench_recovery.py [--seeds 0 1 2 3 4] [--arch residual separable]
-                                      [--method prune+qat channels] [--json out.json]
+                                      [--method prune+qat channels prune cluster+qat low-rank
+                                                channels+qat] [--json out.json]
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ os.environ.setdefault("EDGEC_PROGRESS", "0")
 METHODS = {
     "prune+qat": {"prune": 0.8, "qat": True, "precision": "int8"},
     "channels": {"prune_channels": 0.5, "precision": "fp32"},
+    # the other steps, measured on request (--method)
+    "prune": {"prune": 0.8, "precision": "fp32"},
+    "cluster+qat": {"cluster": 16, "qat": True, "precision": "int8"},
+    "low-rank": {"low_rank": 0.5, "precision": "fp32"},
+    "channels+qat": {"prune_channels": 0.5, "qat": True, "precision": "int8"},
 }
+DEFAULT_METHODS = ("prune+qat", "channels")
 ARCHS = ("residual", "separable")
 EVAL_SAMPLES = 397
 
@@ -74,7 +82,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS))
-    parser.add_argument("--method", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--method", nargs="+", choices=list(METHODS), default=list(DEFAULT_METHODS))
     parser.add_argument("--train-epochs", type=int, default=30, help="epochs to train each float model")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
     args = parser.parse_args(argv)

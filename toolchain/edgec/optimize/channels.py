@@ -14,9 +14,9 @@ side by side. A group is kept whole, with the reason listed, when it reaches a m
 output layer keeps its size), a layer that fixes its channel count or mixes channels in a way
 the surgery cannot follow (Reshape, Lambda, Softmax, LayerNormalization, a custom layer), a shared
 layer, or the model input; and the stem (convolutions over the image's 1 to 4 channels): every
-feature passes through it and its cut saves little (the separable digits net: 2.3 % of the MACs,
-its recovery lost a sample more when it was halved). A stem tied to later layers by a residual
-Add is cut with them.
+feature passes through it and its cut saves little (the separable digits net: 2.3 % of the MACs;
+with it halved, ``--prune-channels 0.5`` lost 0.00 to 1.01 points over five seeds, 0.25 to 0.76
+with it whole). A stem tied to later layers by a residual Add is cut with them.
 
 Importance per output channel: |gamma| of the BatchNormalization right after the layer (the
 default, Network Slimming; layers without one fall back to L1), or the L1 or L2 norm of its kernel
