@@ -156,16 +156,16 @@ def control(evaluate: Evaluator, candidates: list[Candidate], ops: list[str], bu
         else:
             int8 = [e for e in evaluate.cache.values() if len(e.float_ops) < n_ops]
             now = max(int8, key=lambda e: (e.score.key(), -len(e.float_ops)))
-        # the sensitivity order ignores what an op costs: search again, cheapest gain first
-        macs = _macs(evaluate, ops)
+        # the sensitivity order ignores what an op costs: search again for fewer float MACs (when
+        # even all ops but one in float missed the budget, fewer will not meet it either)
         if met:
+            macs = _macs(evaluate, ops)
             current, now = _prune(evaluate, current, now, macs, budget, steps)
-        cheap, cheap_steps = _cheapest(evaluate, ranking, plain, macs, budget, n_ops,
-                                       _cost(current, macs) if met else None)
-        if cheap is not None and (not met or _cost(cheap.float_ops, macs) < _cost(now.float_ops, macs)):
-            current, now, met = cheap.float_ops, cheap, True
-            steps += cheap_steps
-            current, now = _prune(evaluate, current, now, macs, budget, steps)
+            cheap, cheap_steps = _cheapest(evaluate, ranking, plain, macs, budget, n_ops, _cost(current, macs))
+            if cheap is not None and _cost(cheap.float_ops, macs) < _cost(now.float_ops, macs):
+                current, now = cheap.float_ops, cheap
+                steps += cheap_steps
+                current, now = _prune(evaluate, current, now, macs, budget, steps)
         evaluate.task = None
     return ControlResult(met, budget, plain, now, ranking, steps, evaluate.count)
 
@@ -187,7 +187,7 @@ CHEAP_CANDIDATES, CHEAP_SET, CHEAP_EVALUATIONS = 10, 3, 80
 
 
 def _cheapest(evaluate: Evaluator, ranking, plain: Evaluation, macs: dict[str, int], budget: float,
-              n_ops: int, bound: tuple[int, int] | None = None) -> tuple[Evaluation | None, list[dict[str, Any]]]:
+              n_ops: int, bound: tuple[int, int]) -> tuple[Evaluation | None, list[dict[str, Any]]]:
     """The set of float ops with the fewest MACs that meets the budget, among the candidates that
     help alone (their metric above plain int8).
 
@@ -218,7 +218,7 @@ def _cheapest(evaluate: Evaluator, ranking, plain: Evaluation, macs: dict[str, i
     steps: list[dict[str, Any]] = []
     measured = 0
     for ops in sorted(sets, key=lambda o: (_cost(o, macs), sorted(o))):
-        if bound is not None and _cost(ops, macs) >= bound:
+        if _cost(ops, macs) >= bound:
             break
         if measured >= CHEAP_EVALUATIONS:
             break
@@ -238,7 +238,7 @@ GREEDY_EVALUATIONS = 400
 
 
 def _greedy_per_mac(evaluate: Evaluator, candidates: list[Candidate], plain: Evaluation, macs: dict[str, int],
-                    floor: float, budget: float, n_ops: int, bound: tuple[int, int] | None,
+                    floor: float, budget: float, n_ops: int, bound: tuple[int, int],
                     steps: list[dict[str, Any]]) -> tuple[Evaluation | None, list[dict[str, Any]]]:
     """Forward selection by gain per MAC: every remaining candidate measured on top of what is float
     so far, the one with the most metric gain per MAC added (SQNR gain per MAC where no candidate
@@ -250,7 +250,7 @@ def _greedy_per_mac(evaluate: Evaluator, candidates: list[Candidate], plain: Eva
         best, best_key = None, None
         for candidate in list(remaining):
             trial = current | set(candidate.ops)
-            if trial == current or len(trial) >= n_ops or (bound is not None and _cost(trial, macs) >= bound):
+            if trial == current or len(trial) >= n_ops or _cost(trial, macs) >= bound:
                 remaining.remove(candidate)
                 continue
             measured += trial not in evaluate.cache
