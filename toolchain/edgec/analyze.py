@@ -59,7 +59,7 @@ def analyze(model, target: str, *, calib, eval=None, calib_samples: int = 200, s
         threads = min(profile.threads or os.cpu_count() or 1, os.cpu_count() or 1)
         backend = backend_for(profile, data.loaded.model, data.calib, progress=progress, threads=threads)
         result = analyze_ops(backend, metric, ref.data.x, stats=stats, progress=progress)
-        if remedies and profile.target in ("tflite", "edgetpu"):
+        if remedies and request.target.remedies_analyzed:
             from edgec.accuracy.remedies.control import each_alone
 
             with progress.task("analyze: integer remedies, each alone"):
@@ -71,12 +71,7 @@ def analyze(model, target: str, *, calib, eval=None, calib_samples: int = 200, s
                      "int8 ranges (top-1 agreement with the float model)")
     elif not metric.describe()["labelled"]:
         notes.append("the eval data has no labels: the metric is top-1 agreement with the float model")
-    if remedies and profile.target == "tensorrt":
-        notes.append("the integer remedies are not measured for TensorRT here; build with --equalize, --bias-correct or "
-                     "--adaround to apply them")
-    if profile.target == "edgetpu":
-        notes.append(f"on the Edge TPU ('{profile.id}') an op left in float runs on the CPU with every op after it, so "
-                     "--accuracy-control is refused there; recover the sensitive ops' accuracy with --qat")
+    notes += request.target.analysis_notes(profile, remedies)
     return {"profile": profile.id, "device": profile.device, **result, "model": data.loaded.describe(),
             "data": {"calib": data.calib.describe(), "eval": data.eval.describe() if data.eval else None},
             "input": data.preprocessing.describe(), "warnings": data.warnings, "notes": notes}

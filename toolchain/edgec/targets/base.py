@@ -107,6 +107,17 @@ class Target:
     space: ClassVar[dict[str, Any]] = {}
     #: budgets only this kind's builds have, read from :meth:`figures`
     budgets: ClassVar[tuple[Budget, ...]] = ()
+    #: the integer remedies for int8 accuracy this kind's int8 artifact can carry
+    #: (:mod:`edgec.accuracy.remedies`: ``equalize``, ``bias_correct``, ``range``, ``adaround``,
+    #: ``int16``), and why it cannot carry each of the others
+    remedies: ClassVar[tuple[str, ...]] = ()
+    remedies_refused: ClassVar[dict[str, str]] = {}
+    #: whether ``edgec analyze`` measures each remedy alone on this kind's int8 model (a TFLite one)
+    remedies_analyzed: ClassVar[bool] = False
+
+    def analysis_notes(self, profile: Profile, remedies: bool) -> list[str]:
+        """What ``edgec analyze`` adds to its notes for this kind (``remedies``: they were asked for)."""
+        return []
 
     def check(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
         """Reject an impossible request before any heavy work: the common refusals, then the

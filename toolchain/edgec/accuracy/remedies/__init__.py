@@ -25,18 +25,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from edgec import targets
 from edgec.errors import EdgecError
 
 ORDER = ("equalize", "bias_correct", "range", "adaround", "int16")
 FLAGS = {"equalize": "--equalize", "bias_correct": "--bias-correct", "range": "--range",
          "adaround": "--adaround", "int16": "--int16-activations"}
 RANGE_METHODS = ("minmax", "percentile", "mse")
-#: what each target kind can carry
-OFFERED = {
-    "tflite": ORDER,
-    "edgetpu": ("equalize", "bias_correct", "adaround"),
-    "tensorrt": ("equalize", "bias_correct", "adaround"),
-}
 #: the remedies that read one input array: a model with several inputs is offered the others
 ONE_INPUT = ("equalize", "bias_correct", "range", "adaround")
 
@@ -48,7 +43,7 @@ WEIGHTS = ("equalize", "bias_correct", "adaround")
 def offered(kind: str, x, model=None) -> tuple[str, ...]:
     """The remedies target kind ``kind`` carries for calibration inputs ``x`` (a dict: several inputs)
     and ``model`` (the weight remedies need tf-keras layers: not a Keras 3 export or a signature)."""
-    kinds = OFFERED.get(kind, ())
+    kinds = kind_offers(kind)
     if isinstance(x, dict):
         kinds = tuple(n for n in kinds if n not in ONE_INPUT)
     if model is not None and not has_tf_keras_layers(model):
@@ -64,12 +59,10 @@ def has_tf_keras_layers(model) -> bool:
     return tf_keras is not None and isinstance(model, tf_keras.Model)
 
 
-WHY_NOT = {
-    ("edgetpu", "int16"): "the Edge TPU has no 16-bit kernels",
-    ("tensorrt", "int16"): "TensorRT has no int16 precision",
-    ("edgetpu", "range"): "the Edge TPU build quantizes with the converter's own min/max calibration",
-    ("tensorrt", "range"): "TensorRT's Q/DQ scales come from edgec's ONNX calibration, not the TFLite one",
-}
+def kind_offers(kind: str) -> tuple[str, ...]:
+    """The remedies a target kind's int8 artifact can carry (its Target's ``remedies``), in cost order."""
+    carried = targets.target_class(kind).remedies if kind in targets.REGISTRY else ()
+    return tuple(n for n in ORDER if n in carried)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +130,12 @@ def check_request(profile, precision, options) -> None:
         raise EdgecError(f"{flags} need calibration data: add --calib DATA")
     for name in wanted.names():
         key = name.split("=")[0]
-        if key not in OFFERED.get(profile.target, ()):
-            why = WHY_NOT.get((profile.target, key), f"target kind {profile.target} cannot carry it")
+        carried = kind_offers(profile.target)
+        if key not in carried:
+            refused = targets.target_class(profile.target).remedies_refused
+            why = refused.get(key, f"target kind {profile.target} cannot carry it")
             raise EdgecError(f"{FLAGS[key]} is not available for profile '{profile.id}' ({profile.target}): {why}; "
-                             f"available there: {', '.join(FLAGS[k] for k in OFFERED.get(profile.target, ())) or 'none'}")
+                             f"available there: {', '.join(FLAGS[k] for k in carried) or 'none'}")
 
 
 def describe(wanted: Remedies, reports: dict[str, Any]) -> dict[str, Any]:

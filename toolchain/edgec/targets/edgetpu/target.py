@@ -53,6 +53,14 @@ class EdgeTPUTarget(Target):
     section = ("edgetpu", SECTION)
     # no sparse kernels on the Edge TPU; unstructured zeros compress as well
     space = {"prune_structure": ["none"]}
+    remedies = ("equalize", "bias_correct", "adaround")
+    remedies_refused = {"int16": "the Edge TPU has no 16-bit kernels",
+                        "range": "the Edge TPU build quantizes with the converter's own min/max calibration"}
+    remedies_analyzed = True
+
+    def analysis_notes(self, profile: Profile, remedies: bool) -> list[str]:
+        return [f"on the Edge TPU ('{profile.id}') an op left in float runs on the CPU with every op after it, so "
+                "--accuracy-control is refused there; recover the sensitive ops' accuracy with --qat"]
     budgets = (Budget("min_edgetpu_op_share", "share", "share of ops on the Edge TPU (0..1)", "edgetpu_op_share", "min",
                       (CI,), kinds=("edgetpu",), bounds=(0, 1), bounds_note="1.0: every op on the Edge TPU"),)
 

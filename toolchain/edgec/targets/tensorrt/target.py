@@ -65,6 +65,13 @@ class TensorRTTarget(Target):
     accuracy_control = True
     # per-channel int8 scales: weight sharing gains nothing here
     space = {"cluster": ["none"]}
+    remedies = ("equalize", "bias_correct", "adaround")
+    remedies_refused = {"int16": "TensorRT has no int16 precision",
+                        "range": "TensorRT's Q/DQ scales come from edgec's ONNX calibration, not the TFLite one"}
+
+    def analysis_notes(self, profile: Profile, remedies: bool) -> list[str]:
+        return ["the integer remedies are not measured for TensorRT here; build with --equalize, --bias-correct or "
+                "--adaround to apply them"] if remedies else []
 
     def check_kind(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
         trt = profile.section("tensorrt") or {}

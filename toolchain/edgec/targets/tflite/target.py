@@ -21,6 +21,8 @@ class TFLiteTarget(Target):
     runtime = "litert"
     sparse_kernels = True
     accuracy_control = True
+    remedies = ("equalize", "bias_correct", "range", "adaround", "int16")
+    remedies_analyzed = True
 
     def check_kind(self, profile: Profile, precision: Precision, options: BuildOptions) -> None:
         if precision.needs_calibration and not options.has_representative_data:
