@@ -78,10 +78,11 @@ def _round(x: float | None) -> float | None:
 class Candidate:
     """A set of ops the search may leave in float together.
 
-    ``kind`` is "op" (one op) or "tensor": an activation tensor's producer and all its consumers,
+    ``kind`` is "op" (one op), "tensor": an activation tensor's producer and all its consumers,
     the smallest set that keeps that tensor in float where the format puts the quantization in the
     producer's output (TFLite: an int8 op writes int8, so a float op between int8 neighbours still
-    reads and writes the same int8 tensors).
+    reads and writes the same int8 tensors), or "set": a whole set of ops measured together by the
+    search for the fewest float MACs.
     """
 
     ops: tuple[str, ...]
