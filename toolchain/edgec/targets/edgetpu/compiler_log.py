@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-#: edgetpu_compiler status text -> category (the compiler's wording, see tests/edgetpu/fixtures)
+#: edgetpu_compiler status text -> category (the compiler's wording, see tests/targets/edgetpu/fixtures)
 COMPILER_STATUS = {
     "Mapped to Edge TPU": "mapped",
     "Operation not supported": "unsupported_op",

@@ -18,7 +18,7 @@ import pytest
 
 import edgec
 from edgec.errors import CheckFailed
-from tests.edgetpu.conftest import FIXTURES, fixture_text
+from tests.targets.edgetpu.conftest import FIXTURES, fixture_text
 
 REAL = shutil.which("edgetpu_compiler")
 
@@ -31,7 +31,7 @@ def _fake_compiler(tmp_path, fixture: str, exit_code: int):
     script = bindir / "edgetpu_compiler"
     script.write_text(
         f"#!{sys.executable}\n"
-        "# Test double: prints a verbatim copy of real edgetpu_compiler output (tests/edgetpu/fixtures).\n"
+        "# Test double: prints a verbatim copy of real edgetpu_compiler output (tests/targets/edgetpu/fixtures).\n"
         "import sys\n"
         f"open({str(argv_file)!r}, 'w').write('\\n'.join(sys.argv[1:]))\n"
         f"sys.stdout.write(open({str(FIXTURES / fixture)!r}).read())\n"
