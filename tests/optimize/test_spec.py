@@ -28,6 +28,18 @@ def test_defaults_are_resolved_and_recorded():
     assert j["fine_tune"]["epochs"] == {"prune": 10, "cluster": 10, "qat": 10}
 
 
+def test_qat_starts_low_on_a_converged_model():
+    """QAT alone or after channel surgery / low-rank (converged at the end of their decay) starts at
+    1e-4; after pruning or clustering at 1e-3; --lr sets every step."""
+    lr = lambda **kw: resolve(opts(qat=True, **kw), Precision.INT8).to_json()["fine_tune"]["lr"]  # noqa: E731
+    assert lr() == {"qat": 1e-4}
+    assert lr(prune_channels=0.5) == {"channels": 3e-3, "qat": 1e-4}
+    assert lr(low_rank=0.5) == {"low_rank": 3e-3, "qat": 1e-4}
+    assert lr(prune_channels=0.5, prune=0.8) == {"channels": 3e-3, "prune": 1e-3, "qat": 1e-3}
+    assert lr(cluster=16) == {"cluster": 1e-3, "qat": 1e-3}
+    assert lr(prune_channels=0.5, lr=2e-3) == {"channels": 2e-3, "qat": 2e-3}
+
+
 def test_structural_steps_train_longer_unless_epochs_are_given():
     spec = resolve(opts(prune_channels=0.5, prune=0.5), Precision.FP32)
     assert spec.to_json()["fine_tune"]["epochs"] == {"channels": 20, "prune": 10}
