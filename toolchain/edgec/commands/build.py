@@ -65,8 +65,8 @@ from edgec.util import dumps_json
 @click.option("--epochs", type=int, help="Fine-tuning epochs per compression step (a held-out slice stops a step "
               "early). Default: 10, and 20 for --prune-channels and --low-rank.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Fine-tuning batch size.")
-@click.option("--lr", type=FINITE, help="Fine-tuning learning rate (Adam) of every step. Default: 1e-3, and 1e-4 "
-              "for --qat as the only step.")
+@click.option("--lr", type=FINITE, help="Fine-tuning learning rate (Adam) of every step. Default: 1e-3; 3e-3 for "
+              "--prune-channels and --low-rank; 1e-4 for --qat alone or right after them.")
 @click.option("--prune", type=FINITE_OR_AUTO, metavar="SPARSITY|auto",
               help="Magnitude pruning: share of Conv/Dense kernel weights set to zero, e.g. 0.8; auto: the "
                    "highest within --max-accuracy-drop on --eval.")
