@@ -172,83 +172,7 @@ def analyse(model, fraction: float, criterion: str = "l1") -> Plan:
         raise EdgecError(f"model '{model.name}' is not a functional or Sequential model with an input; "
                          "--prune-channels follows the layer graph")
     groups = _Groups()
-    layouts: dict[str, Layout] = {}
-    producers: dict[str, tuple[Layout | None, int]] = {}
-    layer_inputs: dict[str, Layout] = {}
-    calls: dict[str, int] = {}
-    for node in graph.nodes_in_order(model):
-        calls[node.layer.name] = calls.get(node.layer.name, 0) + (0 if node.is_input else 1)
-
-    def fresh(tensor, reason: str) -> Layout:
-        shape = graph.shape_of(tensor)
-        return Layout((groups.new(shape[-1] if len(shape) > 1 and shape[-1] else 1, blocked=reason),))
-
-    for node in graph.nodes_in_order(model):
-        layer = node.layer
-        outputs = graph.flat(node.outputs)
-        if node.is_input:
-            for t in outputs:
-                layouts[str(id(t))] = fresh(t, "model input")
-            continue
-        ins = [layouts.get(str(id(t))) for t in node.keras_inputs]
-        in_layout = ins[0] if ins else None
-        kind, name = _kind(layer), layer.name
-        out_layout: Layout | None = None
-        reason = None
-        if calls[name] > 1:
-            reason = f"'{name}' is a shared layer (called {calls[name]} times)"
-        elif not _channels_last(layer):
-            reason = f"{kind} '{name}' is channels_first"
-        if reason:
-            for lay in ins:
-                groups.block(lay, reason)
-        elif kind in _PRODUCERS and (kind == "Dense" or int(layer.get_config().get("groups", 1) or 1) == 1) \
-                and int(layer.get_config().get("depth_multiplier", 1)) == 1:
-            if in_layout is not None and in_layout.repeat != 1 and kind != "Dense":
-                groups.block(in_layout, f"{kind} '{name}' reads a flattened tensor")
-            size = int(graph.shape_of(outputs[0])[-1])
-            out = groups.new(size, member=name)
-            producers[name] = (in_layout, out)
-            if in_layout is not None:
-                layer_inputs[name] = in_layout
-            out_layout = Layout((out,))
-        elif kind in _DEPTHWISE and int(layer.get_config().get("depth_multiplier", 1)) == 1:
-            out_layout = in_layout
-            layer_inputs[name] = in_layout
-        elif kind in _PER_CHANNEL and _per_channel_ok(layer, node):
-            out_layout = in_layout
-            layer_inputs[name] = in_layout
-        elif kind in _CHANNELWISE or (kind == "Activation" and _activation(layer) in _ELEMENTWISE_ACTIVATIONS):
-            out_layout = in_layout
-        elif kind == "Flatten":
-            shape = graph.shape_of(node.keras_inputs[0])
-            if in_layout is None or any(d is None for d in shape[1:]):
-                groups.block(in_layout, f"Flatten '{name}' has an input of unknown size")
-            else:
-                out_layout = Layout(in_layout.groups, in_layout.repeat * graph.prod(shape[1:-1]))
-        elif kind in _MERGES and len(ins) > 1 and all(lay is not None for lay in ins):
-            first = ins[0]
-            aligned = all(lay.repeat == first.repeat and len(lay.groups) == len(first.groups)
-                          and all(groups.size[groups.root(a)] == groups.size[groups.root(b)]
-                                  for a, b in zip(lay.groups, first.groups, strict=True)) for lay in ins)
-            if aligned:
-                for lay in ins[1:]:
-                    for a, b in zip(first.groups, lay.groups, strict=True):
-                        groups.union(a, b)
-                out_layout = first
-            else:
-                for lay in ins:
-                    groups.block(lay, f"{kind} '{name}' joins tensors whose channels do not line up")
-        elif kind == "Concatenate" and _concat_last(layer, node) and all(lay is not None and lay.repeat == 1
-                                                                         for lay in ins):
-            out_layout = Layout(tuple(g for lay in ins for g in lay.groups))
-        else:
-            for lay in ins:
-                groups.block(lay, f"feeds {kind} '{name}', which fixes or mixes its channels")
-        for t in outputs:
-            layouts[str(id(t))] = out_layout if out_layout is not None else fresh(t, f"output of {kind} '{name}'")
-    for t in model.outputs:
-        groups.block(layouts.get(str(id(t))), "reaches a model output (the output layer keeps its size)")
+    layouts, producers, layer_inputs = _trace(model, groups)
 
     # normalise group ids to roots
     def rooted(layout: Layout | None) -> Layout | None:
@@ -281,6 +205,96 @@ def analyse(model, fraction: float, criterion: str = "l1") -> Plan:
         kept[r] = sorted(int(i) for i in order)
     return Plan(kept=kept, sizes=sizes, layouts=layouts, producers=producers, groups=members, blocked=blocked,
                 fallback=sorted(fallback), layer_inputs=layer_inputs)
+
+
+def _trace(model, groups: _Groups):
+    """Follow the channels through the graph, tensor by tensor: each tensor's layout (which channel
+    groups its last axis holds), each producer's input layout and output group, each layer's input
+    layout; what fixes or mixes channels blocks their groups."""
+    layouts: dict[str, Layout] = {}
+    producers: dict[str, tuple[Layout | None, int]] = {}
+    layer_inputs: dict[str, Layout] = {}
+    calls: dict[str, int] = {}
+    for node in graph.nodes_in_order(model):
+        calls[node.layer.name] = calls.get(node.layer.name, 0) + (0 if node.is_input else 1)
+
+    def fresh(tensor, reason: str) -> Layout:
+        shape = graph.shape_of(tensor)
+        return Layout((groups.new(shape[-1] if len(shape) > 1 and shape[-1] else 1, blocked=reason),))
+
+    for node in graph.nodes_in_order(model):
+        outputs = graph.flat(node.outputs)
+        if node.is_input:
+            for t in outputs:
+                layouts[str(id(t))] = fresh(t, "model input")
+            continue
+        kind, name = _kind(node.layer), node.layer.name
+        ins = [layouts.get(str(id(t))) for t in node.keras_inputs]
+        out_layout = _node_layout(node, kind, ins, calls[name], groups, producers, layer_inputs)
+        for t in outputs:
+            layouts[str(id(t))] = out_layout if out_layout is not None else fresh(t, f"output of {kind} '{name}'")
+    for t in model.outputs:
+        groups.block(layouts.get(str(id(t))), "reaches a model output (the output layer keeps its size)")
+    return layouts, producers, layer_inputs
+
+
+def _node_layout(node, kind: str, ins: list[Layout | None], calls: int, groups: _Groups,
+                 producers: dict, layer_inputs: dict) -> Layout | None:
+    """The layout of one node's outputs (None: a fresh, blocked group), recording producers and
+    layer inputs; the inputs' groups are blocked where the node fixes or mixes channels."""
+    layer, name = node.layer, node.layer.name
+    in_layout = ins[0] if ins else None
+    reason = (f"'{name}' is a shared layer (called {calls} times)" if calls > 1
+              else None if _channels_last(layer) else f"{kind} '{name}' is channels_first")
+    if reason:
+        for lay in ins:
+            groups.block(lay, reason)
+        return None
+    config = layer.get_config() if kind in _PRODUCERS or kind in _DEPTHWISE else {}  # others may have none
+    single = int(config.get("depth_multiplier", 1)) == 1
+    if kind in _PRODUCERS and single and (kind == "Dense" or int(config.get("groups", 1) or 1) == 1):
+        if in_layout is not None and in_layout.repeat != 1 and kind != "Dense":
+            groups.block(in_layout, f"{kind} '{name}' reads a flattened tensor")
+        out = groups.new(int(graph.shape_of(graph.flat(node.outputs)[0])[-1]), member=name)
+        producers[name] = (in_layout, out)
+        if in_layout is not None:
+            layer_inputs[name] = in_layout
+        return Layout((out,))
+    if (kind in _DEPTHWISE and single) or (kind in _PER_CHANNEL and _per_channel_ok(layer, node)):
+        layer_inputs[name] = in_layout
+        return in_layout
+    if kind in _CHANNELWISE or (kind == "Activation" and _activation(layer) in _ELEMENTWISE_ACTIVATIONS):
+        return in_layout
+    if kind == "Flatten":
+        shape = graph.shape_of(node.keras_inputs[0])
+        if in_layout is None or any(d is None for d in shape[1:]):
+            groups.block(in_layout, f"Flatten '{name}' has an input of unknown size")
+            return None
+        return Layout(in_layout.groups, in_layout.repeat * graph.prod(shape[1:-1]))
+    if kind in _MERGES and len(ins) > 1 and all(lay is not None for lay in ins):
+        return _merged(kind, name, ins, groups)
+    if kind == "Concatenate" and _concat_last(layer, node) and all(lay is not None and lay.repeat == 1 for lay in ins):
+        return Layout(tuple(g for lay in ins for g in lay.groups))
+    for lay in ins:
+        groups.block(lay, f"feeds {kind} '{name}', which fixes or mixes its channels")
+    return None
+
+
+def _merged(kind: str, name: str, ins: list[Layout], groups: _Groups) -> Layout | None:
+    """An element-wise merge (Add, Multiply, ...) ties its inputs' channel groups together, when they
+    line up; otherwise it blocks them."""
+    first = ins[0]
+    aligned = all(lay.repeat == first.repeat and len(lay.groups) == len(first.groups)
+                  and all(groups.size[groups.root(a)] == groups.size[groups.root(b)]
+                          for a, b in zip(lay.groups, first.groups, strict=True)) for lay in ins)
+    if not aligned:
+        for lay in ins:
+            groups.block(lay, f"{kind} '{name}' joins tensors whose channels do not line up")
+        return None
+    for lay in ins[1:]:
+        for a, b in zip(first.groups, lay.groups, strict=True):
+            groups.union(a, b)
+    return first
 
 
 def keep_count(size: int, fraction: float) -> int:
