@@ -115,3 +115,15 @@ def test_no_import_cycles_between_modules():
         if len(component) > 1:
             cycles.append(component)
     assert cycles == []
+
+
+def test_no_function_is_longer_than_150_lines():
+    """Long functions are split by role; ruff's complexity rules (pyproject.toml) hold the rest."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "toolchain" / "edgec").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 150:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert long == []
