@@ -82,6 +82,7 @@ def test_broken_custom_objects_module_is_one_line(tmp_path, offset_dir, cli_runn
     assert code == 2 and "cannot import it: RuntimeError: no GPU here" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_qat_names_the_custom_layer_and_the_way_out(offset_dir, tmp_path, cli_runner):
     data = offset_dir / "data.npz"
     args = ("build", offset_dir / "offset.keras", "--target", "rpi5", "--precision", "int8", "--qat",

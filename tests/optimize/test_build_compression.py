@@ -142,6 +142,7 @@ def test_2_4_qat_on_separable(arch_paths, build_with):
     assert all("2:4 pruning applies to Conv2D and Dense kernels" in reason for reason in depthwise.values())
 
 
+@pytest.mark.slow
 def test_cli_flags_and_printed_tables(arch_paths, digits_dir, cli_runner, tmp_path):
     code, out, err = cli_runner(
         "build", arch_paths["cnn"], "--target", "x86-cpu", "--precision", "fp32", "--fine-tune",
@@ -180,6 +181,7 @@ def separable_conv(digits_split, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_separable_conv_prune_qat_keeps_every_pruned_kernel(separable_conv, build_with):
     """SeparableConv2D: TF-MOT prunes the pointwise kernel; QAT splits the layer in two, and the
     pointwise kernel's zeros survive into the artifact. Each kernel has its own row."""

@@ -140,6 +140,7 @@ def test_a_model_without_prunable_channels_is_refused(build_with, tmp_path):
         build_with(tmp_path / "linear.keras", precision="fp32", prune_channels=0.5, epochs=1)
 
 
+@pytest.mark.slow
 def test_channel_pruning_build_reports_channels_params_and_macs(arch_paths, build_with, digits_dir):
     result = build_with(arch_paths["residual"], prune_channels=0.5, calib=str(digits_dir / "calib.npz"))
     m = result.manifest
@@ -178,6 +179,7 @@ def test_channel_pruned_model_builds_for_edgetpu_and_tensorrt(arch_paths, build_
     assert o["structure"]["macs"]["cut_percent"] >= 45.0
 
 
+@pytest.mark.slow
 def test_cli_prints_the_channel_table(arch_paths, digits_dir, cli_runner, tmp_path):
     code, out, _ = cli_runner("build", arch_paths["cnn"], "-t", "x86-cpu", "-p", "fp32", "--fine-tune",
                               digits_dir / "train.npz", "--prune-channels", "0.5", "--channel-criterion", "l2",

@@ -21,6 +21,7 @@ def _fits(manifest: dict) -> dict[str, dict]:
     return {s["step"]: s["fine_tune"] for s in manifest["optimization"]["step_details"] if "fine_tune" in s}
 
 
+@pytest.mark.slow
 def test_prune_qat_on_separable_recovers_by_default(arch_paths, build_with):
     r = build_with(arch_paths["separable"], prune=0.8, qat=True, lr=None)
     m = r.manifest
@@ -39,6 +40,7 @@ def test_prune_qat_on_separable_recovers_by_default(arch_paths, build_with):
     assert drop <= BUDGET, f"int8 artifact drops {drop:.2f} points after --prune 0.8 --qat"
 
 
+@pytest.mark.slow
 def test_channels_on_residual_recovers_by_default(arch_paths, build_with):
     r = build_with(arch_paths["residual"], prune_channels=0.5, precision="fp32", lr=None, epochs=6)
     drop = r.manifest["verification"]["accuracy_drop_points"]
@@ -55,6 +57,7 @@ def test_distill_flag_overrides_the_default(digits_dir, build_with):
     assert r.manifest["optimization"]["distill"] == {"temperature": 4.0, "weight": 0.5}
 
 
+@pytest.mark.slow
 def test_no_distill_trains_on_the_labels(arch_paths, build_with):
     r = build_with(arch_paths["residual"], prune_channels=0.5, precision="fp32", distill=False, epochs=1, lr=None)
     assert _fits(r.manifest)["channels"]["loss"] == "cross-entropy"
@@ -107,6 +110,7 @@ def test_best_epoch_is_the_lowest_held_out_loss():
     assert all((w == 3).all() for w in model.get_weights())
 
 
+@pytest.mark.slow
 def test_prune_auto_picks_the_highest_level_within_the_budget(digits_dir, build_with, cli_runner):
     r = build_with(digits_dir / "digits_cnn.keras", prune="auto", max_accuracy_drop=BUDGET, precision="fp32",
                    epochs=2)
@@ -166,6 +170,7 @@ def test_cli_auto_errors_are_one_line(digits_dir, cli_runner, tmp_path, args, me
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 def test_cli_prints_the_channel_curve_it_measured(digits_dir, cli_runner, tmp_path):
     import json
 

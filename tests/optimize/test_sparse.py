@@ -11,6 +11,7 @@ from edgec.errors import EdgecError
 
 
 @pytest.mark.parametrize("precision", ["fp32", pytest.param("fp16", marks=pytest.mark.slow)])
+@pytest.mark.slow
 def test_sparse_build_stores_the_1x1_kernels_sparse(speed_models, build_with, precision):
     paths = speed_models["mobilenet"]
     result = build_with(paths["model"], precision=precision, sparse_inference=True,

@@ -91,6 +91,7 @@ def test_old_runtime_leaves_quantize_on_the_cpu(coral_build):
     assert report["tpu_subgraph"] == {"start": 1, "end": len(ops) - 2}
 
 
+@pytest.mark.slow
 def test_parameters_beyond_the_cache_warn_about_off_chip_streaming(mobilenet):
     path = mobilenet[1].out_dir / "model_int8.tflite"
     small = analyze(path, Settings(cache_mb=1))
