@@ -45,7 +45,7 @@ SIGN_IN_PATH = API + "/dashboard/sign-in"
 REREAD_EVERY_S = 5.0
 #: while it keeps changing, the pages' reads and renders take at most this share of one core:
 #: the next read waits until what the last ones cost is this share of the time since
-REFRESH_SHARE = 0.005
+REFRESH_SHARE = 0.0025
 #: but a streaming record is shown at least this often, whatever a read costs
 MAX_HOLD_S = 60.0
 
