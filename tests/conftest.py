@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("EDGEC_PROGRESS", "0")
 
 import edgec  # noqa: E402  (sets the Keras environment before TensorFlow loads)
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -65,13 +61,6 @@ def digits_builds(tmp_path_factory, digits_dir) -> dict[str, Path]:
                              calib=str(digits_dir / "calib.npz"), eval=str(digits_dir / "eval.npz"), out=root)
         out[precision] = result.out_dir
     return out
-
-
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
-    """Run ``python -m edgec ARGS`` in a subprocess (real exit codes, real stderr)."""
-    full_env = {**os.environ, "EDGEC_PROGRESS": "0", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "edgec", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=full_env, timeout=timeout)
 
 
 @pytest.fixture

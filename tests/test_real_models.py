@@ -15,7 +15,7 @@ import pytest
 
 import edgec
 from edgec.errors import CheckFailed, EdgecError
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 ORDER = ["zbox", "landmarks", "aclass"]  # the model's order; sorted by name it is aclass, landmarks, zbox
 TARGETS = {"tflite": "rpi5", "edgetpu": "coral-usb", "tensorrt": "jetson-orin-nano"}

@@ -33,25 +33,3 @@ def unlabelled_eval(digits_dir, digits_split) -> Path:
     path = digits_dir / "eval_unlabelled.npz"
     np.savez(path, x=digits_split.x_test)
     return path
-
-
-def litert_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """A bare LiteRT loop, one sample per invoke: accuracy and the float logits."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(path), num_threads=1)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    if list(i["shape"][:1]) != [1]:
-        it.resize_tensor_input(i["index"], [1, *i["shape"][1:]])
-        it.allocate_tensors()
-        i, o = it.get_input_details()[0], it.get_output_details()[0]
-    (s_in, z_in), (s_out, z_out) = i["quantization"], o["quantization"]
-    info = np.iinfo(i["dtype"])
-    logits = []
-    for sample in x:
-        it.set_tensor(i["index"], np.clip(np.round(sample[None] / s_in + z_in), info.min, info.max).astype(i["dtype"]))
-        it.invoke()
-        logits.append((it.get_tensor(o["index"]).astype(np.float32) - z_out) * s_out)
-    out = np.concatenate(logits)
-    return float((out.argmax(1) == y).mean()), out

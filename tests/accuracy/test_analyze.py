@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from edgec.analyze import analyze
-from tests.accuracy.conftest import litert_accuracy
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
+from tests.helpers.litert import litert_accuracy
 
 EPOCHS = 15
 SQNR_TOLERANCE_DB = 0.05  # a bare per-sample loop against edgec's batched runner: float ops round alike, nearly

@@ -14,8 +14,8 @@ import pytest
 import edgec
 from edgec import tflite_model
 from edgec.errors import EdgecError
-from tests.accuracy.conftest import litert_accuracy
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
+from tests.helpers.litert import litert_accuracy
 
 BUDGET = 1.0
 

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
 
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path, monkeypatch):
@@ -111,12 +109,3 @@ def sshd(tmp_path_factory):
     proc.terminate()
     proc.wait(timeout=10)
     log.close()
-
-
-def write_in_place(path: Path, text: str) -> None:
-    """Change a sysfs-like value the way the kernel does: same file (readers keep their open
-    descriptor and re-read it), new contents of the same length in one write."""
-    data = text.encode()
-    assert len(data) == path.stat().st_size, "keep the length: no truncation while a reader may read"
-    with open(path, "r+b", buffering=0) as fh:
-        fh.write(data)

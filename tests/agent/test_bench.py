@@ -12,7 +12,7 @@ import pytest
 
 from edgec.agent import bench, schema, stats
 from edgec.agent.errors import AgentError, Unavailable
-from tests.agent.conftest import FIXTURES
+from tests.helpers.agent import FIXTURES
 
 
 def test_percentiles_match_numpy():

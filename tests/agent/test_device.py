@@ -8,7 +8,7 @@ import pytest
 
 from edgec.agent import device
 from edgec.agent.fs import Root
-from tests.agent.conftest import FIXTURES
+from tests.helpers.agent import FIXTURES
 
 
 @pytest.mark.parametrize("tree, l4t, jetpack, soc", [

@@ -15,7 +15,7 @@ import pytest
 from edgec.agent import power, sensors
 from edgec.agent.errors import Unavailable
 from edgec.agent.fs import Root
-from tests.agent.conftest import FIXTURES, write_in_place
+from tests.helpers.agent import FIXTURES, write_in_place
 
 TEGRASTATS = FIXTURES / "tegrastats"
 

@@ -17,7 +17,7 @@ from edgec.errors import EdgecError
 from edgec.measure import parse_report
 from edgec.results import ResultsStore, default_path
 from edgec.shipment import plan
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +232,7 @@ def test_energy_reaches_the_report_and_the_plot(digits_builds, tmp_path):
 
     from edgec.agent import bench
     from edgec.report import load_rows, plot
-    from tests.agent.conftest import FIXTURES
+    from tests.helpers.agent import FIXTURES
 
     store = ResultsStore(tmp_path / "r.db")
     for precision in ("fp32", "int8"):

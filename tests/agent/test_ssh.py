@@ -15,7 +15,7 @@ import tempfile
 import pytest
 
 from edgec.results import ResultsStore
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 
 def _agent_dirs():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgec.agent import bundle
-from tests.conftest import REPO
+from tests.helpers.cli import REPO
 
 AGENT_DIR = REPO / "toolchain" / "edgec" / "agent"
 AGENT_FILES = sorted(AGENT_DIR.rglob("*.py"))

@@ -9,7 +9,7 @@ import pytest
 
 from edgec.ci.config import ConfigError, load_config, option_kinds
 from edgec.config import BuildOptions
-from tests.ci.conftest import write_config
+from tests.helpers.ci import write_config
 
 GOOD = """
     [[model]]

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.helpers.cli import REPO, run_cli
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from edgec.ci.gates import (
 )
 from edgec.config import BuildOptions
 from edgec.search.api import CONSTRAINTS, Request
-from tests.ci.conftest import write_config
+from tests.helpers.ci import write_config
 
 FIGS = {"artifact": "model.tflite", "bytes": 40_000, "float_accuracy": 0.97, "artifact_accuracy": 0.96,
         "accuracy_drop_points": 1.0, "float_tflite_bytes": 120_000, "compression_rate": 3.0,

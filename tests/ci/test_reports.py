@@ -12,7 +12,7 @@ from edgec.ci.config import load_config
 from edgec.ci.gates import evaluate
 from edgec.ci.runner import document
 from edgec.errors import EdgecError
-from tests.ci.conftest import validate_junit, write_config
+from tests.helpers.ci import validate_junit, write_config
 
 
 def row(model: str, target: str, *, budgets=None, figs=None, baseline=None, error=None, wall=3.0, standalone=None,

@@ -14,8 +14,8 @@ import textwrap
 import pytest
 
 from edgec.util import sha256_file
-from tests.ci.conftest import copy_digits, validate_junit, write_config
-from tests.conftest import REPO, run_cli
+from tests.helpers.ci import copy_digits, validate_junit, write_config
+from tests.helpers.cli import REPO, run_cli
 
 CONFIG = """
     [[model]]

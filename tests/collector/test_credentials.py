@@ -160,7 +160,7 @@ def test_tls_with_a_ca_the_agent_and_the_cli_verify(serve, agents, builds, tls_f
 
 
 def test_bad_tls_options_are_one_line(tmp_path, tls_files):
-    from tests.conftest import run_cli
+    from tests.helpers.cli import run_cli
 
     db = tmp_path / "c.db"
     for args, text in ((["--tls-cert", str(tls_files["server"])], "go together"),

@@ -157,7 +157,7 @@ def test_agent_refused_token_stops_with_one_line(serve, agent_pyz, tmp_path):
 def test_profile_detection_and_labels():
     from edgec.agent import capabilities, device
     from edgec.agent.errors import AgentError
-    from tests.agent.conftest import FIXTURES
+    from tests.helpers.agent import FIXTURES
 
     expected = {"jetson-orin-nano-jp6": "jetson-orin-nano", "jetson-agx-orin-jp5": "jetson-agx-orin",
                 "rpi5": "rpi5", "coral-devboard": "coral-devboard", "rpi4-coral-usb": "rpi4"}

@@ -21,7 +21,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.cli import REPO
 from tests.helpers.fleet import (
     get_job,
     lease_job,

@@ -14,7 +14,7 @@ import sys
 import httpx
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.cli import REPO
 from tests.helpers.fleet import Server, upload_and_queue
 
 PATH_VALUES = {"sha256": "0" * 64, "job_id": "1", "result_id": "1", "device": "d"}

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 from edgec.cli import COMMANDS
-from tests.conftest import REPO, run_cli
+from tests.helpers.cli import REPO, run_cli
 
 
 def test_help_imports_no_tensorflow():

@@ -1,6 +1,20 @@
-"""Assertions on what the command line prints."""
+"""Running the command line and assertions on what it prints."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600):
+    """Run ``python -m edgec ARGS`` in a subprocess (real exit codes, real stderr)."""
+    full_env = {**os.environ, "EDGEC_PROGRESS": "0", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "edgec", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=timeout)
 
 
 def assert_one_line_error(proc, code: int, *needles: str):

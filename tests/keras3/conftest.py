@@ -3,23 +3,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-CUSTOM_LAYERS = HERE / "custom_layers.py"
-
-
-def make_models(out: Path, *extra: str) -> Path:
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    proc = subprocess.run([sys.executable, str(HERE / "make_models.py"), str(out), *extra], capture_output=True,
-                          text=True, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+from tests.helpers.keras3 import make_models
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.keras3.conftest import CUSTOM_LAYERS
+from tests.helpers.keras3 import CUSTOM_LAYERS
 
 
 def _manifest(out, profile):

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers.keras3 import HERE
 from tests.helpers.litert import run_single
-from tests.keras3.conftest import HERE
 
 
 def _manifest(out: Path, profile: str) -> dict:

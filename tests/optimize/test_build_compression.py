@@ -8,7 +8,7 @@ import json
 import pytest
 
 from edgec.inspection import inspect_tflite
-from tests.optimize.conftest import artifact_report, kernel_rows
+from tests.helpers.optimize import artifact_report, kernel_rows
 
 
 @pytest.fixture(scope="module")

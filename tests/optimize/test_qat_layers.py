@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from edgec.errors import EdgecError
-from tests.optimize.conftest import artifact_report
+from tests.helpers.optimize import artifact_report
 
 
 @pytest.fixture(scope="module")

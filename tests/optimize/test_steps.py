@@ -9,7 +9,7 @@ from edgec.calibration import Dataset
 from edgec.config import BuildOptions, Precision
 from edgec.optimize import optimize, resolve
 from edgec.progress import Progress
-from tests.optimize.conftest import FAST
+from tests.helpers.optimize import FAST
 
 
 class RecordingTarget:

@@ -9,7 +9,7 @@ import pytest
 import edgec
 from edgec.errors import EdgecError
 from edgec.util import sha256_file
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 TARGETS = ["rpi5", "coral-usb", "jetson-orin-nano"]
 

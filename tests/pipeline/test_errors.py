@@ -6,8 +6,7 @@ import os
 
 import numpy as np
 
-from tests.conftest import run_cli
-from tests.helpers.cli import assert_one_line_error
+from tests.helpers.cli import assert_one_line_error, run_cli
 
 
 def test_corrupt_model(tmp_path, digits_dir):

@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
-from tests.helpers.cli import assert_one_line_error
+from tests.helpers.cli import assert_one_line_error, run_cli
 
 DATA = '''
 import os

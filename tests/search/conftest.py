@@ -32,60 +32,9 @@ def data(digits_dir, tmp_path_factory) -> dict[str, Path]:
             "calib": digits_dir / "calib.npz", "train": out / "train.npz", "dir": out}
 
 
-def write_space(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
-PTQ_SPACE = """
-[space]
-precision = ["int8", "fp32", "fp16", "dynamic"]
-prune_structure = "none"
-prune = 0
-cluster = "none"
-quantization = "ptq"
-"""
-
-SMALL_SPACE = """
-[space]
-precision = ["int8", "fp32"]
-prune_structure = "none"
-prune = [0.0, 0.6]
-cluster = "none"
-quantization = ["ptq", "qat"]
-epochs = 1
-lr = 0.002
-distill = false
-"""
-
-
 @pytest.fixture
 def quick_device():
     """Local measurements: 50 timed inferences per agent run, two or three runs."""
     from edgec.search.device import Device
 
     return Device(device="local", runs=50, warmup=5, min_runs=2, max_runs=3, rtol=0.05)
-
-
-def request_for(data, tmp_path, space_text: str, device, **changes):
-    from edgec.search.api import Request
-
-    fields = dict(target="x86-cpu", eval=str(data["eval"]), model=data["model"], fine_tune=str(data["fine_tune"]),
-                  calib=str(data["calib"]), trials=3, space=write_space(tmp_path / "space.toml", space_text),
-                  device=device, out=tmp_path / "search", seed=0, heartbeat=2, sampler="random")
-    fields.update(changes)
-    return Request(**fields)
-
-
-def enqueue(request, directions: list[str], params: list[dict], name: str | None = None):
-    """Create the request's study and queue trials with fixed parameters (they run first)."""
-    import optuna
-
-    from edgec.search.study import open_storage, storage_url
-
-    storage = open_storage(storage_url(request.storage, Path(request.out)), heartbeat=None)
-    study = optuna.create_study(storage=storage, study_name=name or request.study_name(), directions=directions,
-                                load_if_exists=True)
-    for p in params:
-        study.enqueue_trial(p)
-    return study

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.search import bracket_zero_name
-from tests.search.conftest import enqueue, write_space
+from tests.helpers.search import bracket_zero_name, enqueue, write_space
 
 pytest.importorskip("optuna")
 

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.helpers.search import bracket_zero_name
-from tests.search.conftest import PTQ_SPACE, SMALL_SPACE, enqueue, request_for
+from tests.helpers.cli import run_cli
+from tests.helpers.search import PTQ_SPACE, SMALL_SPACE, bracket_zero_name, enqueue, request_for
 
 pytest.importorskip("optuna")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.cli import REPO
 from tests.helpers.fleet import wait_for
-from tests.search.conftest import PTQ_SPACE, request_for, write_space
+from tests.helpers.search import PTQ_SPACE, request_for, write_space
 
 optuna = pytest.importorskip("optuna")
 
@@ -116,7 +116,7 @@ def test_trials_measured_by_a_fleet_agent(data, tmp_path, serve, agents):
                     max_runs=2, timeout=120)
     space = PTQ_SPACE.replace('["int8", "fp32", "fp16", "dynamic"]', '["int8", "fp16"]')
     request = request_for(data, tmp_path, space, device, trials=2)
-    from tests.search.conftest import enqueue
+    from tests.helpers.search import enqueue
 
     enqueue(request, ["maximize", "minimize", "minimize"], [{"precision": "int8"}, {"precision": "fp16"}])
     doc = api.run(request)

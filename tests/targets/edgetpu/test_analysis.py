@@ -10,7 +10,7 @@ import pytest
 from edgec import tflite_model
 from edgec.targets.edgetpu import EdgeTPUSettings as Settings
 from edgec.targets.edgetpu import analyze
-from tests.targets.edgetpu.conftest import keras_macs, random_npz
+from tests.helpers.edgetpu import keras_macs, random_npz
 
 
 def _no_float_tensors(path) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 
 from edgec import profiles
 from edgec.util import sha256_file
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 
 NO_COMPILER = shutil.which("edgetpu_compiler") is None
 

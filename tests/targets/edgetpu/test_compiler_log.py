@@ -13,7 +13,7 @@ from edgec.targets.edgetpu.compiler_log import (
     status_category,
 )
 from edgec.targets.edgetpu.rules import rules
-from tests.targets.edgetpu.conftest import fixture_text
+from tests.helpers.edgetpu import fixture_text
 
 
 def test_v16_console_with_table_and_off_chip_streaming():

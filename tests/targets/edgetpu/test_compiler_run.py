@@ -18,7 +18,7 @@ import pytest
 
 import edgec
 from edgec.errors import CheckFailed
-from tests.targets.edgetpu.conftest import FIXTURES, fixture_text
+from tests.helpers.edgetpu import FIXTURES, fixture_text
 
 REAL = shutil.which("edgetpu_compiler")
 

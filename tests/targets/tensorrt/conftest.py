@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 
@@ -31,6 +30,3 @@ def trained_models(digits_split, digits_dir):
 
     return _TrainedOnFirstUse(load_model(digits_dir / "digits_cnn.keras").model, digits_split)
 
-
-def accuracy(outputs: list[np.ndarray], y: np.ndarray) -> float:
-    return float((outputs[0].argmax(1) == y).mean())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import edgec
-from tests.targets.tensorrt.conftest import accuracy
+from tests.helpers.tensorrt import accuracy
 
 pytest.importorskip("onnxruntime", reason="needs the onnx extra: pip install 'edgec[onnx]'")
 pytest.importorskip("tf2onnx", reason="needs the onnx extra")
