@@ -10,7 +10,7 @@ import ssl
 
 import httpx
 
-from tests.dashboard.conftest import sign_in_link
+from tests.helpers.dashboard import sign_in_link
 from tests.helpers.fleet import upload_and_queue
 
 

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.dashboard.conftest import screenshot, sign_in_link
+from tests.helpers.dashboard import screenshot, sign_in_link
 from tests.helpers.fleet import lease_job, post_result, upload_and_queue, wait_for
 
 PAGES = ("/", "/queue", "/results", "/search")
