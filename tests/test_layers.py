@@ -127,3 +127,30 @@ def test_no_function_is_longer_than_150_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 150:
                 long.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert long == []
+
+
+def test_no_test_module_imports_a_conftest_or_another_test_module():
+    """Shared helpers live in tests/helpers; conftest files hold fixtures, and test modules import
+    neither a conftest nor one another (pytest loads both under its own rules)."""
+    import ast
+
+    def forbidden(module: str) -> bool:
+        return any(part == "conftest" or part.startswith("test_") for part in module.split("."))
+
+    found = []
+    tests = ROOT / "tests"
+    for path in sorted(tests.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if path.name == "conftest.py" or rel.parts[:2] == ("tests", "helpers"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            if any(forbidden(name) for name in names):
+                found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
