@@ -32,7 +32,7 @@ def _control(ctx, backend, artifact: str) -> tuple[frozenset[str], dict[str, Any
     result = control(evaluate, backend.candidates(), [o.id for o in backend.ops], ctx.options.max_accuracy_drop,
                      progress=ctx.progress)
     section = control_section(result, backend, metric, artifact)
-    if backend.kind == "tflite":  # TensorRT's latency belongs to the device
+    if backend.host_latency:  # the latency cost of each op kept in float, measured here
         from edgec.accuracy.remedies.control import float_latency_cost
 
         section["latency_cost"] = float_latency_cost(backend, result.chosen)

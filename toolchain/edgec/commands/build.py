@@ -175,7 +175,7 @@ def print_summary(result) -> None:
         if unchosen:
             ops = ", ".join(f"#{o['index']} {o['op']}" for o in unchosen[:12])
             out.print(escape(f"float ops in {a['file']}: {ops}{' ...' if len(unchosen) > 12 else ''}"))
-    for line in (m.get("edgetpu") or {}).get("summary", []):
+    for line in (m.get(m.get("target") or "") or {}).get("summary", []):  # the target kind's own section
         out.print(escape(line))
     if m.get("optimization"):
         print_optimization(out, m["optimization"])

@@ -95,6 +95,9 @@ class Backend(Protocol):
 
     kind: str
     ops: list[QuantOp]  # the quantizable ops, in graph order
+    #: whether the artifact's latency on this host says what a float op costs on the device (LiteRT
+    #: on a CPU, as the device runs it); a GPU engine's latency belongs to the device
+    host_latency: bool
 
     def candidates(self) -> list[Candidate]:
         """What the search ranks and reverts: every op, and tensor groups where they matter."""

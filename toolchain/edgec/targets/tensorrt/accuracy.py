@@ -70,6 +70,7 @@ class TensorRTBackend:
     """
 
     kind = "tensorrt"
+    host_latency = False
 
     def __init__(self, qdq, *, layer_names: list[str] | None = None, threads: int | None = None):
         require("onnx", "onnx", "accuracy control")

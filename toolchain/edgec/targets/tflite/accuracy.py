@@ -88,6 +88,7 @@ class TFLiteBackend:
     """
 
     kind = "tflite"
+    host_latency = True
 
     def __init__(self, model, calib, *, io_dtype: str = "int8", batch_size: int | None = None,
                  output_names: list[str] | None = None, threads: int | None = None, progress=None):
