@@ -7,13 +7,13 @@ rpi5 with the default fine-tuning settings (no --epochs, --lr or --distill) for 
 * prune 0.8 + QAT   --prune 0.8 --qat          (int8 artifact)
 * channels 0.5      --prune-channels 0.5       (fp32 artifact: the drop is the recovery alone)
 
-(and on request --prune 0.8 alone, --cluster 16 --qat, --low-rank 0.5, --prune-channels 0.5 --qat)
+(and on request --prune 0.8 alone, --cluster 16 --qat, --low-rank 0.5, --low-rank 0.5 --qat, --prune-channels 0.5 --qat)
 and prints, per architecture and method, the drop of the artifact's accuracy against the float
 model on the 397 eval digits: min / max / mean over the seeds, with the recovery the build
 recorded (loss, learning-rate schedule, best epoch).
 
 Usage: python bench/bench_recovery.py [--seeds 0 1 2 3 4] [--arch residual separable]
-                                      [--method prune+qat channels prune cluster+qat low-rank
+                                      [--method prune+qat channels prune cluster+qat low-rank low-rank+qat
                                                 channels+qat] [--json out.json]
 """
 
@@ -40,6 +40,7 @@ METHODS = {
     "prune": {"prune": 0.8, "precision": "fp32"},
     "cluster+qat": {"cluster": 16, "qat": True, "precision": "int8"},
     "low-rank": {"low_rank": 0.5, "precision": "fp32"},
+    "low-rank+qat": {"low_rank": 0.5, "qat": True, "precision": "int8"},
     "channels+qat": {"prune_channels": 0.5, "qat": True, "precision": "int8"},
 }
 DEFAULT_METHODS = ("prune+qat", "channels")
