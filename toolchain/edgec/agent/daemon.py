@@ -339,8 +339,8 @@ class Daemon:
         except OSError as exc:
             raise JobFailed("cannot start the benchmark: %s" % exc, retry=True) from exc
         self._child = child
-        if self._lost.is_set() and child.poll() is None:  # taken back while the child was starting
-            child.kill()
+        if (self._lost.is_set() or self.stopping) and child.poll() is None:
+            child.kill()  # taken back, or the agent told to stop, while the child was starting
         deadline = time.monotonic() + timeout
         try:
             while True:
