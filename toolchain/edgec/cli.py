@@ -65,6 +65,9 @@ class LazyGroup(click.Group):
             click.echo(f"Error: interrupted ({exc.name}); partial outputs removed", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
+            # handled: a Ctrl-C still pending or coming while the process winds down must not turn
+            # this exit into a death by SIGINT
+            signal.signal(signal.SIGINT, lambda signum, frame: None)
             click.echo("Error: interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # a bug, not a user error: one line unless --debug
