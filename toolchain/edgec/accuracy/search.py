@@ -146,13 +146,8 @@ def control(evaluate: Evaluator, candidates: list[Candidate], ops: list[str], bu
             queue = [c for c, _ in rank(evaluate, queue, current)]
             stepped_back = True
         if met:
-            for op_id in sorted(current, key=lambda i: (_added_at(steps, i), position[i]), reverse=True):
-                trial = current - {op_id}
-                result = evaluate(trial)
-                if result.score.drop_points <= budget:
-                    steps.append({"candidate": Candidate((op_id,), "op"), "float_ops": trial, "score": result.score,
-                                  "action": "pruned"})
-                    current, now = trial, result
+            latest_first = sorted(current, key=lambda i: (_added_at(steps, i), position[i]), reverse=True)
+            current, now = _prune(evaluate, current, now, latest_first, budget, steps)
         else:
             int8 = [e for e in evaluate.cache.values() if len(e.float_ops) < n_ops]
             now = max(int8, key=lambda e: (e.score.key(), -len(e.float_ops)))
@@ -160,12 +155,12 @@ def control(evaluate: Evaluator, candidates: list[Candidate], ops: list[str], bu
         # even all ops but one in float missed the budget, fewer will not meet it either)
         if met:
             macs = _macs(evaluate, ops)
-            current, now = _prune(evaluate, current, now, macs, budget, steps)
+            current, now = _prune(evaluate, current, now, _most_macs_first(current, macs), budget, steps)
             cheap, cheap_steps = _cheapest(evaluate, ranking, plain, macs, budget, n_ops, _cost(current, macs))
             if cheap is not None and _cost(cheap.float_ops, macs) < _cost(now.float_ops, macs):
                 current, now = cheap.float_ops, cheap
                 steps += cheap_steps
-                current, now = _prune(evaluate, current, now, macs, budget, steps)
+                current, now = _prune(evaluate, current, now, _most_macs_first(current, macs), budget, steps)
         evaluate.task = None
     return ControlResult(met, budget, plain, now, ranking, steps, evaluate.count)
 
@@ -269,10 +264,14 @@ def _greedy_per_mac(evaluate: Evaluator, candidates: list[Candidate], plain: Eva
     return None, steps
 
 
-def _prune(evaluate: Evaluator, current: frozenset[str], now: Evaluation, macs: dict[str, int], budget: float,
+def _most_macs_first(ops: frozenset[str], macs: dict[str, int]) -> list[str]:
+    return sorted(ops, key=lambda i: (-macs.get(i, 0), i))
+
+
+def _prune(evaluate: Evaluator, current: frozenset[str], now: Evaluation, order: list[str], budget: float,
            steps: list[dict[str, Any]]) -> tuple[frozenset[str], Evaluation]:
-    """Every op kept float tried back in int8, the most MACs first; it stays int8 while the budget holds."""
-    for op_id in sorted(current, key=lambda i: (-macs.get(i, 0), i)):
+    """Each op kept float tried back in int8, in ``order``; it stays int8 while the budget holds."""
+    for op_id in order:
         trial = current - {op_id}
         result = evaluate(trial)
         if result.score.drop_points <= budget:
