@@ -254,3 +254,23 @@ def test_a_ctrl_c_is_kept_for_a_safe_moment_and_never_lost(foreground_ctrl_c):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job: Ctrl-C is not for it, nor for its search
     with interrupts_kept():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+_OPEN_AT = """
+import sys, time
+from edgec.search.study import open_storage
+at = float(sys.argv[2])
+time.sleep(max(0.0, at - time.time()))
+open_storage(sys.argv[1], heartbeat=None)
+"""
+
+
+def test_processes_that_open_a_new_sqlite_storage_together_all_get_it(tmp_path):
+    """Workers (or a worker and a reader) starting on a new SQLite file race to create its tables
+    and stamp its schema version; every one of them opens it."""
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    at = time.time() + 8  # past every process's imports: they open the file in the same moment
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, str(at)], cwd=REPO, stderr=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, "\n".join(e[-600:] for e in errors if e)

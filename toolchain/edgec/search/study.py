@@ -100,15 +100,24 @@ def open_storage(url: str, heartbeat: int | None = 20, retries: int = 3):
                 _sqlite_wal(storage.engine)
             return storage
         except Exception as exc:  # SQLAlchemy's errors: the one line that says why
-            # workers that start together on a new database race to create its tables: the losers
-            # find them on the next attempt
-            if attempt < 3 and ("already exists" in str(exc) or "duplicate key" in str(exc)):
+            # workers (or a worker and a reader such as the dashboard) that start together on a new
+            # database race to create its tables and stamp its schema version: the losers find both
+            # on the next attempt
+            if attempt < 3 and _lost_creation_race(exc):
                 time.sleep(0.5 + attempt)
                 continue
             shown = url.split("@")[-1] if "@" in url else url
             raise EdgecError(f"cannot open the search storage '{shown}': {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     raise AssertionError("unreachable")
+
+
+def _lost_creation_race(exc: Exception) -> bool:
+    """Another process created the tables, or stamped the schema version, in the same moment
+    (PostgreSQL: "already exists" or "duplicate key"; SQLite: "already exists" or "UNIQUE
+    constraint failed" on ``alembic_version``)."""
+    text = str(exc)
+    return any(s in text for s in ("already exists", "duplicate key", "UNIQUE constraint failed"))
 
 
 def _sqlite_wal(engine) -> None:
