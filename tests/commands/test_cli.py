@@ -56,3 +56,38 @@ def test_unknown_command_is_usage_error():
     proc = run_cli("frobnicate")
     assert proc.returncode == 2
     assert "No such command" in proc.stderr
+
+
+_HELD_CTRL_C = """
+import os, signal, subprocess, sys, time
+import click
+from edgec import cli
+
+@click.command()
+def stop():
+    # Ctrl-C held down: SIGINT after SIGINT until the process is gone, so some land while it
+    # winds down (exit handlers, finalization)
+    subprocess.Popen(["sh", "-c", f"while kill -INT {os.getpid()} 2>/dev/null; do sleep 0.001; done"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(30)
+
+cli.cli.add_command(stop)
+sys.argv = ["edgec", "stop"]
+cli.main()
+"""
+
+
+def test_a_ctrl_c_held_down_still_ends_in_one_error_line_and_exit_130():
+    """Once the first Ctrl-C is handled, the further ones are ignored: none raises into the cleanup
+    or turns exit code 130 into a death by SIGINT (Python resets a Python-level handler to the
+    default action, death, during finalization)."""
+    import signal
+
+    codes, errs = [], []
+    for _ in range(4):
+        proc = subprocess.run([sys.executable, "-c", _HELD_CTRL_C], capture_output=True, text=True, cwd=REPO,
+                              timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        codes.append(proc.returncode)
+        errs.append(proc.stderr)
+    assert codes == [130] * 4, errs
+    assert all(err.strip().splitlines() == ["Error: interrupted"] for err in errs), errs

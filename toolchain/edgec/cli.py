@@ -62,12 +62,11 @@ class LazyGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Interrupted as exc:
+            _stop_listening()
             click.echo(f"Error: interrupted ({exc.name}); partial outputs removed", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            # handled: a Ctrl-C still pending or coming while the process winds down must not turn
-            # this exit into a death by SIGINT
-            signal.signal(signal.SIGINT, lambda signum, frame: None)
+            _stop_listening()
             click.echo("Error: interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:  # a bug, not a user error: one line unless --debug
@@ -86,6 +85,19 @@ class LazyGroup(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
+
+
+def _stop_listening() -> None:
+    """The stop is handled: a further Ctrl-C while the process winds down is ignored, so it can
+    neither raise into the cleanup nor turn exit code 130 into a death by SIGINT. Ignored at the C
+    level: Python's finalization resets a Python-function handler to the default action (death),
+    but leaves an ignored signal ignored. Only for the ``edgec`` program itself: a command run
+    inside a longer Python process (tests, notebooks) leaves that process's Ctrl-C as it was."""
+    import signal
+    import threading
+
+    if _PROGRAM and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _raise_interrupted(signum, frame):
@@ -132,8 +144,14 @@ def cli(ctx: click.Context, debug: bool, verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+#: set by :func:`main`: this process is the ``edgec`` program, not a host of a command run in it
+_PROGRAM = False
+
+
 def main() -> None:
     """Console-script entry point."""
+    global _PROGRAM
+    _PROGRAM = True
     cli(prog_name="edgec")
 
 

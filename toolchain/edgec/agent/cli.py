@@ -13,7 +13,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 
 from . import __version__
 from .errors import AgentError
@@ -192,5 +194,10 @@ def main(argv=None):
         sys.stderr.write("Error: %s\n" % exc)
         return exc.exit_code
     except KeyboardInterrupt:
+        # handled: in the agent program (not a caller's process), a further Ctrl-C while it winds
+        # down is ignored (at the C level, which Python's finalization keeps), so exit code 130
+        # cannot become a death by SIGINT
+        if argv is None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.stderr.write("Error: interrupted\n")
         return 130
